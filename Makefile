@@ -1,0 +1,44 @@
+# facemedia — the two commands a newcomer runs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-fast lint worker privacy-worker beat bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/facemedia demo
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not services and not slow"
+
+lint: install
+	$(VENV)/bin/ruff check worker pipelines tests bench
+	$(VENV)/bin/ruff format --check worker pipelines tests bench
+	$(VENV)/bin/mypy
+
+worker: install
+	$(VENV)/bin/celery -A worker.celery_app worker -Q media --loglevel INFO
+
+privacy-worker: install
+	$(VENV)/bin/celery -A worker.celery_app worker -Q privacy --loglevel INFO
+
+beat: install
+	$(VENV)/bin/celery -A worker.celery_app beat --loglevel INFO
+
+bench: install
+	@for b in bench/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,137 @@
+"""Shared fixtures: real services (PostgreSQL, Redis, RabbitMQ), moto's S3/KMS server over HTTP.
+
+A missing service is a skip with a reason locally and a failure under CI (CI=true).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+IN_CI = os.environ.get("CI") == "true"
+PG_ADMIN_URL = os.environ.get("FACEMEDIA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("FACEMEDIA_TEST_REDIS", "redis://127.0.0.1:6379/7")
+AMQP_URL = os.environ.get("FACEMEDIA_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
+REGION = "cn-north-1"
+
+# moto (and boto3 in the worker subprocesses) need credentials; these are not secrets.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
+
+
+def need(service: str, available: bool, why: str) -> None:
+    """Skip (locally) or fail (in CI) when a service a test needs is missing."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{service} is required in CI but unavailable: {why}")
+    pytest.skip(f"{service} unavailable: {why}")
+
+
+def port_open(host: str, port: int) -> bool:
+    """True if a TCP connection to host:port succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    """An unused TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's server (S3 + KMS) over HTTP on a free loopback port, for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint: str) -> str:
+    """A fresh versioned bucket in the allowed region."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
+    name = f"fm-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The admin URL of the local PostgreSQL (skip/fail if it is down)."""
+    need("PostgreSQL", port_open("127.0.0.1", 5432), "nothing listens on 127.0.0.1:5432")
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+    import psycopg
+
+    name = f"fm_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = pg_server.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Any]:
+    """Settings for an isolated embedded home under tmp_path, with overrides."""
+    from worker.settings import load_settings
+
+    def build(**overrides: Any) -> Any:
+        overrides.setdefault("home", tmp_path / "var")
+        return load_settings(**overrides)
+
+    return build
+
+
+@pytest.fixture
+def embedded(make_settings: Callable[..., Any]) -> Iterator[Any]:
+    """A container on the embedded default (SQLite, LocalStore, eager), installed process-wide."""
+    from worker.bootstrap import Container, set_container
+
+    container = Container(make_settings())
+    set_container(container)
+    try:
+        yield container
+    finally:
+        container.close()
+        set_container(None)
+
+
+@pytest.fixture(scope="session")
+def astronaut_jpeg() -> bytes:
+    """scikit-image's astronaut photo (shipped with the package), JPEG-encoded in memory."""
+    import cv2
+    from skimage import data
+
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    assert ok
+    return bytes(buf)

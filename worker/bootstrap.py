@@ -1,0 +1,227 @@
+"""The one composition root: builds the ledger, keyring, stores, vault and services from settings.
+
+Nothing is built at import time. Each process (CLI, worker child) builds one :class:`Container`
+lazily through :func:`get_container`; a forked Celery child calls :func:`reset_container` first so
+it never shares the parent's database connections.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import boto3
+from botocore.config import Config as BotoConfig
+from celery import Celery
+
+from pipelines.faces import CenterFaceDetector, DetectorConfig, FaceDetector
+from pipelines.media import ImageLimits
+from worker.crypto import Envelope, Keyring, KmsKeyring, LocalKeyring, SubjectKeys
+from worker.jobs.client import JobClient
+from worker.jobs.registry import Tools
+from worker.jobs.service import JobService, ServiceConfig
+from worker.ledger.db import Database
+from worker.ledger.pseudonyms import Pseudonymizer
+from worker.ledger.subject_keys import LedgerSubjectKeyStore
+from worker.ledger.subjects import SubjectRegistry
+from worker.settings import Settings, load_settings
+from worker.storage.base import ObjectStore
+from worker.storage.errors import RegionNotAllowed
+from worker.storage.local import LocalStore
+from worker.storage.s3 import S3Store
+from worker.storage.vault import Vault
+
+_BOTO = BotoConfig(
+    retries={"max_attempts": 5, "mode": "adaptive"},
+    connect_timeout=5,
+    read_timeout=60,
+    signature_version="s3v4",
+)
+
+
+class Container:
+    """Every long-lived collaborator of one process, built on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._detector: FaceDetector | None = None
+
+    @cached_property
+    def db(self) -> Database:
+        """The ledger database (schema brought up to date on first use)."""
+        db = Database(self.settings.effective_database_url)
+        db.migrate()
+        return db
+
+    @cached_property
+    def keyring(self) -> Keyring:
+        """``local`` → the KEK file under home; otherwise the KMS key named by the setting."""
+        if self.settings.keyring == "local":
+            return LocalKeyring(self.settings.home_dir / "keys" / "kek.json")
+        client = boto3.client(
+            "kms",
+            region_name=self.settings.s3_region,
+            endpoint_url=self.settings.kms_endpoint_url or None,
+            config=_BOTO,
+        )
+        return KmsKeyring(self.settings.keyring, client)
+
+    @cached_property
+    def subject_keys(self) -> SubjectKeys:
+        """Subject keys, wrapped by the keyring, persisted in the ledger."""
+        return SubjectKeys(self.keyring, LedgerSubjectKeyStore(self.db))
+
+    @cached_property
+    def envelope(self) -> Envelope:
+        """The streaming envelope cipher."""
+        return Envelope(self.subject_keys, segment_size=self.settings.segment_size)
+
+    @cached_property
+    def store(self) -> ObjectStore:
+        """``file://DIR`` → LocalStore; ``s3://bucket/prefix`` → S3Store."""
+        url = urlparse(self.settings.effective_store_url)
+        if url.scheme == "file":
+            return LocalStore(self.settings.home_dir / "store" if not url.path else Path(url.path))
+        if url.scheme == "s3":
+            client = boto3.client(
+                "s3",
+                region_name=self.settings.s3_region,
+                endpoint_url=self.settings.s3_endpoint_url or None,
+                config=_BOTO,
+            )
+            return S3Store(client, url.netloc, url.path)
+        raise ValueError("store_url must be file://... or s3://bucket/prefix")
+
+    @cached_property
+    def vault(self) -> Vault:
+        """Encryption paired with the store."""
+        return Vault(self.store, self.envelope)
+
+    @cached_property
+    def pseudonyms(self) -> Pseudonymizer:
+        """Upstream subject id → keyed hash."""
+        return Pseudonymizer(self.db, self.keyring)
+
+    @cached_property
+    def subjects(self) -> SubjectRegistry:
+        """Find-or-create of data subjects."""
+        return SubjectRegistry(self.db, self.pseudonyms, self.subject_keys)
+
+    def detector(self) -> FaceDetector:
+        """The face model, loaded once per process on first use."""
+        if self._detector is None:
+            self._detector = CenterFaceDetector.load(
+                DetectorConfig(
+                    threshold=self.settings.detector_threshold,
+                    working_size=self.settings.detector_working_size,
+                )
+            )
+        return self._detector
+
+    @cached_property
+    def tools(self) -> Tools:
+        """What job handlers get."""
+        return Tools(
+            detector=self.detector,
+            image_limits=ImageLimits(
+                max_bytes=self.settings.max_upload_bytes,
+                max_pixels=self.settings.max_image_pixels,
+            ),
+        )
+
+    @cached_property
+    def service(self) -> JobService:
+        """The job lifecycle."""
+        s = self.settings
+        return JobService(
+            self.db,
+            self.vault,
+            self.tools,
+            ServiceConfig(
+                lease_seconds=s.lease_seconds,
+                max_deliveries=s.max_deliveries,
+                max_retries=s.max_retries,
+                max_upload_bytes=s.max_upload_bytes,
+                output_retention=timedelta(days=s.output_retention_days),
+            ),
+        )
+
+    @cached_property
+    def client(self) -> JobClient:
+        """The upstream-facing client; enqueues onto the media queue."""
+        return JobClient(
+            self.db,
+            self.vault,
+            self.subjects,
+            enqueue=self.enqueue,
+            max_upload_bytes=self.settings.max_upload_bytes,
+            original_max_age=timedelta(hours=self.settings.original_max_age_hours),
+        )
+
+    @cached_property
+    def producer(self) -> Celery:
+        """A Celery instance used only to send messages to the configured broker."""
+        from worker.celery_app import celery_config
+
+        producer = Celery("facemedia-producer", set_as_current=False)
+        producer.conf.update(celery_config(self.settings))
+        return producer
+
+    def enqueue(self, job_id: str) -> None:
+        """Send ``facemedia.media.process(job_id)``; with no broker, run it here and now."""
+        from worker.tasks.media import PROCESS, process
+
+        if self.settings.eager:
+            process.apply(args=[job_id], throw=True)
+        else:
+            self.producer.send_task(PROCESS, args=[job_id], queue="media")
+
+    def preflight(self) -> dict[str, Any]:
+        """Refuse to run against a bucket or KMS key outside the allowed regions (statement 6.1)."""
+        allowed = set(self.settings.allowed_regions)
+        info = self.store.info()
+        if info.region is not None and info.region not in allowed:
+            raise RegionNotAllowed(f"bucket region {info.region} is not in allowed_regions")
+        kms_region = self.keyring.region
+        if kms_region is not None and kms_region not in allowed:
+            raise RegionNotAllowed(f"KMS key region {kms_region} is not in allowed_regions")
+        return {
+            "store": info.kind,
+            "store_region": info.region,
+            "versioned": info.versioned,
+            "keyring": type(self.keyring).__name__,
+            "keyring_region": kms_region,
+        }
+
+    def close(self) -> None:
+        """Release connections."""
+        if "db" in self.__dict__:
+            self.db.dispose()
+        if "producer" in self.__dict__:
+            self.producer.close()
+
+
+_container: Container | None = None
+
+
+def get_container() -> Container:
+    """This process's container, built from the settings on first call."""
+    global _container
+    if _container is None:
+        _container = Container(load_settings())
+    return _container
+
+
+def set_container(container: Container | None) -> None:
+    """Install a container (tests, the CLI with explicit settings)."""
+    global _container
+    _container = container
+
+
+def reset_container() -> None:
+    """Forget this process's container (after fork: never share the parent's connections)."""
+    global _container
+    _container = None

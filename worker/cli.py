@@ -1,0 +1,376 @@
+"""The ``facemedia`` command (typer + rich). Entry points only translate: no logic lives here."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="facemedia worker tools")
+crypto_app = typer.Typer(no_args_is_help=True, help="Encrypt and decrypt files (envelope format)")
+keys_app = typer.Typer(no_args_is_help=True, help="Key management")
+audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log")
+db_app = typer.Typer(no_args_is_help=True, help="Ledger schema")
+app.add_typer(crypto_app, name="crypto")
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
+
+
+def _container() -> Any:
+    from worker.bootstrap import get_container
+    from worker.logs import configure_logging
+
+    container = get_container()
+    configure_logging(container.settings.log_level)
+    return container
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+def _emit(data: dict[str, Any], as_json: bool, title: str = "") -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, default=str) + "\n")
+        return
+    table = Table(title=title or None, show_header=False)
+    for key, value in data.items():
+        table.add_row(key, json.dumps(value, default=str) if not isinstance(value, str) else value)
+    out.print(table)
+
+
+def _parse_params(params: str) -> dict[str, Any]:
+    try:
+        value = json.loads(params) if params else {}
+    except json.JSONDecodeError as exc:
+        raise _fail(f"--params is not valid JSON ({exc.msg})", 2) from None
+    if not isinstance(value, dict):
+        raise _fail("--params must be a JSON object", 2)
+    return value
+
+
+def _write_outputs(container: Any, job_id: str, out_dir: Path) -> list[str]:
+    outputs = container.client.outputs(job_id)
+    target = out_dir / job_id
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in sorted(outputs.items()):
+        (target / name).write_bytes(data)
+        written.append(str(target / name))
+    return written
+
+
+def _submit(
+    container: Any, path: Path, job: str, params: str, subject: str, **consent: bool
+) -> str:
+    from worker.jobs.errors import JobError
+    from worker.ledger.subjects import Consent
+
+    if not path.is_file():
+        raise _fail("input file not found", 2)
+    try:
+        with path.open("rb") as media:
+            return str(
+                container.client.submit(
+                    media,
+                    job,
+                    _parse_params(params),
+                    subject_id=subject,
+                    consent=Consent(**consent),
+                )
+            )
+    except JobError as exc:
+        raise _fail(f"{getattr(exc, 'code', 'refused')}: {exc}", 2) from None
+
+
+def _wait(container: Any, job_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status: dict[str, Any] = container.service.status(job_id)
+        if status["status"] in ("succeeded", "failed", "expired") and status["original_deleted"]:
+            return status
+        if time.monotonic() > deadline:
+            return status
+        time.sleep(0.2)
+
+
+SubjectOpt = Annotated[str, typer.Option("--subject", help="The upstream's subject id")]
+
+
+@app.command()
+def run(
+    path: Path,
+    job: Annotated[str, typer.Option("--job", help="Job type: detect, ...")] = "detect",
+    params: Annotated[str, typer.Option("--params", help="Job parameters as JSON")] = "",
+    subject: SubjectOpt = "cli-user",
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Write decrypted outputs here")
+    ] = None,
+    research_consent: bool = False,
+    minor: bool = False,
+    guardian_consent: bool = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for a worker")] = 300.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit PATH, process it (inline, or by a worker when a broker is set), print a summary."""
+    container = _container()
+    job_id = _submit(
+        container,
+        path,
+        job,
+        params,
+        subject,
+        research=research_consent,
+        is_minor=minor,
+        guardian=guardian_consent,
+    )
+    status = _wait(container, job_id, timeout)
+    if out_dir is not None and status["status"] == "succeeded":
+        status["written"] = _write_outputs(container, job_id, out_dir)
+    _emit(status, as_json, "job")
+    if status["status"] not in ("succeeded", "failed"):
+        raise typer.Exit(3)
+
+
+@app.command()
+def submit(
+    path: Path,
+    job: Annotated[str, typer.Option("--job")] = "detect",
+    params: Annotated[str, typer.Option("--params")] = "",
+    subject: SubjectOpt = "cli-user",
+    research_consent: bool = False,
+    minor: bool = False,
+    guardian_consent: bool = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit PATH as a job and print its id (does not wait)."""
+    container = _container()
+    job_id = _submit(
+        container,
+        path,
+        job,
+        params,
+        subject,
+        research=research_consent,
+        is_minor=minor,
+        guardian=guardian_consent,
+    )
+    _emit({"job_id": job_id}, as_json)
+
+
+@app.command()
+def status(job_id: str, as_json: JsonOpt = False) -> None:
+    """The job's state, error code, face count, outputs and whether its original is deleted."""
+    from worker.jobs.errors import JobNotFound
+
+    try:
+        data = _container().service.status(job_id)
+    except JobNotFound:
+        raise _fail("no such job", 2) from None
+    _emit(data, as_json, "job")
+
+
+@app.command()
+def result(
+    job_id: str,
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the decrypted outputs")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Decrypt a job's outputs into OUT/JOB_ID/."""
+    from worker.jobs.errors import JobNotFound
+
+    container = _container()
+    try:
+        written = _write_outputs(container, job_id, out_dir)
+    except JobNotFound:
+        raise _fail("no such job", 2) from None
+    _emit({"job_id": job_id, "written": written}, as_json)
+
+
+@app.command()
+def demo(
+    path: Annotated[
+        Path | None, typer.Argument(help="A face photo; default: a shipped sample")
+    ] = None,
+    job: Annotated[str, typer.Option("--job")] = "detect",
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the main job end to end on the embedded default and show where the outputs are."""
+    container = _container()
+    home = container.settings.home_dir
+    out_dir = home / "demo-out"
+    if path is None:
+        data = _sample_photo()
+        with tempfile.SpooledTemporaryFile(max_size=1 << 30) as fh:  # stays in memory
+            fh.write(data)
+            fh.seek(0)
+            job_id = str(container.client.submit(fh, job, {}, subject_id="demo-subject"))
+    else:
+        job_id = _submit(container, path, job, "", "demo-subject")
+    status = _wait(container, job_id, 300)
+    if status["status"] == "succeeded":
+        status["written"] = _write_outputs(container, job_id, out_dir)
+    status["store"] = container.settings.effective_store_url
+    status["ledger"] = container.settings.effective_database_url
+    if as_json:
+        _emit(status, True)
+        return
+    out.print(f"[bold]facemedia demo[/bold] — job [cyan]{job_id}[/cyan] ({job})")
+    out.print(
+        f"  status: {status['status']}  faces: {status['faces']}  error: {status['error_code']}"
+    )
+    out.print(f"  original deleted (all versions): {status['original_deleted']}")
+    out.print(f"  encrypted store: {status['store']}")
+    out.print(f"  ledger: {status['ledger']}")
+    for written in status.get("written", []):
+        out.print(f"  decrypted output: {written}")
+    if status["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+def _sample_photo() -> bytes:
+    """scikit-image's astronaut (public domain, shipped with the package) as a JPEG."""
+    import cv2
+    from skimage import data
+
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise _fail("could not encode the sample photo")
+    return bytes(buf)
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: JsonOpt = False) -> None:
+    """Check the audit log's hash chain; exit 1 and name the first bad row if broken."""
+    from worker.ledger import audit
+
+    container = _container()
+    with container.db.session() as s:
+        report = audit.verify(s)
+    _emit(dict(report.to_json()), as_json, "audit")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """Write to a temp file beside ``path``, rename on success, remove it on any failure."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=".fm-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _context(pairs: list[str]) -> dict[str, str]:
+    ctx: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise _fail(f"--context takes key=value, got {pair!r}", 2)
+        ctx[key] = value
+    return ctx
+
+
+ContextOpt = Annotated[
+    list[str], typer.Option("--context", help="Encryption context entry key=value (repeatable)")
+]
+
+
+@crypto_app.command("encrypt")
+def crypto_encrypt(
+    src: Path,
+    dst: Path,
+    subject: SubjectOpt,
+    context: ContextOpt = [],  # noqa: B006
+) -> None:
+    """Encrypt SRC to DST under SUBJECT's key, binding the context."""
+    from worker.crypto import CryptoError
+
+    container = _container()
+    ctx = _context(context)
+    if not src.is_file():
+        raise _fail("input file not found", 2)
+    try:
+        ref = container.subjects.ensure(subject)
+        with src.open("rb") as fin, _atomic_file(dst) as fout:
+            container.envelope.encrypt(ref.key_id, ctx, fin, fout)
+    except CryptoError as exc:
+        raise _fail(f"encryption failed: {exc}") from None
+
+
+@crypto_app.command("decrypt")
+def crypto_decrypt(
+    src: Path,
+    dst: Path,
+    subject: SubjectOpt,
+    context: ContextOpt = [],  # noqa: B006
+) -> None:
+    """Decrypt SRC to DST; fails (and leaves no DST) on any tampering or wrong context/subject."""
+    from worker.crypto import CryptoError, DecryptError, Envelope
+
+    container = _container()
+    ctx = _context(context)
+    if not src.is_file():
+        raise _fail("input file not found", 2)
+    try:
+        ref = container.subjects.find(subject)
+        with src.open("rb") as fin:
+            if ref is None or Envelope.key_id_of(fin) != ref.key_id:
+                raise DecryptError("not encrypted for this subject")
+            fin.seek(0)
+            container.envelope.decrypt_to_file(ctx, fin, dst)
+    except CryptoError as exc:
+        raise _fail(f"decryption failed: {exc}") from None
+
+
+@keys_app.command("rotate")
+def keys_rotate(as_json: JsonOpt = False) -> None:
+    """New KEK version; re-wrap every subject key and service key (objects are untouched)."""
+    from worker.ledger import audit
+
+    container = _container()
+    count = container.subject_keys.rotate_kek()
+    container.pseudonyms.rewrap()
+    current = container.keyring.current()
+    with container.db.session() as s:
+        audit.append(s, "keys.rotated", None, count=count)
+    _emit({"rewrapped": count, "kek_version": current.version}, as_json)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply Alembic migrations up to head."""
+    container = _container()
+    container.db.migrate()
+    out.print(f"ledger at revision {container.db.current_revision()}")
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

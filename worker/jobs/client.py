@@ -1,0 +1,168 @@
+"""The client the upstream API calls: submit a job, read its status and outputs.
+
+``submit`` encrypts the original under the subject's key while streaming it to the store,
+records the job ``queued`` and enqueues ``facemedia.media.process`` with the job id only.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO
+
+import structlog
+from sqlalchemy import select
+
+from worker.jobs import errors as codes
+from worker.jobs.errors import JobNotFound, SubmitRefused
+from worker.jobs.registry import handler
+from worker.ledger import audit
+from worker.ledger.db import Database
+from worker.ledger.models import Job, StoredObject
+from worker.ledger.subjects import Consent, SubjectRegistry
+from worker.storage.errors import StorageError
+from worker.storage.vault import Vault, original_key
+
+log = structlog.get_logger("facemedia.client")
+
+
+class _Limited:
+    """A reader that refuses to pass more than ``limit`` bytes."""
+
+    def __init__(self, inner: BinaryIO, limit: int) -> None:
+        self._inner, self._limit, self.count = inner, limit, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._inner.read(size)
+        self.count += len(data)
+        if self.count > self._limit:
+            raise SubmitRefused(codes.TOO_LARGE, "the upload exceeds the size limit")
+        return data
+
+
+class JobClient:
+    """Submits jobs and reads results; ``enqueue`` sends a job id to the media queue."""
+
+    def __init__(
+        self,
+        db: Database,
+        vault: Vault,
+        subjects: SubjectRegistry,
+        enqueue: Callable[[str], None],
+        max_upload_bytes: int,
+        original_max_age: timedelta,
+    ) -> None:
+        self.db = db
+        self.vault = vault
+        self.subjects = subjects
+        self.enqueue = enqueue
+        self.max_upload_bytes = max_upload_bytes
+        self.original_max_age = original_max_age
+
+    def submit(
+        self,
+        media: bytes | BinaryIO,
+        job_type: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        subject_id: str,
+        consent: Consent | None = None,
+    ) -> str:
+        """Store the original encrypted, record the job ``queued``, enqueue it; return its id.
+
+        Refuses (SubmitRefused) an unknown job type, invalid params or an oversized upload
+        before anything is kept. The caller's subject id is never stored: only its HMAC.
+        """
+        try:
+            clean = dict(handler(job_type).validate(dict(params or {})))
+        except Exception as exc:
+            code = getattr(exc, "code", codes.BAD_PARAMS)
+            raise SubmitRefused(str(code), str(exc)) from None
+        ref = self.subjects.ensure(subject_id, consent or Consent())
+        subject, key_id = ref.id, ref.key_id
+        job_id = uuid.uuid4().hex
+        key = original_key(job_id)
+        t = datetime.now(UTC)
+        object_id = uuid.uuid4().hex
+        with self.db.session() as s:
+            s.add(
+                Job(
+                    id=job_id,
+                    subject_id=subject,
+                    job_type=job_type,
+                    params=clean,
+                    status="queued",
+                    created_at=t,
+                )
+            )
+            s.flush()
+            s.add(
+                StoredObject(
+                    id=object_id,
+                    key=key,
+                    object_class="original",
+                    job_id=job_id,
+                    subject_id=subject,
+                    created_at=t,
+                    expires_at=t + self.original_max_age,
+                )
+            )
+            audit.append(s, "job.submitted", job_id, job_type=job_type)
+        src = io.BytesIO(media) if isinstance(media, bytes | bytearray) else media
+        limited = _Limited(src, self.max_upload_bytes)
+        try:
+            size = self.vault.put(key, "original", job_id, key_id, limited)  # type: ignore[arg-type]
+        except (SubmitRefused, StorageError) as exc:
+            self._abandon(job_id, object_id, key, exc)
+            raise
+        with self.db.session() as s:
+            obj = s.get(StoredObject, object_id)
+            assert obj is not None
+            obj.size, obj.stored_at = size, datetime.now(UTC)
+        log.info("job.submitted", job_id=job_id, job_type=job_type)
+        self.enqueue(job_id)
+        return job_id
+
+    def _abandon(self, job_id: str, object_id: str, key: str, exc: Exception) -> None:
+        """The upload failed: remove whatever reached the store and fail the job."""
+        code = getattr(exc, "code", codes.INTERNAL_ERROR)
+        try:
+            self.vault.delete(key)
+            deleted = True
+        except StorageError:
+            deleted = False  # the sweep removes it once the original's max age passes
+        t = datetime.now(UTC)
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            obj = s.get(StoredObject, object_id)
+            assert job is not None and obj is not None
+            job.status, job.error_code, job.finished_at = "failed", str(code), t
+            job.error_message = (
+                "the upload was refused" if code == codes.TOO_LARGE else "upload failed"
+            )
+            if deleted:
+                obj.deleted_at = job.original_deleted_at = t
+            audit.append(s, "job.failed", job_id, error_code=str(code))
+
+    def job_exists(self, job_id: str) -> bool:
+        """True if the ledger knows ``job_id``."""
+        with self.db.session() as s:
+            return s.get(Job, job_id) is not None
+
+    def outputs(self, job_id: str) -> dict[str, bytes]:
+        """Decrypt a succeeded job's outputs into memory, by name."""
+        with self.db.session() as s:
+            if s.get(Job, job_id) is None:
+                raise JobNotFound("no such job")
+            rows = list(
+                s.scalars(
+                    select(StoredObject).where(
+                        StoredObject.job_id == job_id,
+                        StoredObject.object_class == "output",
+                        StoredObject.deleted_at.is_(None),
+                    )
+                )
+            )
+        return {str(r.name): self.vault.read(r.key, "output", job_id) for r in rows}

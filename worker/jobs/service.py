@@ -1,0 +1,444 @@
+"""The job lifecycle: claim → load → run → store outputs → commit → delete the original.
+
+Every transition is a compare-and-set in the ledger, so a task delivered twice does the work once.
+A claim is a lease (token + expiry) renewed by a heartbeat while the job runs; a redelivered job
+whose worker died is taken over once the lease lapses. Order inside a job: outputs written and
+recorded → state committed → original deleted (all versions) → deletion recorded. A crash anywhere
+leaves a state that the next delivery (or the sweep) finishes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import structlog
+from sqlalchemy import CursorResult, Update, update
+from sqlalchemy.orm import Session
+
+from pipelines.errors import PipelineError
+from worker.crypto import CryptoError, KeyShreddedError
+from worker.jobs import errors as codes
+from worker.jobs.errors import JobFailed, JobNotFound, TransientJobError, UnknownJobType
+from worker.jobs.registry import JobOutcome, Tools, handler
+from worker.ledger import audit
+from worker.ledger.db import Database
+from worker.ledger.models import DeletionReceipt, Job, StoredObject
+from worker.storage.errors import ObjectMissing, StorageError, TransientStorageError
+from worker.storage.vault import TooBig, Vault, original_key, output_key
+
+log = structlog.get_logger("facemedia.jobs")
+
+ENDED = frozenset({"succeeded", "failed", "expired"})
+
+
+def _cas(session: Session, stmt: Update) -> int:
+    """Run a compare-and-set UPDATE; return how many rows it changed (0 or 1)."""
+    result = session.execute(stmt)
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def now() -> datetime:
+    """The ledger's clock (UTC)."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Knobs of the lifecycle (from the settings)."""
+
+    lease_seconds: int = 30
+    max_deliveries: int = 5
+    max_retries: int = 6
+    max_upload_bytes: int = 200 * 1024 * 1024
+    output_retention: timedelta = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """What one delivery did. ``retry_in`` set: the job is leased elsewhere; try again later."""
+
+    job_id: str
+    status: str
+    ran: bool = False
+    retry_in: float | None = None
+
+
+class _Lease:
+    """Renews a claim's expiry from a background thread while the job runs."""
+
+    def __init__(self, db: Database, job_id: str, token: str, seconds: int) -> None:
+        self._db, self._job_id, self._token, self._seconds = db, job_id, token, seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
+
+    def __enter__(self) -> _Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._seconds / 3):
+            try:
+                with self._db.session() as s:
+                    _cas(
+                        s,
+                        update(Job)
+                        .where(Job.id == self._job_id, Job.lease_token == self._token)
+                        .values(lease_until=now() + timedelta(seconds=self._seconds)),
+                    )
+            except Exception:  # a missed beat only shortens the lease; the job goes on
+                log.warning("lease.heartbeat_failed", job_id=self._job_id)
+
+
+class JobService:
+    """Runs jobs against the ledger and the vault; collaborators are injected."""
+
+    def __init__(
+        self,
+        db: Database,
+        vault: Vault,
+        tools: Tools,
+        config: ServiceConfig,
+        clock: Callable[[], datetime] = now,
+    ) -> None:
+        self.db = db
+        self.vault = vault
+        self.tools = tools
+        self.config = config
+        self.clock = clock
+
+    # ----- the one entry point a task calls ---------------------------------------------------
+
+    def process(self, job_id: str) -> ProcessResult:
+        """Run one delivery of ``job_id``. Raises TransientJobError when a retry is due.
+
+        A transient fault after ``max_retries`` hand-backs fails the job (``retries_exhausted``).
+        """
+        claim = self._claim(job_id)
+        if isinstance(claim, ProcessResult):
+            return claim
+        token, job = claim
+        log.info("job.claimed", job_id=job_id, job_type=job.job_type, delivery=job.deliveries)
+        if job.deliveries > self.config.max_deliveries:
+            self._fail(job_id, token, codes.WORKER_LOST, "the job stopped its worker repeatedly")
+            return self._finish_tail(job_id)
+        try:
+            with _Lease(self.db, job_id, token, self.config.lease_seconds):
+                outcome = self._run(job)
+                self._store_outputs(job, outcome)
+        except JobFailed as exc:
+            self._discard_outputs(job_id)
+            self._fail(job_id, token, exc.code, exc.message)
+            return self._finish_tail(job_id)
+        except TransientJobError as exc:
+            if job.retries >= self.config.max_retries:
+                self._discard_outputs(job_id)
+                self._fail(job_id, token, codes.RETRIES_EXHAUSTED, f"gave up after retries: {exc}")
+                return self._finish_tail(job_id)
+            self._release(job_id, token)
+            exc.attempt = job.retries + 1
+            raise
+        except Exception:
+            log.exception("job.internal_error", job_id=job_id)
+            self._discard_outputs(job_id)
+            self._fail(job_id, token, codes.INTERNAL_ERROR, "internal error while processing")
+            return self._finish_tail(job_id)
+        if not self._commit_success(job, token, outcome):
+            return ProcessResult(job_id, self.status(job_id)["status"], ran=True)
+        result = self._finish_tail(job_id)
+        return ProcessResult(job_id, result.status, ran=True)
+
+    # ----- claim / release ----------------------------------------------------------------------
+
+    def _claim(self, job_id: str) -> tuple[str, Job] | ProcessResult:
+        t = self.clock()
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise JobNotFound("no such job")
+            status, lease_until, old_token = job.status, job.lease_until, job.lease_token
+        if status in ENDED:
+            return self._finish_tail(job_id)
+        if status == "processing" and lease_until is not None and lease_until > t:
+            return ProcessResult(job_id, status, retry_in=(lease_until - t).total_seconds() + 1)
+        token = uuid.uuid4().hex
+        with self.db.session() as s:
+            cond = [Job.id == job_id, Job.status == status]
+            cond.append(
+                Job.lease_token.is_(None) if old_token is None else Job.lease_token == old_token
+            )
+            changed = _cas(
+                s,
+                update(Job)
+                .where(*cond)
+                .values(
+                    status="processing",
+                    lease_token=token,
+                    lease_until=t + timedelta(seconds=self.config.lease_seconds),
+                    deliveries=Job.deliveries + 1,
+                    started_at=t,
+                ),
+            )
+            if changed != 1:  # somebody else claimed it between our read and our write
+                return ProcessResult(
+                    job_id, "processing", retry_in=float(self.config.lease_seconds)
+                )
+            job = s.get(Job, job_id)
+            assert job is not None
+            s.refresh(job)
+            audit.append(s, "job.claimed", job_id, delivery=job.deliveries)
+            return token, job
+
+    def _release(self, job_id: str, token: str) -> None:
+        """Hand a claimed job back (transient fault): queued again, retry count bumped."""
+        with self.db.session() as s:
+            _cas(
+                s,
+                update(Job)
+                .where(Job.id == job_id, Job.lease_token == token, Job.status == "processing")
+                .values(status="queued", lease_until=None, retries=Job.retries + 1),
+            )
+            audit.append(s, "job.released", job_id, reason="transient")
+
+    # ----- the work ----------------------------------------------------------------------------
+
+    def _run(self, job: Job) -> JobOutcome:
+        try:
+            media = self.vault.read(
+                original_key(job.id), "original", job.id, max_bytes=self.config.max_upload_bytes
+            )
+        except TransientStorageError as exc:
+            raise TransientJobError(str(exc)) from exc
+        except ObjectMissing:
+            raise JobFailed(codes.ORIGINAL_MISSING, "the original is no longer stored") from None
+        except KeyShreddedError:
+            raise JobFailed(codes.SUBJECT_ERASED, "the subject was erased") from None
+        except TooBig:
+            raise JobFailed(codes.TOO_LARGE, "the original exceeds the size limit") from None
+        except CryptoError:
+            raise JobFailed(codes.CORRUPT_MEDIA, "the stored original failed to decrypt") from None
+        try:
+            h = handler(job.job_type)
+            params = h.validate(job.params or {})
+            started = time.perf_counter()
+            outcome = h.run(media, params, self.tools)
+        except PipelineError as exc:
+            raise JobFailed(exc.code, str(exc)) from None
+        except UnknownJobType as exc:
+            raise JobFailed(codes.BAD_PARAMS, str(exc)) from None
+        finally:
+            del media
+        log.info(
+            "job.pipeline_done",
+            job_id=job.id,
+            job_type=job.job_type,
+            faces=outcome.faces,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return outcome
+
+    def _store_outputs(self, job: Job, outcome: JobOutcome) -> None:
+        key_id = self._key_id(job)
+        for out in outcome.outputs:
+            try:
+                self.vault.put(output_key(job.id, out.name), "output", job.id, key_id, out.data)
+            except TransientStorageError as exc:
+                raise TransientJobError(str(exc)) from exc
+            except StorageError as exc:
+                raise JobFailed(codes.INTERNAL_ERROR, f"could not store an output: {exc}") from exc
+
+    def _key_id(self, job: Job) -> str:
+        from worker.ledger.models import Subject
+
+        with self.db.session() as s:
+            subject = s.get(Subject, job.subject_id)
+            assert subject is not None
+            return subject.key_id
+
+    def _discard_outputs(self, job_id: str) -> None:
+        """No partial output survives a failed job (outputs are not yet recorded)."""
+        prefix = f"outputs/{job_id}/"
+        for key in list(self.vault.store.keys(prefix)):
+            try:
+                self.vault.delete(key)
+            except StorageError:
+                log.warning("job.discard_failed", job_id=job_id)
+
+    # ----- state transitions -------------------------------------------------------------------
+
+    def _commit_success(self, job: Job, token: str, outcome: JobOutcome) -> bool:
+        t = self.clock()
+        with self.db.session() as s:
+            changed = _cas(
+                s,
+                update(Job)
+                .where(Job.id == job.id, Job.lease_token == token, Job.status == "processing")
+                .values(
+                    status="succeeded",
+                    finished_at=t,
+                    lease_until=None,
+                    summary={"faces": outcome.faces, **dict(outcome.summary)},
+                    error_code=None,
+                    error_message=None,
+                ),
+            )
+            if changed != 1:
+                log.warning("job.lease_lost", job_id=job.id)
+                return False
+            for out in outcome.outputs:
+                key = output_key(job.id, out.name)
+                s.add(
+                    StoredObject(
+                        id=uuid.uuid4().hex,
+                        key=key,
+                        object_class="output",
+                        job_id=job.id,
+                        subject_id=job.subject_id,
+                        name=out.name,
+                        content_type=out.content_type,
+                        size=len(out.data),
+                        created_at=t,
+                        stored_at=t,
+                        expires_at=t + self.config.output_retention,
+                    )
+                )
+            audit.append(
+                s, "job.succeeded", job.id, outputs=len(outcome.outputs), faces=outcome.faces
+            )
+        log.info("job.succeeded", job_id=job.id, outputs=len(outcome.outputs), faces=outcome.faces)
+        return True
+
+    def _fail(self, job_id: str, token: str | None, code: str, message: str) -> None:
+        t = self.clock()
+        with self.db.session() as s:
+            cond = [Job.id == job_id, Job.status.in_(("queued", "processing"))]
+            if token is not None:
+                cond.append(Job.lease_token == token)
+            changed = _cas(
+                s,
+                update(Job)
+                .where(*cond)
+                .values(
+                    status="failed",
+                    error_code=code,
+                    error_message=message,
+                    finished_at=t,
+                    lease_until=None,
+                ),
+            )
+            if changed == 1:
+                audit.append(s, "job.failed", job_id, error_code=code)
+        if changed == 1:
+            log.info("job.failed", job_id=job_id, error_code=code)
+
+    def fail(self, job_id: str, code: str, message: str) -> ProcessResult:
+        """Fail a job that has not ended, then delete its original."""
+        self._fail(job_id, None, code, message)
+        return self._finish_tail(job_id)
+
+    # ----- the tail: delete the original -------------------------------------------------------
+
+    def _finish_tail(self, job_id: str) -> ProcessResult:
+        """Delete the original of an ended job (every version) and record it. Idempotent."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise JobNotFound("no such job")
+            status = job.status
+            original = (
+                s.query(StoredObject)
+                .filter_by(job_id=job_id, object_class="original")
+                .one_or_none()
+            )
+            pending = original is not None and original.deleted_at is None
+            object_id = original.id if original is not None else None
+        if pending and object_id is not None:
+            self.delete_object(object_id, original_key(job_id), "original", reason="job_ended")
+        return ProcessResult(job_id, status)
+
+    def delete_object(self, object_id: str, key: str, object_class: str, reason: str) -> bool:
+        """Delete every version of ``key`` from the store, verify, record it once with a receipt."""
+        try:
+            result = self.vault.delete(key)
+        except TransientStorageError as exc:
+            raise TransientJobError(str(exc)) from exc
+        if not result.verified:
+            raise TransientJobError("a version of the object survived the delete")
+        t = self.clock()
+        with self.db.session() as s:
+            changed = _cas(
+                s,
+                update(StoredObject)
+                .where(StoredObject.id == object_id, StoredObject.deleted_at.is_(None))
+                .values(deleted_at=t, versions_deleted=result.versions_removed),
+            )
+            if changed != 1:
+                return False  # someone else recorded it
+            obj = s.get(StoredObject, object_id)
+            assert obj is not None
+            if object_class == "original" and obj.job_id is not None:
+                s.execute(update(Job).where(Job.id == obj.job_id).values(original_deleted_at=t))
+            s.add(
+                DeletionReceipt(
+                    id=uuid.uuid4().hex,
+                    object_id=object_id,
+                    object_class=object_class,
+                    versions_removed=result.versions_removed,
+                    verified=result.verified,
+                    reason=reason,
+                    deleted_at=t,
+                )
+            )
+            audit.append(
+                s,
+                "object.deleted",
+                object_id,
+                object_class=object_class,
+                versions=result.versions_removed,
+                reason=reason,
+            )
+        log.info(
+            "object.deleted",
+            object_id=object_id,
+            object_class=object_class,
+            versions=result.versions_removed,
+            reason=reason,
+        )
+        return True
+
+    # ----- reads -------------------------------------------------------------------------------
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        """The job's public summary (ids, state, error code, counts, output names)."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise JobNotFound("no such job")
+            outputs = [
+                o.name
+                for o in s.query(StoredObject)
+                .filter_by(job_id=job_id, object_class="output")
+                .order_by(StoredObject.name)
+                if o.deleted_at is None
+            ]
+            return {
+                "job_id": job.id,
+                "job_type": job.job_type,
+                "status": job.status,
+                "error_code": job.error_code,
+                "error_message": job.error_message,
+                "faces": (job.summary or {}).get("faces"),
+                "outputs": outputs,
+                "original_deleted": job.original_deleted_at is not None,
+                "deliveries": job.deliveries,
+                "retries": job.retries,
+            }

@@ -1,0 +1,5 @@
+"""Built-in job types; importing this package registers each of them."""
+
+from worker.jobs.types import detect
+
+__all__ = ["detect"]

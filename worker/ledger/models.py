@@ -1,0 +1,166 @@
+"""The ledger's tables (SQLAlchemy 2 declarative models).
+
+Nothing here holds the upstream's subject id, a file name, an IP or a device id: subjects are
+keyed by an HMAC of the upstream id, jobs and objects by random ids.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every ledger table."""
+
+
+class Subject(Base):
+    """A data subject, known only by a keyed hash of the upstream's id."""
+
+    __tablename__ = "subjects"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    subject_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    key_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    research_consent: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    is_minor: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    guardian_consent: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    hold_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    erased_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class SubjectKeyRow(Base):
+    """A subject key, stored only wrapped by a KEK; destroyed on erasure (crypto-shredding)."""
+
+    __tablename__ = "subject_keys"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    keyring_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    kek_version: Mapped[str] = mapped_column(String(255), nullable=False)
+    wrapped: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    destroyed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class ServiceKeyRow(Base):
+    """A service secret (e.g. the subject-pseudonym HMAC key), stored wrapped by a KEK."""
+
+    __tablename__ = "service_keys"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    keyring_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    kek_version: Mapped[str] = mapped_column(String(255), nullable=False)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+
+
+class Job(Base):
+    """One unit of work: its state machine lives in worker.jobs.service."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status", "status"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"), nullable=False)
+    job_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    error_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    deliveries: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    retries: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    lease_token: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    original_deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class StoredObject(Base):
+    """Every object written to the store, with its class and expiry."""
+
+    __tablename__ = "objects"
+    __table_args__ = (
+        Index("ix_objects_due", "deleted_at", "expires_at"),
+        Index("ix_objects_job", "job_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(512), unique=True, nullable=False)
+    object_class: Mapped[str] = mapped_column(String(16), nullable=False)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), nullable=True)
+    subject_id: Mapped[str | None] = mapped_column(ForeignKey("subjects.id"), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    content_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    stored_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    versions_deleted: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+
+
+class DeletionReceipt(Base):
+    """Proof that an object is gone: no personal data, only ids and counts."""
+
+    __tablename__ = "deletion_receipts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    object_id: Mapped[str] = mapped_column(String(40), unique=True, nullable=False)
+    object_class: Mapped[str] = mapped_column(String(16), nullable=False)
+    versions_removed: Mapped[int] = mapped_column(Integer, nullable=False)
+    verified: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    reason: Mapped[str] = mapped_column(String(32), nullable=False)
+    deleted_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+
+
+class AuditEntry(Base):
+    """Append-only, hash-chained audit log (see worker.ledger.audit)."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    ts: Mapped[str] = mapped_column(String(40), nullable=False)
+    event: Mapped[str] = mapped_column(String(64), nullable=False)
+    entity: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    details: Mapped[str] = mapped_column(Text, nullable=False)
+    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)

@@ -1,0 +1,124 @@
+"""structlog JSON logs: event names and ids only; a filter drops anything personal.
+
+Only allow-listed keys survive; values are scrubbed of anything shaped like an IP address, an
+e-mail, a phone number or a media file name. Free text belongs in the event name, never in values.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+ALLOWED_KEYS = frozenset(
+    {
+        "event",
+        "level",
+        "timestamp",
+        "logger",
+        "job_id",
+        "job_type",
+        "object_id",
+        "object_class",
+        "status",
+        "error_code",
+        "delivery",
+        "attempt",
+        "outputs",
+        "faces",
+        "versions",
+        "reason",
+        "count",
+        "duration_ms",
+        "queue",
+        "release_id",
+        "sample_id",
+        "exception",
+        "exc_type",
+    }
+)
+REDACTED = "[redacted]"
+# Keys whose values the logger itself produces; never scrubbed.
+_OWN_KEYS = frozenset({"timestamp", "level", "logger"})
+_ID = re.compile(r"^[0-9a-f]{32}$")
+_PERSONAL = re.compile(
+    r"(\b\d{1,3}(\.\d{1,3}){3}\b"  # IPv4
+    r"|\b([0-9a-f]{1,4}:){3,7}[0-9a-f]{1,4}\b|\b[0-9a-f]{1,4}::[0-9a-f:]*"  # IPv6
+    r"|[\w.+-]+@[\w-]+\.[\w.]+"  # e-mail
+    r"|\+\d[\d\s-]{7,}\d|\b\d{11,}\b"  # phone numbers
+    r"|[^\s/\\]+\.(jpe?g|png|webp|heic|heif|gif|mp4|mov|webm|avi|mkv)\b)",  # media file names
+    re.IGNORECASE,
+)
+
+
+def scrub_value(value: Any) -> Any:
+    """Redact personal-looking substrings of strings; other scalars pass."""
+    if isinstance(value, str):
+        return _PERSONAL.sub(REDACTED, value)
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    return scrub_value(str(value))
+
+
+def drop_personal(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: keep allow-listed keys only, scrub their values."""
+    for key in list(event_dict):
+        value = event_dict[key]
+        if key not in ALLOWED_KEYS:
+            del event_dict[key]
+        elif key in _OWN_KEYS:
+            continue
+        elif key.endswith("_id"):
+            event_dict[key] = value if isinstance(value, str) and _ID.match(value) else REDACTED
+        else:
+            event_dict[key] = scrub_value(value)
+    return event_dict
+
+
+class _ScrubFilter(logging.Filter):
+    """The same scrubbing for stdlib log records (Celery, boto, SQLAlchemy)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = scrub_value(record.getMessage())
+        record.args = None
+        return True
+
+
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is now (it may be swapped after configuration)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """JSON lines on stderr; idempotent."""
+    handler = logging.StreamHandler(_CurrentStderr())
+    handler.addFilter(_ScrubFilter())
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "alembic", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            drop_personal,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,68 @@
+"""The object-store port: stores see only ciphertext and opaque keys."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from worker.storage.errors import InvalidKey
+
+# Opaque ids only: lower-case letters, digits, '-', '_', '.', separated by '/'.
+_KEY = re.compile(r"^[a-z0-9_\-]+(/[a-z0-9_\-.]+)*$")
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could carry a path trick or anything but opaque ids."""
+    if len(key) > 512 or not _KEY.match(key) or ".." in key:
+        raise InvalidKey("object key has a disallowed shape")
+    return key
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """What a delete removed: every version and delete marker of one key, verified gone."""
+
+    key: str
+    versions_removed: int
+    verified: bool
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """Facts about a store the worker checks before it starts."""
+
+    kind: str
+    location: str
+    region: str | None
+    versioned: bool
+
+
+class ObjectStore(ABC):
+    """A place for ciphertext objects under opaque keys."""
+
+    @abstractmethod
+    def put(self, key: str, body: BinaryIO) -> int:
+        """Stream ``body`` to ``key`` (replacing it); return the bytes written."""
+
+    @abstractmethod
+    def get(self, key: str) -> BinaryIO:
+        """A readable stream of the current version; raises ObjectMissing."""
+
+    @abstractmethod
+    def delete(self, key: str) -> DeleteResult:
+        """Remove every version and delete marker of ``key`` and verify none remains."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """True while any version of ``key`` remains."""
+
+    @abstractmethod
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """Every key (with any version left) under ``prefix``."""
+
+    @abstractmethod
+    def info(self) -> StoreInfo:
+        """Kind, location, region and versioning of the store."""

@@ -1,0 +1,84 @@
+"""A store on a local directory: the embedded default. Holds ciphertext only."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from worker.storage.base import DeleteResult, ObjectStore, StoreInfo, check_key
+from worker.storage.errors import ObjectMissing
+
+_CHUNK = 1024 * 1024
+
+
+class LocalStore(ObjectStore):
+    """Objects as files under ``root``; writes go to a temp file then rename (atomic)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def put(self, key: str, body: BinaryIO) -> int:
+        """Write ``body`` to a temp file beside the target, fsync, then rename over it."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".put-")
+        written = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := body.read(_CHUNK):
+                    out.write(chunk)
+                    written += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return written
+
+    def get(self, key: str) -> BinaryIO:
+        """Open the object for reading."""
+        try:
+            return self._path(key).open("rb")
+        except FileNotFoundError:
+            raise ObjectMissing("object not found") from None
+
+    def delete(self, key: str) -> DeleteResult:
+        """Unlink the file (a directory store keeps one version)."""
+        path = self._path(key)
+        removed = 0
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed = 1
+        return DeleteResult(key=key, versions_removed=removed, verified=not path.exists())
+
+    def exists(self, key: str) -> bool:
+        """True if the file is there."""
+        return self._path(key).exists()
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """Walk the directory; temp files are skipped."""
+        if not self.root.exists():
+            return
+        for path in sorted(self.root.rglob("*")):
+            if path.is_file() and not path.name.startswith(".put-"):
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    yield key
+
+    def info(self) -> StoreInfo:
+        """A local directory has no region; the host's location is the operator's call."""
+        return StoreInfo(kind="local", location=str(self.root), region=None, versioned=False)
+
+    def wipe(self) -> None:
+        """Remove the whole store directory (demo and tests)."""
+        shutil.rmtree(self.root, ignore_errors=True)

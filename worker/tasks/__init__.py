@@ -1,0 +1,1 @@
+"""Thin Celery tasks: ids in, one service call, ids out."""
