@@ -5,6 +5,7 @@ A missing service is a skip with a reason locally and a failure under CI (CI=tru
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -24,6 +25,9 @@ REGION = "cn-north-1"
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
+
+
+logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
 
 
 def need(service: str, available: bool, why: str) -> None:

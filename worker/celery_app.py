@@ -49,6 +49,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         },
         "task_create_missing_queues": False,
         "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
         "worker_send_task_events": False,
         "imports": ["worker.tasks.media"],
     }

@@ -91,13 +91,15 @@ class _ScrubFilter(logging.Filter):
 
 
 class _CurrentStderr:
-    """Writes to whatever ``sys.stderr`` is now (it may be swapped after configuration)."""
+    """Writes to the process's real stderr (fd 2), whatever ``sys.stderr`` was swapped for
+    (Celery redirects it into its own logger)."""
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        stream = sys.__stderr__ or sys.stderr
+        return stream.write(text)
 
     def flush(self) -> None:
-        sys.stderr.flush()
+        (sys.__stderr__ or sys.stderr).flush()
 
 
 def configure_logging(level: str = "INFO") -> None:
