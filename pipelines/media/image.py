@@ -1,0 +1,364 @@
+"""Still images in and out, entirely in memory.
+
+Accepted inputs are sniffed from their magic bytes (never from a file name): JPEG, PNG, WebP and
+HEIC/HEIF. Everything else is refused with :class:`~pipelines.errors.UnsupportedFormat`, including
+GIF (animated, palette-limited, not what phones upload as a face photo), AVIF (the bundled libheif
+has no AV1 decoder), SVG, PDF, BMP and TIFF.
+
+Limits are checked from the header, before a single pixel is decoded: a decompression bomb is
+refused with :class:`~pipelines.errors.TooLarge`, never decoded. Pillow's own global bomb check
+(``Image.MAX_IMAGE_PIXELS``) is not consulted or changed: the format's plugin class is opened
+directly, so the limits in force are exactly the :class:`ImageLimits` passed in.
+
+Decoded images are always 8-bit BGR (``HxWx3`` ``uint8``, the OpenCV convention), with the EXIF
+orientation applied. Encoded images are re-encoded pixels only: no EXIF, GPS, XMP, ICC profile or
+maker note of an input can reach an output. Nothing here writes a file.
+
+Note: Pillow's process-wide ``ImageFile.LOAD_TRUNCATED_IMAGES`` must stay ``False`` (its default)
+for truncated inputs to be refused.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from typing import Final, Literal, cast
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageFile
+from PIL.JpegImagePlugin import JpegImageFile
+from PIL.PngImagePlugin import PngImageFile
+from PIL.WebPImagePlugin import WebPImageFile
+
+from pipelines.errors import BadParams, CorruptMedia, TooLarge, UnsupportedFormat
+
+ImageFormat = Literal["jpeg", "png", "webp", "heif"]
+OutputFormat = Literal["jpeg", "png", "webp"]
+
+_EXIF_ORIENTATION: Final = 0x0112
+
+# ISO-BMFF brands: HEVC-coded HEIF (what phones write) and the generic HEIF brands.
+_HEVC_BRANDS: Final = frozenset(
+    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"}
+)
+_GENERIC_HEIF_BRANDS: Final = frozenset({b"mif1", b"msf1"})
+_AVIF_BRANDS: Final = frozenset({b"avif", b"avis"})
+_VIDEO_BRANDS: Final = frozenset(
+    {
+        b"isom",
+        b"iso2",
+        b"iso4",
+        b"iso5",
+        b"iso6",
+        b"mp41",
+        b"mp42",
+        b"avc1",
+        b"qt  ",
+        b"M4V ",
+        b"3gp4",
+        b"3gp5",
+        b"3gp6",
+        b"dash",
+    }
+)
+
+# Exceptions Pillow and its plugins raise on malformed data.
+_DECODE_ERRORS: Final = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    struct.error,
+    RuntimeError,
+)
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Limits an input image must respect; checked from the header before decoding."""
+
+    max_bytes: int = 50 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_side: int = 20000
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the header says about an image.
+
+    ``width`` and ``height`` are those of the image as displayed, i.e. after the EXIF orientation
+    is applied: the shape :func:`decode_image` returns is ``(height, width, 3)``. ``orientation``
+    is the EXIF orientation (1-8) that will be applied; HEIF transforms are applied by libheif and
+    always report 1.
+    """
+
+    format: str
+    width: int
+    height: int
+    orientation: int = 1
+
+
+def sniff_image_format(data: bytes) -> ImageFormat:
+    """Return the image format of ``data`` from its magic bytes.
+
+    Raises :class:`UnsupportedFormat` for anything that is not JPEG, PNG, WebP or HEIF.
+    """
+    head = bytes(data[:64])
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[4:8] == b"ftyp":
+        return _sniff_bmff(head)
+    raise UnsupportedFormat(_describe_unsupported(head))
+
+
+def _sniff_bmff(head: bytes) -> ImageFormat:
+    box_size = int.from_bytes(head[0:4], "big")
+    end = min(max(box_size, 16), len(head))
+    brands = {head[8:12]} | {head[i : i + 4] for i in range(16, end - 3, 4)}
+    if brands & _HEVC_BRANDS:
+        return "heif"
+    if brands & _AVIF_BRANDS:
+        raise UnsupportedFormat("AVIF images are not supported")
+    if brands & _GENERIC_HEIF_BRANDS:
+        return "heif"
+    if brands & _VIDEO_BRANDS:
+        raise UnsupportedFormat("the input is a video, not an image")
+    raise UnsupportedFormat("unrecognised ISO media file")
+
+
+def _describe_unsupported(head: bytes) -> str:
+    if not head:
+        return "the input is empty"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF images are not supported"
+    if head.startswith(b"%PDF"):
+        return "PDF documents are not supported"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<?xml", b"<svg", b"<!doctype svg", b"<!--")):
+        return "SVG and XML documents are not supported"
+    if head.startswith(b"BM"):
+        return "BMP images are not supported"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "TIFF images are not supported"
+    return "unrecognised image format"
+
+
+def _open(data: bytes, fmt: ImageFormat) -> ImageFile.ImageFile:
+    """Parse the header only (Pillow decodes lazily)."""
+    fp = io.BytesIO(data)
+    try:
+        if fmt == "jpeg":
+            return JpegImageFile(fp)
+        if fmt == "png":
+            return PngImageFile(fp)
+        if fmt == "webp":
+            return WebPImageFile(fp)
+        # Imported on first use: no global opener registration, nothing at import time.
+        from pillow_heif.as_plugin import HeifImageFile
+
+        return cast(ImageFile.ImageFile, HeifImageFile(fp))
+    except Image.DecompressionBombError as exc:
+        raise TooLarge("the image dimensions exceed the limits") from exc
+    except MemoryError as exc:
+        raise TooLarge("the image is too large to decode") from exc
+    except _DECODE_ERRORS as exc:
+        raise CorruptMedia(f"the {_label(fmt)} header is corrupt or truncated") from exc
+
+
+def _label(fmt: ImageFormat) -> str:
+    return {"jpeg": "JPEG", "png": "PNG", "webp": "WebP", "heif": "HEIF"}[fmt]
+
+
+def _orientation(im: Image.Image) -> int:
+    """EXIF orientation from the already-parsed metadata (never triggers a pixel decode)."""
+    raw = im.info.get("exif")
+    if not raw or not isinstance(raw, bytes | bytearray):
+        return 1
+    try:
+        exif = Image.Exif()
+        exif.load(bytes(raw))
+        value = exif.get(_EXIF_ORIENTATION, 1)
+    except Exception:  # malformed metadata is discarded anyway; it must not fail the decode
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _png_exif_chunk(data: bytes) -> bytes | None:
+    """Find an ``eXIf`` chunk anywhere in a PNG by walking chunk headers (no decompression)."""
+    pos = 8
+    end = len(data)
+    while pos + 8 <= end:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"eXIf":
+            return bytes(data[pos + 8 : pos + 8 + length])
+        if kind == b"IEND":
+            break
+        pos += 12 + length
+    return None
+
+
+def _check_limits(width: int, height: int, nbytes: int, limits: ImageLimits) -> None:
+    if nbytes > limits.max_bytes:
+        raise TooLarge(f"the image is larger than {limits.max_bytes} bytes")
+    if width <= 0 or height <= 0:
+        raise CorruptMedia("the image header declares an empty image")
+    if max(width, height) > limits.max_side:
+        raise TooLarge(f"the image is wider or taller than {limits.max_side} pixels")
+    if width * height > limits.max_pixels:
+        raise TooLarge(f"the image has more than {limits.max_pixels} pixels")
+
+
+def probe_image(data: bytes) -> ImageInfo:
+    """Read format and displayed dimensions from the header, without decoding any pixels.
+
+    Raises :class:`UnsupportedFormat` or :class:`CorruptMedia`. No limits are applied here.
+    """
+    fmt = sniff_image_format(data)
+    with _open(data, fmt) as im:
+        width, height = im.size
+        if fmt == "png" and "exif" not in im.info:
+            exif = _png_exif_chunk(data)
+            if exif is not None:
+                im.info["exif"] = exif
+        orientation = _orientation(im)
+    if orientation >= 5:
+        width, height = height, width
+    return ImageInfo(format=fmt, width=width, height=height, orientation=orientation)
+
+
+def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> NDArray[np.uint8]:
+    """Decode an image from bytes to an 8-bit BGR array (``HxWx3``, ``uint8``).
+
+    The byte size, the pixel count and the longest side are checked against ``limits`` from the
+    header before anything is decoded (:class:`TooLarge`). EXIF orientation is applied. Grayscale,
+    16-bit, palette, CMYK and other modes are converted to 8-bit BGR; transparency is composited
+    on white. Animated or multi-image inputs give their first (primary) image. Truncated or
+    malformed data raises :class:`CorruptMedia`; other formats :class:`UnsupportedFormat`.
+    """
+    if len(data) > limits.max_bytes:
+        raise TooLarge(f"the image is larger than {limits.max_bytes} bytes")
+    fmt = sniff_image_format(data)
+    with _open(data, fmt) as im:
+        _check_limits(im.size[0], im.size[1], len(data), limits)
+        try:
+            im.load()
+            bgr = _to_bgr(im)
+        except MemoryError as exc:
+            raise TooLarge("the image is too large to decode") from exc
+        except _DECODE_ERRORS as exc:
+            raise CorruptMedia(f"the {_label(fmt)} data is corrupt or truncated") from exc
+        orientation = _orientation(im)
+    return _apply_orientation(bgr, orientation)
+
+
+def _to_bgr(im: Image.Image) -> NDArray[np.uint8]:
+    """Normalise any Pillow mode to a contiguous 8-bit BGR array."""
+    mode = im.mode
+    has_transparency = "transparency" in im.info
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        has_transparency and mode in ("P", "L", "RGB")
+    ):
+        rgba = np.asarray(im.convert("RGBA"))
+        return _composite_on_white(rgba)
+    if mode == "RGB":
+        return cast(NDArray[np.uint8], cv2.cvtColor(np.asarray(im), cv2.COLOR_RGB2BGR))
+    if mode == "L":
+        return cast(NDArray[np.uint8], cv2.cvtColor(np.asarray(im), cv2.COLOR_GRAY2BGR))
+    if mode.startswith("I"):  # 16-bit (I;16, I;16B, ...) or 32-bit integer grayscale
+        wide = np.asarray(im).astype(np.int64)
+        gray = ((np.clip(wide, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+        return cast(NDArray[np.uint8], cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
+    if mode == "1":
+        gray = np.asarray(im.convert("L"))
+        return cast(NDArray[np.uint8], cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
+    # CMYK, YCbCr, LAB, HSV, P without transparency, F, ...
+    rgb = np.asarray(im.convert("RGB"))
+    return cast(NDArray[np.uint8], cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def _composite_on_white(rgba: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    alpha = rgba[:, :, 3:4].astype(np.uint16)
+    rgb = rgba[:, :, :3].astype(np.uint16)
+    # rgb*a + 255*(255-a) <= 65025, so uint16 cannot overflow.
+    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
+    return cast(NDArray[np.uint8], cv2.cvtColor(out.astype(np.uint8), cv2.COLOR_RGB2BGR))
+
+
+def _apply_orientation(img: NDArray[np.uint8], orientation: int) -> NDArray[np.uint8]:
+    """Apply an EXIF orientation (same result as ``PIL.ImageOps.exif_transpose``)."""
+    if orientation == 2:
+        out = cv2.flip(img, 1)
+    elif orientation == 3:
+        out = cv2.rotate(img, cv2.ROTATE_180)
+    elif orientation == 4:
+        out = cv2.flip(img, 0)
+    elif orientation == 5:
+        out = cv2.transpose(img)
+    elif orientation == 6:
+        out = cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE)
+    elif orientation == 7:
+        out = cv2.rotate(cv2.transpose(img), cv2.ROTATE_180)
+    elif orientation == 8:
+        out = cv2.rotate(img, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    else:
+        return img
+    return cast(NDArray[np.uint8], out)
+
+
+_ENCODE_EXT: Final[dict[str, str]] = {"jpeg": ".jpg", "jpg": ".jpg", "png": ".png", "webp": ".webp"}
+
+
+def encode_image(img: NDArray[np.uint8], fmt: str = "jpeg", quality: int = 90) -> bytes:
+    """Encode a BGR (or grayscale, or BGRA for PNG/WebP) ``uint8`` array to bytes.
+
+    Only pixels are written: the output carries no EXIF, GPS, XMP, ICC profile or maker note.
+    ``fmt`` is ``"jpeg"`` (or ``"jpg"``), ``"png"`` or ``"webp"``; ``quality`` (1-100) applies
+    to JPEG and WebP. An unknown format or quality raises :class:`BadParams`; an array that is
+    not an image raises :class:`ValueError` (a programming error, not a user error).
+    """
+    key = fmt.lower()
+    ext = _ENCODE_EXT.get(key)
+    if ext is None:
+        raise BadParams("the output image format must be jpeg, png or webp")
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise BadParams("the output image quality must be an integer from 1 to 100")
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
+        raise ValueError("encode_image expects a uint8 numpy array")
+    channels = 1 if img.ndim == 2 else (img.shape[2] if img.ndim == 3 else 0)
+    if channels not in (1, 3, 4) or img.shape[0] == 0 or img.shape[1] == 0:
+        raise ValueError(f"encode_image expects HxW, HxWx3 or HxWx4, got shape {img.shape}")
+    if channels == 4 and ext == ".jpg":
+        raise ValueError("JPEG has no alpha channel; pass a BGR image")
+    if ext == ".jpg":
+        params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+    elif ext == ".webp":
+        params = [cv2.IMWRITE_WEBP_QUALITY, quality]
+    else:
+        params = [cv2.IMWRITE_PNG_COMPRESSION, 3]
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(img), params)
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode {key}")
+    return bytes(buf.tobytes())
+
+
+__all__ = [
+    "ImageFormat",
+    "ImageInfo",
+    "ImageLimits",
+    "OutputFormat",
+    "decode_image",
+    "encode_image",
+    "probe_image",
+    "sniff_image_format",
+]
