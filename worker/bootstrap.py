@@ -172,10 +172,10 @@ class Container:
 
     def enqueue(self, job_id: str) -> None:
         """Send ``facemedia.media.process(job_id)``; with no broker, run it here and now."""
-        from worker.tasks.media import PROCESS, process
+        from worker.tasks.media import PROCESS, run_inline
 
         if self.settings.eager:
-            process.apply(args=[job_id], throw=True)
+            run_inline(self, job_id)
         else:
             self.producer.send_task(PROCESS, args=[job_id], queue="media")
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 from kombu.entity import Queue
 
 from worker.settings import Settings, load_settings
+
+log = structlog.get_logger("facemedia.worker")
 
 QUEUES = ("media", "privacy", "research")
 
@@ -71,8 +74,13 @@ def _preflight(**_: Any) -> None:
 
     container = get_container()
     configure_logging(container.settings.log_level)
-    container.preflight()
-    container.close()
+    try:
+        container.preflight()
+    except Exception as exc:  # Celery logs and ignores handler errors; SystemExit stops it
+        log.error("worker.refused_to_start", reason=type(exc).__name__)
+        raise SystemExit(f"facemedia worker refused to start: {exc}") from None
+    finally:
+        container.close()
 
 
 @worker_process_init.connect

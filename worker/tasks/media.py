@@ -7,6 +7,8 @@ Message: task name ``facemedia.media.process``, queue ``media``, JSON args ``[jo
 from __future__ import annotations
 
 import random
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -15,9 +17,9 @@ from celery import Task
 from worker.celery_app import app
 from worker.jobs.errors import JobNotFound, TransientJobError
 
-log = structlog.get_logger("facemedia.tasks")
-
 PROCESS = "facemedia.media.process"
+
+log = structlog.get_logger("facemedia.tasks")
 
 
 def backoff(attempt: int, base: float) -> float:
@@ -25,21 +27,46 @@ def backoff(attempt: int, base: float) -> float:
     return float(random.uniform(0, min(300.0, base * (2 ** max(0, attempt)))))
 
 
+@dataclass(frozen=True)
+class Step:
+    """One delivery's outcome: a final status, or a retry after ``retry_in`` seconds."""
+
+    job_id: str
+    status: str
+    retry_in: float | None = None
+    leased_elsewhere: bool = False
+
+
+def run_once(container: Any, job_id: str) -> Step:
+    """Translate one delivery into a service call and its outcome."""
+    try:
+        result = container.service.process(job_id)
+    except JobNotFound:
+        log.warning("job.unknown", job_id=job_id)  # not in this ledger: nothing to do
+        return Step(job_id, "unknown")
+    except TransientJobError as exc:
+        wait = backoff(exc.attempt, container.settings.retry_backoff_seconds)
+        return Step(job_id, "queued", retry_in=wait)
+    if result.retry_in is not None:  # leased by another worker: look again when it lapses
+        return Step(job_id, result.status, retry_in=result.retry_in, leased_elsewhere=True)
+    return Step(job_id, result.status)
+
+
 @app.task(name=PROCESS, bind=True, max_retries=None, acks_late=True, ignore_result=True)
 def process(self: Task, job_id: str) -> dict[str, Any]:
     """Process one job by id."""
     from worker.bootstrap import get_container
 
-    container = get_container()
-    try:
-        result = container.service.process(job_id)
-    except JobNotFound:
-        log.warning("job.unknown", job_id=job_id)  # not in this ledger: nothing to do
-        return {"job_id": job_id, "status": "unknown"}
-    except TransientJobError as exc:
-        countdown = backoff(exc.attempt, container.settings.retry_backoff_seconds)
-        raise self.retry(countdown=countdown, exc=exc) from None
-    if result.retry_in is not None and not self.request.is_eager:
-        # leased by another worker: look again when that lease has lapsed
-        raise self.retry(countdown=result.retry_in)
-    return {"job_id": job_id, "status": result.status}
+    step = run_once(get_container(), job_id)
+    if step.retry_in is not None:
+        raise self.retry(countdown=step.retry_in)
+    return {"job_id": job_id, "status": step.status}
+
+
+def run_inline(container: Any, job_id: str) -> Step:
+    """The embedded default (no broker): run the job here, sleeping through retry backoffs."""
+    while True:
+        step = run_once(container, job_id)
+        if step.retry_in is None or step.leased_elsewhere:
+            return step
+        time.sleep(step.retry_in)
