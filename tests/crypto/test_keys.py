@@ -110,6 +110,22 @@ def test_local_keyring_sees_changes_made_by_another_instance(tmp_path: Path) -> 
         a.unwrap(wrapped, CTX)
 
 
+def test_local_keyring_does_not_recreate_a_vanished_file(tmp_path: Path) -> None:
+    path = tmp_path / "kek.json"
+    keyring = LocalKeyring(path)
+    wrapped = keyring.wrap(b"\x04" * 32, CTX)
+    path.unlink()
+    with pytest.raises(KeyringError, match="disappeared"):
+        keyring.unwrap(wrapped, CTX)
+    with pytest.raises(KeyringError, match="disappeared"):
+        keyring.wrap(b"\x04" * 32, CTX)
+    assert not path.exists()
+    # a new instance on an empty location starts a new keyring, which refuses the old wraps
+    fresh = LocalKeyring(path)
+    with pytest.raises(KeyringError, match="not by this one"):
+        fresh.unwrap(wrapped, CTX)
+
+
 def _rotate_many(path: str, times: int) -> None:
     keyring = LocalKeyring(Path(path))
     for _ in range(times):

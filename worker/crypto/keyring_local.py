@@ -251,6 +251,10 @@ class LocalKeyring(Keyring):
             state = self._read()
             if state is not None:
                 return state
+            if self._state is not None:
+                # Never replace a keyring we have used with a fresh one: that would silently
+                # orphan every key it wrapped (a wrong mount, a deleted directory).
+                raise KeyringError(f"the keyring file {self._path} disappeared")
             with file_lock(self._path):
                 return self._load_or_create()
 
