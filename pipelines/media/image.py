@@ -11,8 +11,12 @@ refused with :class:`~pipelines.errors.TooLarge`, never decoded. Pillow's own gl
 directly, so the limits in force are exactly the :class:`ImageLimits` passed in.
 
 Decoded images are always 8-bit BGR (``HxWx3`` ``uint8``, the OpenCV convention), with the EXIF
-orientation applied. Encoded images are re-encoded pixels only: no EXIF, GPS, XMP, ICC profile or
-maker note of an input can reach an output. Nothing here writes a file.
+orientation applied. Pillow parses every header; pixels are decoded by Pillow (PNG, WebP, CMYK
+JPEG), pillow-heif (HEIF) or, for YCbCr and grayscale JPEG, by OpenCV, which writes BGR directly
+(copying a 12 MP image out of Pillow costs as much as decoding it).
+
+Encoded images are re-encoded pixels only: no EXIF, GPS, XMP, ICC profile or maker note of an
+input can reach an output. Nothing here writes a file.
 
 Note: Pillow's process-wide ``ImageFile.LOAD_TRUNCATED_IMAGES`` must stay ``False`` (its default)
 for truncated inputs to be refused.
@@ -252,14 +256,34 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> NDArray[np
     with _open(data, fmt) as im:
         _check_limits(im.size[0], im.size[1], len(data), limits)
         try:
-            im.load()
-            bgr = _to_bgr(im)
+            if fmt == "jpeg" and im.mode in ("RGB", "L"):
+                bgr = _decode_jpeg_pixels(data)
+            else:
+                im.load()
+                bgr = _to_bgr(im)
         except MemoryError as exc:
             raise TooLarge("the image is too large to decode") from exc
         except _DECODE_ERRORS as exc:
             raise CorruptMedia(f"the {_label(fmt)} data is corrupt or truncated") from exc
         orientation = _orientation(im)
     return _apply_orientation(bgr, orientation)
+
+
+def _decode_jpeg_pixels(data: bytes) -> NDArray[np.uint8]:
+    """Decode a YCbCr or grayscale JPEG straight to BGR with OpenCV (orientation not applied).
+
+    Pillow decodes JPEG as fast, but copying its pixels out to numpy costs as much again; OpenCV
+    writes BGR directly. OpenCV refuses a truncated JPEG (it returns no image), as Pillow does.
+    Only called after the header was parsed and the limits checked.
+    """
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    try:
+        out = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error as exc:
+        raise CorruptMedia("the JPEG data is corrupt or truncated") from exc
+    if out is None or out.ndim != 3 or out.shape[2] != 3:
+        raise CorruptMedia("the JPEG data is corrupt or truncated")
+    return cast(NDArray[np.uint8], out)
 
 
 def _to_bgr(im: Image.Image) -> NDArray[np.uint8]:
