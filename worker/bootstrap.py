@@ -7,7 +7,6 @@ it never shares the parent's database connections.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -145,7 +144,7 @@ class Container:
                 max_deliveries=s.max_deliveries,
                 max_retries=s.max_retries,
                 max_upload_bytes=s.max_upload_bytes,
-                output_retention=timedelta(days=s.output_retention_days),
+                output_retention=s.retention.ttl("output"),
             ),
         )
 
@@ -158,7 +157,7 @@ class Container:
             self.subjects,
             enqueue=self.enqueue,
             max_upload_bytes=self.settings.max_upload_bytes,
-            original_max_age=timedelta(hours=self.settings.original_max_age_hours),
+            original_max_age=self.settings.retention.ttl("original"),
         )
 
     @cached_property

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlparse
 
-from pydantic import Field, field_validator
+from datetime import timedelta
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -24,10 +26,42 @@ from pydantic_settings import (
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
 
 
+class RetentionSettings(BaseModel):
+    """Time to live per object class (``30m``, ``24h``, ``7d``, ``3y`` or ``until_revoked``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    originals: str = "24h"
+    outputs: str = "7d"
+    research: str = "3y"
+    staging: str = "24h"
+    releases: str = "until_revoked"
+    audit: str = "10y"
+
+    @field_validator("*")
+    @classmethod
+    def _valid(cls, value: str) -> str:
+        from worker.retention.policy import parse_ttl
+
+        parse_ttl(value)
+        return value
+
+    def ttl(self, object_class: str) -> timedelta | None:
+        """The TTL of an object class; None means kept until revoked."""
+        from worker.retention.policy import parse_ttl
+
+        field = {"original": "originals", "output": "outputs", "release": "releases"}.get(
+            object_class, object_class
+        )
+        return parse_ttl(str(getattr(self, field)))
+
+
 class Settings(BaseSettings):
     """Every knob of the worker; see config/default.toml for what each one means."""
 
-    model_config = SettingsConfigDict(env_prefix="FACEMEDIA_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="FACEMEDIA_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
 
     home: Path = Path("./var")
     broker_url: str = ""
@@ -52,8 +86,10 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=6, ge=0)
     retry_backoff_seconds: float = Field(default=2.0, ge=0)
     max_deliveries: int = Field(default=5, ge=1)
-    original_max_age_hours: int = Field(default=24, gt=0)
-    output_retention_days: int = Field(default=7, gt=0)
+    retention: RetentionSettings = Field(default_factory=lambda: RetentionSettings())
+    sweep_batch: int = Field(default=1000, ge=1, le=1000)
+    sweep_lock_seconds: int = Field(default=600, ge=10)
+    orphan_grace: str = "24h"
     log_level: str = "INFO"
     # Not in default.toml on purpose: the path of an extra TOML file (read by the source below).
     config: str = ""

@@ -7,7 +7,7 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from worker.storage.base import DeleteResult, ObjectStore, StoreInfo
+from worker.storage.base import DeleteResult, ObjectStore, StoreEntry, StoreInfo
 from worker.storage.errors import TransientStorageError
 
 
@@ -45,6 +45,9 @@ class FlakyStore(ObjectStore):
 
     def info(self) -> StoreInfo:
         return self.inner.info()
+
+    def entries(self, prefix: str = "") -> Iterator[StoreEntry]:
+        return self.inner.entries(prefix)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,20 @@ def test_default_toml_covers_every_setting_with_a_comment() -> None:
     values = tomllib.loads(text)
     assert set(values) == _fields()
     lines = text.splitlines()
-    for name in values:
-        index = next(i for i, line in enumerate(lines) if re.match(rf"^{name}\s*=", line))
+    names = [n for n, v in values.items() if not isinstance(v, dict)]
+    names += [f"{t}.{n}" for t, v in values.items() if isinstance(v, dict) for n in v]
+    for name in names:
+        short = name.rsplit(".", 1)[-1]
+        pattern = rf"^{short}\s*=" if "." in name else rf"^{name}\s*="
+        if "." in name:
+            table = name.split(".", 1)[0]
+            start = lines.index(f"[{table}]")
+            index = next(i for i, line in enumerate(lines) if i > start and re.match(pattern, line))
+        else:
+            index = next(i for i, line in enumerate(lines) if re.match(pattern, line))
         assert lines[index - 1].startswith("#"), f"{name} has no comment above it"
+    for table in (n for n, v in values.items() if isinstance(v, dict)):
+        assert lines[lines.index(f"[{table}]") - 1].startswith("#"), f"[{table}] has no comment"
 
 
 def test_default_toml_matches_the_model_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,6 +48,9 @@ def test_default_toml_matches_the_model_defaults(monkeypatch: pytest.MonkeyPatch
     from_file = tomllib.loads(DEFAULT_CONFIG.read_text())
     for name, value in from_file.items():
         default = Settings.model_fields[name].get_default(call_default_factory=True)
+        if isinstance(value, dict):
+            assert default.model_dump() == value, name
+            continue
         assert (Path(value) if isinstance(default, Path) else value) == default, name
 
 
@@ -56,6 +71,9 @@ def test_environment_overrides_files(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert settings.s3_region == "cn-northwest-1"  # from the extra file
     assert settings.lease_seconds == 20  # env beats the file
     assert settings.allowed_regions == ["cn-north-1", "cn-northwest-1"]
+    monkeypatch.setenv("FACEMEDIA_RETENTION__OUTPUTS", "3d")
+    assert load_settings().retention.ttl("output") == timedelta(days=3)
+    assert load_settings().retention.ttl("release") is None
 
 
 def test_derived_defaults(tmp_path: Path) -> None:
@@ -72,6 +90,7 @@ def test_derived_defaults(tmp_path: Path) -> None:
         {"task_time_limit": 1000, "visibility_timeout": 900},
         {"segment_size": 10},
         {"no_such_setting": 1},
+        {"retention": {"outputs": "seven days"}},
     ],
 )
 def test_unsafe_or_unknown_settings_are_refused(bad: dict[str, object]) -> None:

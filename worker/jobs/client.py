@@ -7,7 +7,6 @@ records the job ``queued`` and enqueues ``facemedia.media.process`` with the job
 from __future__ import annotations
 
 import io
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
@@ -15,6 +14,7 @@ from typing import Any, BinaryIO
 import structlog
 from sqlalchemy import select
 
+from worker.ids import new_id
 from worker.jobs import errors as codes
 from worker.jobs.errors import JobNotFound, SubmitRefused
 from worker.jobs.registry import handler
@@ -52,7 +52,7 @@ class JobClient:
         subjects: SubjectRegistry,
         enqueue: Callable[[str], None],
         max_upload_bytes: int,
-        original_max_age: timedelta,
+        original_max_age: timedelta | None,
     ) -> None:
         self.db = db
         self.vault = vault
@@ -82,10 +82,10 @@ class JobClient:
             raise SubmitRefused(str(code), str(exc)) from None
         ref = self.subjects.ensure(subject_id, consent or Consent())
         subject, key_id = ref.id, ref.key_id
-        job_id = uuid.uuid4().hex
+        job_id = new_id()
         key = original_key(job_id)
         t = datetime.now(UTC)
-        object_id = uuid.uuid4().hex
+        object_id = new_id()
         with self.db.session() as s:
             s.add(
                 Job(
@@ -106,7 +106,7 @@ class JobClient:
                     job_id=job_id,
                     subject_id=subject,
                     created_at=t,
-                    expires_at=t + self.original_max_age,
+                    expires_at=None if self.original_max_age is None else t + self.original_max_age,
                 )
             )
             audit.append(s, "job.submitted", job_id, job_type=job_type)

@@ -18,17 +18,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import CursorResult, Update, update
+from sqlalchemy import CursorResult, Update, select, update
 from sqlalchemy.orm import Session
 
 from pipelines.errors import PipelineError
 from worker.crypto import CryptoError, KeyShreddedError
+from worker.ids import new_id
 from worker.jobs import errors as codes
 from worker.jobs.errors import JobFailed, JobNotFound, TransientJobError, UnknownJobType
 from worker.jobs.registry import JobOutcome, Tools, handler
 from worker.ledger import audit
 from worker.ledger.db import Database
-from worker.ledger.models import DeletionReceipt, Job, StoredObject
+from worker.ledger.models import Job, StoredObject, Subject
+from worker.retention.deleter import Deleter, Doomed
 from worker.storage.errors import ObjectMissing, StorageError, TransientStorageError
 from worker.storage.vault import TooBig, Vault, original_key, output_key
 
@@ -56,7 +58,7 @@ class ServiceConfig:
     max_deliveries: int = 5
     max_retries: int = 6
     max_upload_bytes: int = 200 * 1024 * 1024
-    output_retention: timedelta = timedelta(days=7)
+    output_retention: timedelta | None = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -109,9 +111,11 @@ class JobService:
         tools: Tools,
         config: ServiceConfig,
         clock: Callable[[], datetime] = now,
+        deleter: Deleter | None = None,
     ) -> None:
         self.db = db
         self.vault = vault
+        self.deleter = deleter or Deleter(db, vault.store, lambda: self.clock())
         self.tools = tools
         self.config = config
         self.clock = clock
@@ -257,8 +261,6 @@ class JobService:
                 raise JobFailed(codes.INTERNAL_ERROR, f"could not store an output: {exc}") from exc
 
     def _key_id(self, job: Job) -> str:
-        from worker.ledger.models import Subject
-
         with self.db.session() as s:
             subject = s.get(Subject, job.subject_id)
             assert subject is not None
@@ -298,7 +300,7 @@ class JobService:
                 key = output_key(job.id, out.name)
                 s.add(
                     StoredObject(
-                        id=uuid.uuid4().hex,
+                        id=new_id(),
                         key=key,
                         object_class="output",
                         job_id=job.id,
@@ -308,7 +310,9 @@ class JobService:
                         size=len(out.data),
                         created_at=t,
                         stored_at=t,
-                        expires_at=t + self.config.output_retention,
+                        expires_at=None
+                        if self.config.output_retention is None
+                        else t + self.config.output_retention,
                     )
                 )
             audit.append(
@@ -348,72 +352,38 @@ class JobService:
     # ----- the tail: delete the original -------------------------------------------------------
 
     def _finish_tail(self, job_id: str) -> ProcessResult:
-        """Delete the original of an ended job (every version) and record it. Idempotent."""
+        """Delete the original of an ended job (every version) and record it. Idempotent.
+
+        Under a legal hold the original is kept but marked due, so the first sweep after the
+        hold is released deletes it.
+        """
         with self.db.session() as s:
             job = s.get(Job, job_id)
             if job is None:
                 raise JobNotFound("no such job")
             status = job.status
-            original = (
-                s.query(StoredObject)
-                .filter_by(job_id=job_id, object_class="original")
-                .one_or_none()
-            )
-            pending = original is not None and original.deleted_at is None
-            object_id = original.id if original is not None else None
-        if pending and object_id is not None:
-            self.delete_object(object_id, original_key(job_id), "original", reason="job_ended")
-        return ProcessResult(job_id, status)
-
-    def delete_object(self, object_id: str, key: str, object_class: str, reason: str) -> bool:
-        """Delete every version of ``key`` from the store, verify, record it once with a receipt."""
+            original = s.scalars(
+                select(StoredObject).where(
+                    StoredObject.job_id == job_id, StoredObject.object_class == "original"
+                )
+            ).one_or_none()
+            if original is None or original.deleted_at is not None:
+                return ProcessResult(job_id, status)
+            subject = s.get(Subject, job.subject_id)
+            held = job.legal_hold or (subject is not None and subject.legal_hold)
+            doomed = Doomed(original.id, original.key, "original")
+            if original.expires_at is None or original.expires_at > self.clock():
+                original.expires_at = self.clock()  # due now: the sweep retries a failed delete
+        if held:
+            log.info("job.original_held", job_id=job_id)
+            return ProcessResult(job_id, status)
         try:
-            result = self.vault.delete(key)
+            batch = self.deleter.delete([doomed], reason="job_ended")
         except TransientStorageError as exc:
             raise TransientJobError(str(exc)) from exc
-        if not result.verified:
-            raise TransientJobError("a version of the object survived the delete")
-        t = self.clock()
-        with self.db.session() as s:
-            changed = _cas(
-                s,
-                update(StoredObject)
-                .where(StoredObject.id == object_id, StoredObject.deleted_at.is_(None))
-                .values(deleted_at=t, versions_deleted=result.versions_removed),
-            )
-            if changed != 1:
-                return False  # someone else recorded it
-            obj = s.get(StoredObject, object_id)
-            assert obj is not None
-            if object_class == "original" and obj.job_id is not None:
-                s.execute(update(Job).where(Job.id == obj.job_id).values(original_deleted_at=t))
-            s.add(
-                DeletionReceipt(
-                    id=uuid.uuid4().hex,
-                    object_id=object_id,
-                    object_class=object_class,
-                    versions_removed=result.versions_removed,
-                    verified=result.verified,
-                    reason=reason,
-                    deleted_at=t,
-                )
-            )
-            audit.append(
-                s,
-                "object.deleted",
-                object_id,
-                object_class=object_class,
-                versions=result.versions_removed,
-                reason=reason,
-            )
-        log.info(
-            "object.deleted",
-            object_id=object_id,
-            object_class=object_class,
-            versions=result.versions_removed,
-            reason=reason,
-        )
-        return True
+        if batch.unverified:
+            raise TransientJobError("a version of the original survived the delete")
+        return ProcessResult(job_id, status)
 
     # ----- reads -------------------------------------------------------------------------------
 

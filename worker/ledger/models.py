@@ -63,6 +63,8 @@ class Subject(Base):
     hold_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     erased_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    erase_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    consent_withdrawn_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class SubjectKeyRow(Base):
@@ -103,6 +105,8 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     error_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    hold_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     deliveries: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     retries: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     lease_token: Mapped[str | None] = mapped_column(String(40), nullable=True)
@@ -136,6 +140,8 @@ class StoredObject(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     versions_deleted: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    claim_token: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    claim_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class DeletionReceipt(Base):
@@ -164,3 +170,24 @@ class AuditEntry(Base):
     details: Mapped[str] = mapped_column(Text, nullable=False)
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class Lock(Base):
+    """A named lock with an expiry (one sweep at a time; a dead holder's lock lapses)."""
+
+    __tablename__ = "locks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(40), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+
+
+class Revocation(Base):
+    """A subject whose research consent was withdrawn: excluded from releases, published or not."""
+
+    __tablename__ = "revocations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"), unique=True, nullable=False)
+    reason: Mapped[str] = mapped_column(String(32), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)

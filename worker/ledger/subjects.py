@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select
 
 from worker.crypto import SubjectKeys
+from worker.ids import new_id
 from worker.ledger import audit
 from worker.ledger.db import Database
 from worker.ledger.models import Subject
@@ -71,7 +71,7 @@ class SubjectRegistry:
                 self.keys.destroy(key_id)
                 return SubjectRef(row.id, row.key_id)
             row = Subject(
-                id=uuid.uuid4().hex,
+                id=new_id(),
                 subject_hash=digest,
                 key_id=key_id,
                 created_at=datetime.now(UTC),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import BinaryIO
 
 from worker.storage.errors import InvalidKey
@@ -28,6 +29,14 @@ class DeleteResult:
     key: str
     versions_removed: int
     verified: bool
+
+
+@dataclass(frozen=True)
+class StoreEntry:
+    """One key in the store and when its newest version was written (for orphan sweeps)."""
+
+    key: str
+    modified: datetime
 
 
 @dataclass(frozen=True)
@@ -66,3 +75,11 @@ class ObjectStore(ABC):
     @abstractmethod
     def info(self) -> StoreInfo:
         """Kind, location, region and versioning of the store."""
+
+    @abstractmethod
+    def entries(self, prefix: str = "") -> Iterator[StoreEntry]:
+        """Every key under ``prefix`` with the time of its newest version."""
+
+    def delete_many(self, keys: Sequence[str]) -> dict[str, DeleteResult]:
+        """Delete every version of each key; stores that can batch override this."""
+        return {key: self.delete(key) for key in keys}

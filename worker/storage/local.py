@@ -7,10 +7,11 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from worker.storage.base import DeleteResult, ObjectStore, StoreInfo, check_key
+from worker.storage.base import DeleteResult, ObjectStore, StoreEntry, StoreInfo, check_key
 from worker.storage.errors import ObjectMissing
 
 _CHUNK = 1024 * 1024
@@ -74,6 +75,13 @@ class LocalStore(ObjectStore):
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     yield key
+
+    def entries(self, prefix: str = "") -> Iterator[StoreEntry]:
+        """Every file under ``prefix`` with its modification time."""
+        for key in self.keys(prefix):
+            with contextlib.suppress(FileNotFoundError):
+                mtime = (self.root / key).stat().st_mtime
+                yield StoreEntry(key, datetime.fromtimestamp(mtime, UTC))
 
     def info(self) -> StoreInfo:
         """A local directory has no region; the host's location is the operator's call."""

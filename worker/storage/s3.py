@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, BinaryIO
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
-from worker.storage.base import DeleteResult, ObjectStore, StoreInfo, check_key
+from worker.storage.base import DeleteResult, ObjectStore, StoreEntry, StoreInfo, check_key
 from worker.storage.errors import ObjectMissing, StorageError, TransientStorageError
 
 _TRANSIENT_CODES = frozenset(
@@ -115,9 +116,53 @@ class S3Store(ObjectStore):
 
     def delete(self, key: str) -> DeleteResult:
         """Delete every version and delete marker, check per-key errors, verify by listing."""
-        full = self._full(key)
-        versions = self._versions(full)
-        removed = 0
+        return self.delete_many([key])[key]
+
+    def _scan(self, fulls: Sequence[str]) -> dict[str, list[dict[str, str]]]:
+        """Every version and delete marker of each of ``fulls`` (sorted full keys).
+
+        One listing walks the key range up to the last key: with time-ordered ids,
+        the keys due together are neighbours, so a batch of 1000 costs a few pages, not 1000
+        requests. Keys whose own range is sparse fall back to a per-key listing.
+        """
+        wanted = {k: [] for k in fulls}  # type: dict[str, list[dict[str, str]]]
+        first, last = fulls[0], fulls[-1]
+        common = _common_prefix(first, last)
+        paginator = self.client.get_paginator("list_object_versions")
+        seen = 0
+        with _translate():
+            # Prefix only, no KeyMarker: moto's server mishandles KeyMarker on versioned
+            # listings (drops versions of the first key). Keys before ``first`` under the
+            # common prefix are older ids, normally deleted already, so this costs little.
+            pages = paginator.paginate(Bucket=self.bucket, Prefix=common)
+            for page in pages:
+                done = False
+                for entry in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                    key = entry["Key"]
+                    if key > last:
+                        done = True
+                        continue
+                    seen += 1
+                    if key < first:
+                        continue
+                    if key in wanted:
+                        wanted[key].append({"Key": key, "VersionId": entry["VersionId"]})
+                if done or seen > 20 * _MAX_DELETE:
+                    break
+        if seen > 20 * _MAX_DELETE:  # a sparse range: probe each key instead
+            return {k: self._versions(k) for k in fulls}
+        return wanted
+
+    def delete_many(self, keys: Sequence[str]) -> dict[str, DeleteResult]:
+        """Batch delete: one range listing, DeleteObjects in 1000-version calls, per-key errors
+        checked, then a second listing to verify that no version or marker is left."""
+        if not keys:
+            return {}
+        by_full = {self._full(k): k for k in keys}
+        fulls = sorted(by_full)
+        found = self._scan(fulls)
+        versions = [v for full in fulls for v in found[full]]
+        removed: dict[str, int] = dict.fromkeys(fulls, 0)
         for start in range(0, len(versions), _MAX_DELETE):
             batch = versions[start : start + _MAX_DELETE]
             with _translate():
@@ -130,9 +175,15 @@ class S3Store(ObjectStore):
                 if set(codes) & _TRANSIENT_CODES:
                     raise TransientStorageError(f"delete incomplete ({', '.join(codes)})")
                 raise StorageError(f"delete refused ({', '.join(codes)})")
-            removed += len(response.get("Deleted", []))
-        left = self._versions(full)
-        return DeleteResult(key=key, versions_removed=removed, verified=not left)
+            for deleted in response.get("Deleted", []):
+                removed[deleted["Key"]] = removed.get(deleted["Key"], 0) + 1
+        left = self._scan(fulls)
+        return {
+            by_full[full]: DeleteResult(
+                key=by_full[full], versions_removed=removed[full], verified=not left[full]
+            )
+            for full in fulls
+        }
 
     def exists(self, key: str) -> bool:
         """True while any version or delete marker of the key remains."""
@@ -150,6 +201,20 @@ class S3Store(ObjectStore):
                         seen.add(entry["Key"])
                         yield self._short(entry["Key"])
 
+    def entries(self, prefix: str = "") -> Iterator[StoreEntry]:
+        """Every key under ``prefix`` with the time of its newest version or marker."""
+        full_prefix = self._full(prefix.rstrip("/")) if prefix else self.prefix
+        newest: dict[str, datetime] = {}
+        paginator = self.client.get_paginator("list_object_versions")
+        with _translate():
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
+                for entry in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                    key, when = entry["Key"], entry["LastModified"]
+                    if key not in newest or when > newest[key]:
+                        newest[key] = when
+        for key, when in sorted(newest.items()):
+            yield StoreEntry(self._short(key), when)
+
     def info(self) -> StoreInfo:
         """The bucket's region (GetBucketLocation) and whether versioning is enabled."""
         with _translate():
@@ -162,3 +227,11 @@ class S3Store(ObjectStore):
             region=str(region),
             versioned=versioning.get("Status") == "Enabled",
         )
+
+
+def _common_prefix(a: str, b: str) -> str:
+    """The longest common prefix of two strings."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]

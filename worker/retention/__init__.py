@@ -1,0 +1,1 @@
+"""Retention: policies, sweeps, legal holds, subject erasure, export and consent withdrawal."""

@@ -1,0 +1,47 @@
+"""Retention policy: how long each class of object, and each ledger table, may hold data.
+
+TTLs are settings (``[retention]`` in config/default.toml, ``FACEMEDIA_RETENTION__OUTPUTS=7d``).
+:data:`TABLE_POLICY` states, for every ledger table, what personal data it can hold and what ends
+it; a coverage test fails when a table or an object class has no entry (DELF's static check).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+OBJECT_CLASSES = ("original", "output", "research", "staging", "release")
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdwy])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+FOREVER_WORDS = frozenset({"never", "until_revoked"})
+
+
+def parse_ttl(text: str) -> timedelta | None:
+    """``"24h"``, ``"7d"``, ``"3y"`` → a timedelta; ``"until_revoked"``/``"never"`` → None."""
+    if text.strip() in FOREVER_WORDS:
+        return None
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 24h, 7d, 3y or until_revoked)")
+    value = int(match.group(1)) * _UNITS[match.group(2)]
+    if value <= 0:
+        raise ValueError("a retention must be positive")
+    return timedelta(seconds=value)
+
+
+# What each ledger table may hold and what removes it. Every table must be listed.
+TABLE_POLICY: dict[str, str] = {
+    "subjects": "keyed hash of the upstream id, consent flags, holds: the row stays as a tombstone "
+    "after erasure (hash kept so a returning user gets a new key; no key, no objects)",
+    "subject_keys": "wrapped subject key: bytes destroyed on erasure (crypto-shredding)",
+    "service_keys": "wrapped pseudonym key: no personal data; rotated with the KEK",
+    "jobs": "opaque ids, job type, params, state: kept for the audit policy; no media, no names",
+    "objects": "object keys (opaque ids), class, expiry: the object is deleted at expiry, "
+    "the row stays with deleted_at as the record of deletion",
+    "deletion_receipts": "object id, class, versions removed: no personal data (audit policy)",
+    "audit_log": "event names and opaque ids: no personal data (audit policy)",
+    "locks": "sweep lock: no personal data",
+    "revocations": "opaque subject id of a consent withdrawal: kept while releases exist",
+    "alembic_version": "schema revision: no personal data",
+}
