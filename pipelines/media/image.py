@@ -11,9 +11,10 @@ refused with :class:`~pipelines.errors.TooLarge`, never decoded. Pillow's own gl
 directly, so the limits in force are exactly the :class:`ImageLimits` passed in.
 
 Decoded images are always 8-bit BGR (``HxWx3`` ``uint8``, the OpenCV convention), with the EXIF
-orientation applied. Pillow parses every header; pixels are decoded by Pillow (PNG, WebP, CMYK
-JPEG), pillow-heif (HEIF) or, for YCbCr and grayscale JPEG, by OpenCV, which writes BGR directly
-(copying a 12 MP image out of Pillow costs as much as decoding it).
+orientation applied. Pillow parses every header; pixels are decoded by Pillow (PNG, CMYK JPEG,
+WebP with alpha or animation), pillow-heif (HEIF) or, for YCbCr and grayscale JPEG and opaque still
+WebP, by OpenCV, which writes BGR directly (copying a 12 MP image out of Pillow costs as much as
+decoding it).
 
 Encoded images are re-encoded pixels only: no EXIF, GPS, XMP, ICC profile or maker note of an
 input can reach an output. Nothing here writes a file.
@@ -256,8 +257,8 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> NDArray[np
     with _open(data, fmt) as im:
         _check_limits(im.size[0], im.size[1], len(data), limits)
         try:
-            if fmt == "jpeg" and im.mode in ("RGB", "L"):
-                bgr = _decode_jpeg_pixels(data)
+            if _opencv_decodes(fmt, im):
+                bgr = _decode_with_opencv(data, fmt)
             else:
                 im.load()
                 bgr = _to_bgr(im)
@@ -269,20 +270,29 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> NDArray[np
     return _apply_orientation(bgr, orientation)
 
 
-def _decode_jpeg_pixels(data: bytes) -> NDArray[np.uint8]:
-    """Decode a YCbCr or grayscale JPEG straight to BGR with OpenCV (orientation not applied).
+def _opencv_decodes(fmt: ImageFormat, im: ImageFile.ImageFile) -> bool:
+    """Whether OpenCV decodes the pixels: YCbCr/grayscale JPEG, opaque still WebP."""
+    if fmt == "jpeg":
+        return im.mode in ("RGB", "L")
+    if fmt == "webp":
+        return im.mode == "RGB" and not getattr(im, "is_animated", False)
+    return False
 
-    Pillow decodes JPEG as fast, but copying its pixels out to numpy costs as much again; OpenCV
-    writes BGR directly. OpenCV refuses a truncated JPEG (it returns no image), as Pillow does.
-    Only called after the header was parsed and the limits checked.
+
+def _decode_with_opencv(data: bytes, fmt: ImageFormat) -> NDArray[np.uint8]:
+    """Decode straight to BGR with OpenCV (orientation not applied).
+
+    Pillow decodes as fast, but copying its pixels out to numpy costs as much again; OpenCV
+    writes BGR directly. OpenCV refuses truncated JPEG and WebP (it returns no image), as Pillow
+    does. Only called after Pillow parsed the header and the limits were checked.
     """
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
     try:
         out = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as exc:
-        raise CorruptMedia("the JPEG data is corrupt or truncated") from exc
+        raise CorruptMedia(f"the {_label(fmt)} data is corrupt or truncated") from exc
     if out is None or out.ndim != 3 or out.shape[2] != 3:
-        raise CorruptMedia("the JPEG data is corrupt or truncated")
+        raise CorruptMedia(f"the {_label(fmt)} data is corrupt or truncated")
     return cast(NDArray[np.uint8], out)
 
 

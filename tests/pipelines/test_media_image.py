@@ -165,18 +165,21 @@ def test_grayscale_becomes_three_equal_channels() -> None:
         assert mean_abs(out[:, :, 0], gray) < 2.0
 
 
-def test_alpha_is_composited_on_white() -> None:
+@pytest.mark.parametrize(("fmt", "extra"), [("PNG", {}), ("WEBP", {"lossless": True})])
+def test_alpha_is_composited_on_white(fmt: str, extra: dict[str, Any]) -> None:
     rgba = np.zeros((10, 30, 4), np.uint8)
     rgba[:, :, :3] = (0, 0, 0)
     rgba[:, 0:10, 3] = 0  # transparent -> white
     rgba[:, 10:20, 3] = 255  # opaque black stays black
     rgba[:, 20:30, 3] = 128  # half -> mid grey
-    out = decode_image(pil_bytes(Image.fromarray(rgba, mode="RGBA"), "PNG"))
+    out = decode_image(pil_bytes(Image.fromarray(rgba, mode="RGBA"), fmt, **extra))
     assert out.shape == (10, 30, 3)
     assert (out[:, 0:10] == 255).all()
     assert (out[:, 10:20] == 0).all()
     assert (np.abs(out[:, 20:30].astype(int) - 127) <= 1).all()
 
+    if fmt != "PNG":
+        return
     la = Image.fromarray(rgba[:, :, 3], mode="L").convert("LA")
     la.putalpha(Image.fromarray(rgba[:, :, 3]))
     out_la = decode_image(pil_bytes(la, "PNG"))
