@@ -7,6 +7,7 @@ it never shares the parent's database connections.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,10 @@ from worker.ledger.db import Database
 from worker.ledger.pseudonyms import Pseudonymizer
 from worker.ledger.subject_keys import LedgerSubjectKeyStore
 from worker.ledger.subjects import SubjectRegistry
+from worker.retention.deleter import Deleter
+from worker.retention.policy import parse_ttl
+from worker.retention.rights import SubjectRights
+from worker.retention.sweep import SweepConfig, Sweeper, utcnow
 from worker.settings import Settings, load_settings
 from worker.storage.base import ObjectStore
 from worker.storage.errors import RegionNotAllowed
@@ -139,7 +144,8 @@ class Container:
             self.db,
             self.vault,
             self.tools,
-            ServiceConfig(
+            deleter=self.deleter,
+            config=ServiceConfig(
                 lease_seconds=s.lease_seconds,
                 max_deliveries=s.max_deliveries,
                 max_retries=s.max_retries,
@@ -147,6 +153,44 @@ class Container:
                 output_retention=s.retention.ttl("output"),
             ),
         )
+
+    @cached_property
+    def deleter(self) -> Deleter:
+        """The one deletion path (store, then ledger, receipts)."""
+        return Deleter(self.db, self.store, utcnow)
+
+    @cached_property
+    def rights(self) -> SubjectRights:
+        """Erasure, export, consent withdrawal, legal holds."""
+        return SubjectRights(self.db, self.vault, self.subject_keys, self.deleter)
+
+    @cached_property
+    def sweeper(self) -> Sweeper:
+        """The retention sweep."""
+        s = self.settings
+        grace = parse_ttl(s.orphan_grace)
+        return Sweeper(
+            self.db,
+            self.store,
+            self.deleter,
+            SweepConfig(
+                batch=s.sweep_batch,
+                lock_ttl=timedelta(seconds=s.sweep_lock_seconds),
+                original_ttl=s.retention.ttl("original"),
+                requeue_after=timedelta(seconds=s.visibility_timeout),
+                orphan_grace=grace if grace is not None else timedelta(days=36500),
+            ),
+            complete_erasures=self.rights.complete_pending_erasures,
+        )
+
+    def send(self, task: str, args: list[Any], queue: str) -> None:
+        """Send a task by name; with no broker, run it here and now."""
+        if self.settings.eager:
+            from worker.celery_app import app
+
+            app.tasks[task].apply(args=args, throw=True)
+        else:
+            self.producer.send_task(task, args=args, queue=queue)
 
     @cached_property
     def client(self) -> JobClient:

@@ -54,7 +54,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "worker_send_task_events": False,
-        "imports": ["worker.tasks.media"],
+        "imports": ["worker.tasks.media", "worker.tasks.privacy"],
+        "beat_schedule": {
+            "retention-sweep": {
+                "task": "facemedia.privacy.sweep",
+                "schedule": 300.0,
+                "options": {"queue": "privacy", "expires": 290},
+            },
+            "orphan-sweep": {
+                "task": "facemedia.privacy.orphans",
+                "schedule": 86400.0,
+                "options": {"queue": "privacy", "expires": 3600},
+            },
+        },
     }
 
 

@@ -25,6 +25,10 @@ app.add_typer(crypto_app, name="crypto")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(db_app, name="db")
+consent_app = typer.Typer(no_args_is_help=True, help="Research consent")
+hold_app = typer.Typer(no_args_is_help=True, help="Legal holds on a subject or a job")
+app.add_typer(consent_app, name="consent")
+app.add_typer(hold_app, name="hold")
 
 out = Console()
 err = Console(stderr=True)
@@ -365,6 +369,104 @@ def db_upgrade() -> None:
     container = _container()
     container.db.migrate()
     out.print(f"ledger at revision {container.db.current_revision()}")
+
+
+def _subject_ref(container: Any, subject: str) -> str:
+    ref = container.subjects.find(subject)
+    if ref is None:
+        raise _fail("unknown subject", 2)
+    return str(ref.id)
+
+
+@app.command()
+def erase(subject: str, as_json: JsonOpt = False) -> None:
+    """Erase SUBJECT: delete every object, destroy the subject key, mark erased (idempotent)."""
+    container = _container()
+    result = container.rights.erase(_subject_ref(container, subject))
+    _emit(result.to_json(), as_json, "erase")
+
+
+@app.command()
+def export(
+    subject: str,
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the access report")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Write an access report of everything held about SUBJECT, with decrypted outputs."""
+    container = _container()
+    _emit(container.rights.export(_subject_ref(container, subject), out_dir), as_json, "export")
+
+
+@consent_app.command("withdraw")
+def consent_withdraw(subject: str, as_json: JsonOpt = False) -> None:
+    """Withdraw research consent: samples deleted, excluded from releases, revocation listed."""
+    container = _container()
+    result = container.rights.withdraw_consent(_subject_ref(container, subject))
+    _emit(result.to_json(), as_json, "consent")
+
+
+def _hold(subject: str | None, job: str | None, reason: str, release: bool, as_json: bool) -> None:
+    from worker.ledger.errors import NotFound
+
+    container = _container()
+    if (subject is None) == (job is None):
+        raise _fail("name exactly one of --subject or --job", 2)
+    subject_id = _subject_ref(container, subject) if subject is not None else None
+    try:
+        result = container.rights.hold(
+            subject_id=subject_id, job_id=job, reason=reason, release=release
+        )
+    except (ValueError, NotFound) as exc:
+        raise _fail(str(exc), 2) from None
+    _emit(result, as_json, "hold")
+
+
+@hold_app.command("set")
+def hold_set(
+    subject: Annotated[str | None, typer.Option("--subject")] = None,
+    job: Annotated[str | None, typer.Option("--job")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why (required)")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Put a legal hold on a subject or a job: its objects survive sweeps and erasure."""
+    _hold(subject, job, reason, False, as_json)
+
+
+@hold_app.command("release")
+def hold_release(
+    subject: Annotated[str | None, typer.Option("--subject")] = None,
+    job: Annotated[str | None, typer.Option("--job")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Release a legal hold; what is due goes on the next sweep."""
+    _hold(subject, job, "", True, as_json)
+
+
+@app.command()
+def sweep(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what is due")] = False,
+    as_of: Annotated[str, typer.Option("--as-of", help="ISO-8601 time to sweep as of")] = "",
+    orphans: Annotated[bool, typer.Option("--orphans", help="Also delete orphan objects")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run every deletion due now (or at --as-of); re-queue stuck jobs; finish erasures."""
+    from datetime import UTC, datetime
+
+    container = _container()
+    when = None
+    if as_of:
+        try:
+            when = datetime.fromisoformat(as_of)
+        except ValueError:
+            raise _fail("--as-of must be an ISO-8601 time", 2) from None
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    report = container.sweeper.run(as_of=when, dry_run=dry_run)
+    for job_id in report.requeued_ids:
+        container.enqueue(job_id)
+    data = report.to_json()
+    if orphans:
+        data["orphans"] = container.sweeper.orphans(as_of=when, dry_run=dry_run)
+    _emit(data, as_json, "sweep")
 
 
 def main() -> None:

@@ -8,11 +8,10 @@ Sources, highest precedence first: ``FACEMEDIA_*`` environment variables, the TO
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlparse
-
-from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (

@@ -1,0 +1,332 @@
+"""Subject rights and legal holds: erasure, access export, research-consent withdrawal.
+
+Every operation is idempotent and audited, and takes the ledger's opaque subject id (the CLI and
+the client turn an upstream id into it through the pseudonym). Held objects survive erasure and
+withdrawal; an erasure that meets a hold stays pending (the subject key is kept, or the held data
+would be destroyed with it) and the first sweep after the release completes it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import or_, select, update
+
+from worker.crypto import SubjectKeys
+from worker.ids import new_id
+from worker.ledger import audit
+from worker.ledger.db import Database
+from worker.ledger.errors import NotFound
+from worker.ledger.models import (
+    AuditEntry,
+    DeletionReceipt,
+    Job,
+    Revocation,
+    StoredObject,
+    Subject,
+)
+from worker.retention.deleter import Deleter, Doomed
+from worker.storage.vault import Vault
+
+log = structlog.get_logger("facemedia.retention")
+
+
+def utcnow() -> datetime:
+    """UTC now."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RightsResult:
+    """Outcome of an erasure or a withdrawal."""
+
+    subject: str
+    action: str
+    deleted: int
+    held: int
+    pending: bool
+    already_done: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready view."""
+        return {
+            "subject": self.subject,
+            "action": self.action,
+            "deleted": self.deleted,
+            "held": self.held,
+            "pending": self.pending,
+            "already_done": self.already_done,
+        }
+
+
+class SubjectRights:
+    """Erase, export, withdraw consent; set and release legal holds."""
+
+    def __init__(
+        self,
+        db: Database,
+        vault: Vault,
+        keys: SubjectKeys,
+        deleter: Deleter,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.vault = vault
+        self.keys = keys
+        self.deleter = deleter
+        self.clock = clock
+
+    # ----- helpers -----------------------------------------------------------------------------
+
+    def _subject(self, s: Any, subject_id: str) -> Subject:
+        row = s.get(Subject, subject_id)
+        if row is None:
+            raise NotFound("no such subject")
+        return row  # type: ignore[no-any-return]
+
+    def _live_objects(self, subject_id: str, classes: tuple[str, ...] | None = None) -> Any:
+        query = select(StoredObject).where(
+            StoredObject.subject_id == subject_id, StoredObject.deleted_at.is_(None)
+        )
+        if classes is not None:
+            query = query.where(StoredObject.object_class.in_(classes))
+        return query
+
+    def _delete_unheld(
+        self, subject_id: str, classes: tuple[str, ...] | None, reason: str
+    ) -> tuple[int, int]:
+        """Delete the subject's live objects not under a job hold; (deleted, held)."""
+        with self.db.session() as s:
+            subject = self._subject(s, subject_id)
+            rows = list(s.scalars(self._live_objects(subject_id, classes)))
+            held_jobs = {
+                j
+                for j in s.scalars(
+                    select(Job.id).where(Job.subject_id == subject_id, Job.legal_hold)
+                )
+            }
+            if subject.legal_hold:
+                return 0, len(rows)
+        doomed = [Doomed(r.id, r.key, r.object_class) for r in rows if r.job_id not in held_jobs]
+        held = len(rows) - len(doomed)
+        deleted = 0
+        for start in range(0, len(doomed), 1000):
+            deleted += self.deleter.delete(doomed[start : start + 1000], reason=reason).deleted
+        return deleted, held
+
+    # ----- erasure -----------------------------------------------------------------------------
+
+    def erase(self, subject_id: str) -> RightsResult:
+        """Delete every original, output and research sample of the subject, destroy the
+        subject key (every copy anywhere becomes unreadable), mark the subject erased."""
+        t = self.clock()
+        with self.db.session() as s:
+            subject = self._subject(s, subject_id)
+            if subject.erased_at is not None:
+                return RightsResult(subject_id, "erase", 0, 0, False, True)
+            subject.erase_requested_at = subject.erase_requested_at or t
+            subject.research_consent = False
+            cancelled = s.execute(
+                update(Job)
+                .where(Job.subject_id == subject_id, Job.status == "queued")
+                .values(
+                    status="failed",
+                    error_code="subject_erased",
+                    error_message="the subject was erased",
+                    finished_at=t,
+                )
+            )
+            del cancelled
+            self._revoke(s, subject_id, "erasure", t)
+            audit.append(s, "subject.erase_requested", subject_id)
+        deleted, held = self._delete_unheld(subject_id, None, reason="erasure")
+        pending = held > 0 or not self._finish_erasure(subject_id)
+        log.info("subject.erase", count=deleted, status="pending" if pending else "erased")
+        return RightsResult(subject_id, "erase", deleted, held, pending, False)
+
+    def _finish_erasure(self, subject_id: str) -> bool:
+        """Destroy the key and mark erased once nothing live remains. True if erased."""
+        with self.db.session() as s:
+            subject = self._subject(s, subject_id)
+            if subject.erased_at is not None:
+                return True
+            left = list(s.scalars(self._live_objects(subject_id)))
+            if left or subject.legal_hold:
+                return False
+            key_id = subject.key_id
+        self.keys.destroy(key_id)
+        with self.db.session() as s:
+            subject = self._subject(s, subject_id)
+            subject.erased_at = self.clock()
+            audit.append(s, "subject.erased", subject_id)
+        return True
+
+    def complete_pending_erasures(self, as_of: datetime) -> int:
+        """Called by the sweep: finish erasures whose holds were released."""
+        with self.db.session() as s:
+            pending = list(
+                s.scalars(
+                    select(Subject.id).where(
+                        Subject.erase_requested_at.is_not(None),
+                        Subject.erased_at.is_(None),
+                        ~Subject.legal_hold,
+                    )
+                )
+            )
+        done = 0
+        for subject_id in pending:
+            _deleted, held = self._delete_unheld(subject_id, None, reason="erasure")
+            if held == 0 and self._finish_erasure(subject_id):
+                done += 1
+        return done
+
+    # ----- consent -----------------------------------------------------------------------------
+
+    def _revoke(self, s: Any, subject_id: str, reason: str, t: datetime) -> None:
+        if s.scalars(select(Revocation).where(Revocation.subject_id == subject_id)).first():
+            return
+        s.add(Revocation(id=new_id(), subject_id=subject_id, reason=reason, created_at=t))
+
+    def withdraw_consent(self, subject_id: str) -> RightsResult:
+        """Research samples deleted, the subject excluded from future releases and entered on
+        the revocation list of published ones."""
+        t = self.clock()
+        with self.db.session() as s:
+            subject = self._subject(s, subject_id)
+            already = subject.consent_withdrawn_at is not None
+            subject.research_consent = False
+            subject.consent_withdrawn_at = subject.consent_withdrawn_at or t
+            self._revoke(s, subject_id, "consent_withdrawn", t)
+            audit.append(s, "subject.consent_withdrawn", subject_id)
+        deleted, held = self._delete_unheld(subject_id, ("research", "staging"), "withdrawal")
+        return RightsResult(subject_id, "withdraw_consent", deleted, held, held > 0, already)
+
+    # ----- holds -------------------------------------------------------------------------------
+
+    def hold(
+        self,
+        *,
+        subject_id: str | None = None,
+        job_id: str | None = None,
+        reason: str = "",
+        release: bool = False,
+    ) -> dict[str, Any]:
+        """Set (or release) a legal hold on a subject or a job, with a reason; audited."""
+        if (subject_id is None) == (job_id is None):
+            raise ValueError("name exactly one of subject or job")
+        if not release and not reason.strip():
+            raise ValueError("a legal hold needs a reason")
+        with self.db.session() as s:
+            row: Subject | Job | None = (
+                s.get(Subject, subject_id) if subject_id else s.get(Job, job_id)
+            )
+            if row is None:
+                raise NotFound("no such subject or job")
+            row.legal_hold = not release
+            row.hold_reason = None if release else reason
+            entity = subject_id or job_id
+            audit.append(s, "hold.released" if release else "hold.set", entity, reason=reason)
+        return {"subject": subject_id, "job": job_id, "held": not release}
+
+    # ----- access ------------------------------------------------------------------------------
+
+    def export(self, subject_id: str, out_dir: Path) -> dict[str, Any]:
+        """An access report: every record and object held about the subject, with the
+        decrypted outputs and research samples, written under ``out_dir``."""
+        with self.db.session() as s:
+            subject = self._subject(s, subject_id)
+            jobs = list(s.scalars(select(Job).where(Job.subject_id == subject_id)))
+            job_ids = [j.id for j in jobs]
+            objects = list(
+                s.scalars(
+                    select(StoredObject).where(
+                        or_(
+                            StoredObject.subject_id == subject_id,
+                            StoredObject.job_id.in_(job_ids),
+                        )
+                    )
+                )
+            )
+            object_ids = [o.id for o in objects]
+            receipts = list(
+                s.scalars(select(DeletionReceipt).where(DeletionReceipt.object_id.in_(object_ids)))
+            )
+            entities = [subject_id, *job_ids, *object_ids]
+            trail = list(
+                s.scalars(
+                    select(AuditEntry)
+                    .where(AuditEntry.entity.in_(entities))
+                    .order_by(AuditEntry.seq)
+                )
+            )
+            report: dict[str, Any] = {
+                "subject": {
+                    "id": subject.id,
+                    "created_at": subject.created_at,
+                    "research_consent": subject.research_consent,
+                    "is_minor": subject.is_minor,
+                    "guardian_consent": subject.guardian_consent,
+                    "legal_hold": subject.legal_hold,
+                    "erased_at": subject.erased_at,
+                    "consent_withdrawn_at": subject.consent_withdrawn_at,
+                },
+                "jobs": [
+                    {
+                        "id": j.id,
+                        "type": j.job_type,
+                        "params": j.params,
+                        "status": j.status,
+                        "error_code": j.error_code,
+                        "created_at": j.created_at,
+                        "finished_at": j.finished_at,
+                        "original_deleted_at": j.original_deleted_at,
+                        "legal_hold": j.legal_hold,
+                    }
+                    for j in jobs
+                ],
+                "objects": [
+                    {
+                        "id": o.id,
+                        "class": o.object_class,
+                        "job_id": o.job_id,
+                        "name": o.name,
+                        "created_at": o.created_at,
+                        "expires_at": o.expires_at,
+                        "deleted_at": o.deleted_at,
+                    }
+                    for o in objects
+                ],
+                "deletion_receipts": [
+                    {
+                        "object_id": r.object_id,
+                        "class": r.object_class,
+                        "versions_removed": r.versions_removed,
+                        "verified": r.verified,
+                        "deleted_at": r.deleted_at,
+                    }
+                    for r in receipts
+                ],
+                "audit": [
+                    {"seq": a.seq, "ts": a.ts, "event": a.event, "entity": a.entity} for a in trail
+                ],
+            }
+            live = [o for o in objects if o.deleted_at is None and o.object_class != "original"]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        files = []
+        for obj in live:
+            data = self.vault.read(obj.key, obj.object_class, obj.job_id)
+            target = out_dir / obj.object_class / (obj.job_id or "none") / (obj.name or obj.id)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            files.append(str(target.relative_to(out_dir)))
+        report["files"] = files
+        (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        with self.db.session() as s:
+            audit.append(s, "subject.exported", subject_id, objects=len(files))
+        return {"subject": subject_id, "jobs": len(jobs), "objects": len(objects), "files": files}

@@ -1,0 +1,322 @@
+"""The retention sweep: everything past its time, deleted completely, verifiably, once.
+
+One sweep at a time (a ledger lock with an expiry). Each batch is claimed atomically — row locks
+with ``SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite — and the claim itself expires,
+so a sweep killed mid-batch is finished by the next one. Held objects are never claimed.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import Select, and_, func, or_, select, update
+
+from worker.ledger import audit
+from worker.ledger.db import Database
+from worker.ledger.models import Job, StoredObject, Subject
+from worker.retention.deleter import Deleter, Doomed
+from worker.retention.locks import LedgerLock
+from worker.storage.base import ObjectStore
+
+log = structlog.get_logger("facemedia.retention")
+
+ACTIVE = ("queued", "processing")
+
+
+def utcnow() -> datetime:
+    """Wall-clock UTC (locks and claims always use real time)."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Sweep knobs (from the settings)."""
+
+    batch: int = 1000
+    lock_ttl: timedelta = timedelta(minutes=10)
+    original_ttl: timedelta | None = timedelta(hours=24)
+    requeue_after: timedelta = timedelta(minutes=15)
+    orphan_grace: timedelta = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What a sweep found and did; ids and counts only."""
+
+    as_of: str
+    dry_run: bool
+    locked_out: bool = False
+    due: int = 0
+    deleted: int = 0
+    versions: int = 0
+    unverified: int = 0
+    already_deleted: int = 0
+    held: int = 0
+    jobs_requeued: int = 0
+    jobs_expired: int = 0
+    erasures_completed: int = 0
+    lag_seconds: float = 0.0
+    seconds: float = 0.0
+    per_second: float = 0.0
+    more: bool = False
+    batches: int = 0
+    requeued_ids: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready view (without the requeued ids)."""
+        data = asdict(self)
+        data.pop("requeued_ids")
+        return data
+
+
+def _not_held() -> Any:
+    return and_(
+        or_(StoredObject.subject_id.is_(None), ~Subject.legal_hold),
+        or_(StoredObject.job_id.is_(None), ~Job.legal_hold),
+    )
+
+
+def _due_query(as_of: datetime) -> Select[Any]:
+    return (
+        select(StoredObject)
+        .outerjoin(Subject, StoredObject.subject_id == Subject.id)
+        .outerjoin(Job, StoredObject.job_id == Job.id)
+        .where(StoredObject.deleted_at.is_(None), StoredObject.expires_at <= as_of)
+    )
+
+
+class Sweeper:
+    """Runs sweeps; collaborators injected, ``complete_erasures`` supplied by the rights service."""
+
+    def __init__(
+        self,
+        db: Database,
+        store: ObjectStore,
+        deleter: Deleter,
+        config: SweepConfig,
+        complete_erasures: Callable[[datetime], int] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.deleter = deleter
+        self.config = config
+        self.complete_erasures = complete_erasures
+        self.clock = clock
+
+    # ----- the whole sweep ---------------------------------------------------------------------
+
+    def run(
+        self, as_of: datetime | None = None, dry_run: bool = False, max_batches: int | None = None
+    ) -> SweepReport:
+        """Delete everything due at ``as_of`` (default now), at most ``max_batches`` batches."""
+        as_of = as_of or self.clock()
+        if dry_run:
+            return self._preview(as_of)
+        lock = LedgerLock(self.db, "sweep", self.config.lock_ttl, self.clock)
+        if not lock.acquire():
+            log.info("sweep.locked_out")
+            return SweepReport(as_of=as_of.isoformat(), dry_run=False, locked_out=True)
+        started = time.perf_counter()
+        try:
+            requeued, expired = self._jobs(as_of)
+            erasures = self.complete_erasures(as_of) if self.complete_erasures else 0
+            lag = self._lag(as_of)
+            due, held = self._counts(as_of)
+            deleted = versions = unverified = already = batches = 0
+            more = False
+            while True:
+                if max_batches is not None and batches >= max_batches:
+                    more = self._counts(as_of)[0] > 0
+                    break
+                doomed = self._claim(as_of)
+                if not doomed:
+                    break
+                batch = self.deleter.delete(doomed, reason="retention")
+                batches += 1
+                deleted += batch.deleted
+                versions += batch.versions
+                unverified += len(batch.unverified)
+                already += batch.already
+                lock.renew()
+        finally:
+            lock.release()
+        seconds = time.perf_counter() - started
+        report = SweepReport(
+            as_of=as_of.isoformat(),
+            dry_run=False,
+            due=due,
+            deleted=deleted,
+            versions=versions,
+            unverified=unverified,
+            already_deleted=already,
+            held=held,
+            jobs_requeued=len(requeued),
+            jobs_expired=expired,
+            erasures_completed=erasures,
+            lag_seconds=lag,
+            seconds=round(seconds, 3),
+            per_second=round(deleted / seconds, 1) if seconds > 0 else 0.0,
+            more=more,
+            batches=batches,
+            requeued_ids=requeued,
+        )
+        with self.db.session() as s:
+            audit.append(s, "sweep.ran", None, **report.to_json())
+        log.info("sweep.done", count=deleted, duration_ms=round(seconds * 1000, 1))
+        return report
+
+    def _preview(self, as_of: datetime) -> SweepReport:
+        due, held = self._counts(as_of)
+        return SweepReport(
+            as_of=as_of.isoformat(),
+            dry_run=True,
+            due=due,
+            held=held,
+            lag_seconds=self._lag(as_of),
+        )
+
+    # ----- parts -------------------------------------------------------------------------------
+
+    def _counts(self, as_of: datetime) -> tuple[int, int]:
+        """(due and not held, due but held)."""
+        with self.db.session() as s:
+            base = _due_query(as_of).with_only_columns(func.count(StoredObject.id))
+            due = int(s.scalar(base.where(_not_held())) or 0)
+            held = int(s.scalar(base.where(~_not_held())) or 0)
+        return due, held
+
+    def _lag(self, as_of: datetime) -> float:
+        """Seconds between ``as_of`` and the oldest due time not yet deleted."""
+        with self.db.session() as s:
+            oldest = s.scalar(
+                _due_query(as_of)
+                .where(_not_held())
+                .with_only_columns(func.min(StoredObject.expires_at))
+            )
+        if oldest is None:
+            return 0.0
+        if oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=UTC)
+        return float(max(0.0, (as_of - oldest).total_seconds()))
+
+    def _claim(self, as_of: datetime) -> list[Doomed]:
+        """Atomically claim up to one batch of due, unheld, unclaimed objects."""
+        now = self.clock()
+        token = uuid.uuid4().hex
+        with self.db.session() as s:
+            query = (
+                _due_query(as_of)
+                .where(_not_held())
+                .where(or_(StoredObject.claim_until.is_(None), StoredObject.claim_until < now))
+                .order_by(StoredObject.key)
+                .limit(self.config.batch)
+            )
+            if self.db.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True, of=StoredObject)
+            rows = list(s.scalars(query))
+            if not rows:
+                return []
+            s.execute(
+                update(StoredObject)
+                .where(StoredObject.id.in_([r.id for r in rows]))
+                .values(claim_token=token, claim_until=now + self.config.lock_ttl)
+            )
+            return [Doomed(r.id, r.key, r.object_class) for r in rows]
+
+    def _jobs(self, as_of: datetime) -> tuple[list[str], int]:
+        """Expire jobs whose original is past its maximum age; re-queue stuck ones.
+
+        Returns (ids to re-enqueue, number expired).
+        """
+        expired = 0
+        requeue: list[str] = []
+        with self.db.session() as s:
+            if self.config.original_ttl is not None:
+                limit = as_of - self.config.original_ttl
+                stale = list(
+                    s.scalars(select(Job).where(Job.status.in_(ACTIVE), Job.created_at < limit))
+                )
+                for job in stale:
+                    job.status, job.error_code = "expired", "expired"
+                    job.error_message = "the job did not run within the originals' maximum age"
+                    job.finished_at, job.lease_until = as_of, None
+                    s.execute(
+                        update(StoredObject)
+                        .where(
+                            StoredObject.job_id == job.id,
+                            StoredObject.object_class == "original",
+                            StoredObject.deleted_at.is_(None),
+                        )
+                        .values(expires_at=as_of)
+                    )
+                    audit.append(s, "job.expired", job.id)
+                    expired += 1
+            stuck_before = as_of - self.config.requeue_after
+            stuck = list(
+                s.scalars(
+                    select(Job).where(
+                        or_(
+                            and_(Job.status == "processing", Job.lease_until < stuck_before),
+                            and_(
+                                Job.status == "queued",
+                                Job.created_at < stuck_before,
+                                or_(Job.started_at.is_(None), Job.started_at < stuck_before),
+                            ),
+                        )
+                    )
+                )
+            )
+            for job in stuck:
+                # The broker lost it, or its worker died and nothing redelivered it: send it
+                # again. The lease makes a duplicate harmless.
+                requeue.append(job.id)
+                job.started_at = as_of
+                audit.append(s, "job.requeued", job.id)
+        return requeue, expired
+
+    # ----- orphans -----------------------------------------------------------------------------
+
+    def orphans(self, as_of: datetime | None = None, dry_run: bool = False) -> dict[str, Any]:
+        """Delete store objects with no live ledger row, older than the grace period."""
+        as_of = as_of or self.clock()
+        cutoff = as_of - self.config.orphan_grace
+        found: list[str] = []
+        page: list[str] = []
+
+        def flush() -> None:
+            if not page:
+                return
+            with self.db.session() as s:
+                live = set(
+                    s.scalars(
+                        select(StoredObject.key).where(
+                            StoredObject.key.in_(page), StoredObject.deleted_at.is_(None)
+                        )
+                    )
+                )
+            found.extend(k for k in page if k not in live)
+            page.clear()
+
+        for entry in self.store.entries():
+            if entry.modified < cutoff:
+                page.append(entry.key)
+                if len(page) >= 500:
+                    flush()
+        flush()
+        removed = 0
+        if not dry_run:
+            for start in range(0, len(found), self.config.batch):
+                chunk = found[start : start + self.config.batch]
+                results = self.store.delete_many(chunk)
+                removed += sum(1 for r in results.values() if r.verified)
+            if found:
+                with self.db.session() as s:
+                    audit.append(s, "orphans.deleted", None, count=removed)
+        return {"orphans": len(found), "deleted": removed, "dry_run": dry_run}

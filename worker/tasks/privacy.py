@@ -1,0 +1,61 @@
+"""Privacy tasks on the ``privacy`` queue: sweeps, orphans, erasure, consent withdrawal.
+
+Contract (JSON args): ``facemedia.privacy.sweep`` [] or [as_of ISO-8601];
+``facemedia.privacy.orphans`` []; ``facemedia.privacy.erase`` [ledger_subject_id];
+``facemedia.privacy.withdraw_consent`` [ledger_subject_id]. Subject ids are the ledger's opaque
+ids (``JobClient.subject_ref``), never the upstream's.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from celery import Task
+
+from worker.celery_app import app
+
+SWEEP = "facemedia.privacy.sweep"
+ORPHANS = "facemedia.privacy.orphans"
+ERASE = "facemedia.privacy.erase"
+WITHDRAW = "facemedia.privacy.withdraw_consent"
+SWEEP_BATCHES_PER_TASK = 20
+
+
+@app.task(name=SWEEP, bind=True, ignore_result=True, acks_late=True)
+def sweep(self: Task, as_of: str | None = None) -> dict[str, Any]:
+    """Delete what is due, a bounded number of batches; re-enqueue itself while more is due."""
+    from worker.bootstrap import get_container
+
+    container = get_container()
+    when = datetime.fromisoformat(as_of) if as_of else None
+    report = container.sweeper.run(as_of=when, max_batches=SWEEP_BATCHES_PER_TASK)
+    for job_id in report.requeued_ids:
+        container.enqueue(job_id)
+    if report.more and not self.request.is_eager:
+        self.apply_async(args=[as_of] if as_of else [], queue="privacy")
+    return report.to_json()
+
+
+@app.task(name=ORPHANS, ignore_result=True, acks_late=True)
+def orphans() -> dict[str, Any]:
+    """Delete store objects that have no ledger row, past the grace period."""
+    from worker.bootstrap import get_container
+
+    return dict(get_container().sweeper.orphans())
+
+
+@app.task(name=ERASE, ignore_result=True, acks_late=True)
+def erase(subject_id: str) -> dict[str, Any]:
+    """Erase a subject (idempotent)."""
+    from worker.bootstrap import get_container
+
+    return get_container().rights.erase(subject_id).to_json()
+
+
+@app.task(name=WITHDRAW, ignore_result=True, acks_late=True)
+def withdraw_consent(subject_id: str) -> dict[str, Any]:
+    """Withdraw a subject's research consent (idempotent)."""
+    from worker.bootstrap import get_container
+
+    return get_container().rights.withdraw_consent(subject_id).to_json()
