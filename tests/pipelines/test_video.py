@@ -285,6 +285,45 @@ def test_identity_roundtrip_containers(fmt: str, codec: str, audio: str | None) 
         assert a_out[1] == pytest.approx(a_in[1], abs=0.05)
 
 
+def bt709_clip(frames: int = 12) -> bytes:
+    """An H.264 clip converted with the BT.709 matrix and tagged so (what HD cameras write)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=24, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        cc = stream.codec_context
+        cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(pattern(i, 320, 240), format="bgr24")
+            frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709", dst_color_range=1)
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("source", ["bt709", "mjpeg-full-range", "bt601-untagged"])
+def test_colours_survive(source: str) -> None:
+    """What a player shows for the output matches what it shows for the input (tags honoured)."""
+    if source == "bt709":
+        data = bt709_clip()
+    elif source == "mjpeg-full-range":
+        data = make_clip(fmt="mov", codec="mjpeg", pix_fmt="yuvj420p", frames=12, audio=None)
+    else:
+        data = make_clip(frames=12, audio=None)
+    out = transform_video(data, identity)
+    frames_in, _ = decode_all(data)
+    frames_out, _ = decode_all(out)
+    for before, after in zip(frames_in, frames_out, strict=True):
+        for y, x in ((30, 40), (30, 280), (200, 40), (200, 280)):  # inside the flat blocks
+            assert np.abs(after[y, x].astype(int) - before[y, x]).max() <= 6, (source, y, x)
+    with av.open(io.BytesIO(out)) as oc:
+        cc = oc.streams.video[0].codec_context
+        assert (cc.colorspace, cc.color_range) == (6, 1)  # BT.601 matrix, limited range
+    if source == "bt709":
+        assert (cc.color_primaries, cc.color_trc) == (1, 1)
+
+
 def test_keep_audio_false_drops_audio(mp4_clip: bytes) -> None:
     out = transform_video(mp4_clip, identity, keep_audio=False)
     assert audio_summary(out) is None
