@@ -371,6 +371,16 @@ def test_fn_must_return_same_shape(mp4_clip: bytes) -> None:
         transform_video(mp4_clip, lambda i, t, f: f[:10])
 
 
+def test_fn_errors_propagate_unchanged(mp4_clip: bytes) -> None:
+    def fail(index: int, t: float, frame: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        if index == 10:
+            raise BadParams("effect parameters rejected mid-way")
+        return frame
+
+    with pytest.raises(BadParams, match="mid-way"):
+        transform_video(mp4_clip, fail)
+
+
 @pytest.mark.parametrize("kwargs", [{"crf": 60}, {"crf": -1}, {"preset": "ludicrous"}])
 def test_bad_encoder_params(mp4_clip: bytes, kwargs: dict[str, Any]) -> None:
     with pytest.raises(BadParams):
