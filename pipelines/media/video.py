@@ -8,9 +8,10 @@ allow-listed (:data:`VIDEO_CODECS`) to keep the decoder attack surface to what p
 write.
 
 Limits (:class:`VideoLimits`) are checked before a frame is decoded: the byte size first, then the
-header values (resolution, duration, frame count), then a demux-only pass over the video packets
-(no decoding) that counts frames and measures the duration even when the header has no index
-(browser WebM has none) and notices truncated files. Only then is the first frame decoded, to
+header values (resolution, duration, frame count), then a demux-only pass over the video and
+audio packets (no decoding) that counts frames and measures the duration even when the header
+has no index (browser WebM has none) and notices truncated files (a packet cut short by the end
+of the data, or fewer packets than the index lists). Only then is the first frame decoded, to
 read the display rotation (PyAV exposes the stream's display matrix only on decoded frames).
 
 Decoded frames are 8-bit BGR (``HxWx3`` ``uint8``), rotated upright according to the display
@@ -25,7 +26,8 @@ the output by file name for its second pass, which fails for in-memory output. F
 B-frame delay (two frames at 24 fps) and to open a gap in copied AAC audio, because fragments
 carry no edit list. So the output is written as a classic MP4 into a buffer and its ``moov`` is
 moved in front of ``mdat`` here (:func:`_faststart`), rewriting the ``stco``/``co64`` chunk
-offsets; the result is what ``+faststart`` would write.
+offsets; the result is laid out as ``+faststart`` lays it out (FFmpeg's ``free`` placeholder
+dropped).
 
 Timing: every output frame keeps the pts of its input frame, in the input stream's time base, so
 the frame count, the timestamps (variable frame rate included) and the duration equal the input's.
