@@ -87,7 +87,7 @@ def make_clip(frames: int, width: int, height: int, fps: int, detector: FaceDete
     buf = io.BytesIO()
     rng = np.random.default_rng(0)
     with av.open(buf, "w", format="mp4") as out:
-        video = out.add_stream("libx264", rate=fps, options={"crf": "20", "preset": "veryfast"})
+        video = out.add_stream("libx264", rate=fps, options={"crf": "14", "preset": "veryfast"})
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         audio = out.add_stream("aac", rate=48000)
         audio.layout = "stereo"

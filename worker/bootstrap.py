@@ -96,7 +96,12 @@ class Container:
                 endpoint_url=self.settings.s3_endpoint_url or None,
                 config=_BOTO,
             )
-            return S3Store(client, url.netloc, url.path)
+            return S3Store(
+                client,
+                url.netloc,
+                url.path,
+                verify_by_listing=self.settings.delete_verify == "listing",
+            )
         raise ValueError("store_url must be file://... or s3://bucket/prefix")
 
     @cached_property

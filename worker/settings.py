@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     sweep_batch: int = Field(default=1000, ge=1, le=1000)
     sweep_lock_seconds: int = Field(default=600, ge=10)
     orphan_grace: str = "24h"
+    delete_verify: Literal["listing", "confirmations"] = "listing"
     log_level: str = "INFO"
     # Not in default.toml on purpose: the path of an extra TOML file (read by the source below).
     config: str = ""

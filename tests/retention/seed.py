@@ -28,7 +28,7 @@ def seed_objects(
         oid = new_id()
         prefix = {"output": "outputs", "research": "research"}.get(object_class, object_class)
         key = f"{prefix}/{job_id or oid}/o{i}" if object_class == "output" else f"{prefix}/{oid}"
-        container.vault.put(key, object_class, job_id, ref.key_id, payload)
+        put = container.vault.put(key, object_class, job_id, ref.key_id, payload)
         rows.append(
             StoredObject(
                 id=oid,
@@ -40,6 +40,7 @@ def seed_objects(
                 created_at=now - age,
                 stored_at=now - age,
                 expires_at=now - age + timedelta(days=7),
+                version_ids=[put.version_id] if put.version_id else None,
             )
         )
         keys.append(key)

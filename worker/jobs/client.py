@@ -113,14 +113,15 @@ class JobClient:
         src = io.BytesIO(media) if isinstance(media, bytes | bytearray) else media
         limited = _Limited(src, self.max_upload_bytes)
         try:
-            size = self.vault.put(key, "original", job_id, key_id, limited)  # type: ignore[arg-type]
+            put = self.vault.put(key, "original", job_id, key_id, limited)  # type: ignore[arg-type]
         except (SubmitRefused, StorageError) as exc:
             self._abandon(job_id, object_id, key, exc)
             raise
         with self.db.session() as s:
             obj = s.get(StoredObject, object_id)
             assert obj is not None
-            obj.size, obj.stored_at = size, datetime.now(UTC)
+            obj.size, obj.stored_at = put.size, datetime.now(UTC)
+            obj.version_ids = [put.version_id] if put.version_id else None
         log.info("job.submitted", job_id=job_id, job_type=job_type)
         self.enqueue(job_id)
         return job_id

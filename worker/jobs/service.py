@@ -45,6 +45,12 @@ def _cas(session: Session, stmt: Update) -> int:
     return int(cast(CursorResult[Any], result).rowcount)
 
 
+def _known(versions: dict[str, str | None] | None, name: str) -> list[str] | None:
+    """The one version id of output ``name`` when it is certain, else None."""
+    version = None if versions is None else versions.get(name)
+    return [version] if version else None
+
+
 def now() -> datetime:
     """The ledger's clock (UTC)."""
     return datetime.now(UTC)
@@ -138,7 +144,7 @@ class JobService:
         try:
             with _Lease(self.db, job_id, token, self.config.lease_seconds):
                 outcome = self._run(job)
-                self._store_outputs(job, outcome)
+                versions = self._store_outputs(job, outcome)
         except JobFailed as exc:
             self._discard_outputs(job_id)
             self._fail(job_id, token, exc.code, exc.message)
@@ -156,7 +162,7 @@ class JobService:
             self._discard_outputs(job_id)
             self._fail(job_id, token, codes.INTERNAL_ERROR, "internal error while processing")
             return self._finish_tail(job_id)
-        if not self._commit_success(job, token, outcome):
+        if not self._commit_success(job, token, outcome, versions):
             return ProcessResult(job_id, self.status(job_id)["status"], ran=True)
         result = self._finish_tail(job_id)
         return ProcessResult(job_id, result.status, ran=True)
@@ -250,15 +256,21 @@ class JobService:
         )
         return outcome
 
-    def _store_outputs(self, job: Job, outcome: JobOutcome) -> None:
+    def _store_outputs(self, job: Job, outcome: JobOutcome) -> dict[str, str | None]:
+        """Encrypt and store each output; return the version id each put created."""
         key_id = self._key_id(job)
+        versions: dict[str, str | None] = {}
         for out in outcome.outputs:
             try:
-                self.vault.put(output_key(job.id, out.name), "output", job.id, key_id, out.data)
+                put = self.vault.put(
+                    output_key(job.id, out.name), "output", job.id, key_id, out.data
+                )
+                versions[out.name] = put.version_id
             except TransientStorageError as exc:
                 raise TransientJobError(str(exc)) from exc
             except StorageError as exc:
                 raise JobFailed(codes.INTERNAL_ERROR, f"could not store an output: {exc}") from exc
+        return versions
 
     def _key_id(self, job: Job) -> str:
         with self.db.session() as s:
@@ -277,8 +289,17 @@ class JobService:
 
     # ----- state transitions -------------------------------------------------------------------
 
-    def _commit_success(self, job: Job, token: str, outcome: JobOutcome) -> bool:
+    def _commit_success(
+        self,
+        job: Job,
+        token: str,
+        outcome: JobOutcome,
+        versions: dict[str, str | None] | None = None,
+    ) -> bool:
         t = self.clock()
+        # Only a first, uninterrupted attempt knows every version of its output keys; after a
+        # takeover or a hand-back an earlier attempt may have left versions: list them on delete.
+        known = versions if job.deliveries == 1 and job.retries == 0 else None
         with self.db.session() as s:
             changed = _cas(
                 s,
@@ -313,6 +334,7 @@ class JobService:
                         expires_at=None
                         if self.config.output_retention is None
                         else t + self.config.output_retention,
+                        version_ids=_known(known, out.name),
                     )
                 )
             audit.append(
@@ -371,7 +393,7 @@ class JobService:
                 return ProcessResult(job_id, status)
             subject = s.get(Subject, job.subject_id)
             held = job.legal_hold or (subject is not None and subject.legal_hold)
-            doomed = Doomed(original.id, original.key, "original")
+            doomed = Doomed.of(original)
             if original.expires_at is None or original.expires_at > self.clock():
                 original.expires_at = self.clock()  # due now: the sweep retries a failed delete
         if held:

@@ -140,6 +140,8 @@ class StoredObject(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     versions_deleted: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    # Version ids written to the store, when all are known (None: list them before deleting).
+    version_ids: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     claim_token: Mapped[str | None] = mapped_column(String(40), nullable=True)
     claim_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 

@@ -8,19 +8,18 @@ nothing is recorded twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
 
 import structlog
-from sqlalchemy import CursorResult, update
+from sqlalchemy import insert, update
 
 from worker.ids import new_id
 from worker.ledger import audit
 from worker.ledger.db import Database
 from worker.ledger.models import DeletionReceipt, Job, StoredObject
-from worker.storage.base import ObjectStore
+from worker.storage.base import DeleteResult, ObjectStore
 
 log = structlog.get_logger("facemedia.retention")
 
@@ -32,6 +31,13 @@ class Doomed:
     object_id: str
     key: str
     object_class: str
+    versions: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(cls, row: StoredObject) -> Doomed:
+        """From a ledger row."""
+        versions = tuple(row.version_ids) if row.version_ids else None
+        return cls(row.id, row.key, row.object_class, versions)
 
 
 @dataclass(frozen=True)
@@ -55,55 +61,69 @@ class Deleter:
     def delete(self, doomed: Sequence[Doomed], reason: str) -> DeletionBatch:
         """Delete every version of each object, verify, record once. Raises store errors
         (TransientStorageError is the caller's cue to retry)."""
+        return self.record(doomed, self.remove(doomed), reason)
+
+    def remove(self, doomed: Sequence[Doomed]) -> dict[str, DeleteResult]:
+        """The store half: delete every version of each object and verify (no ledger)."""
+        if not doomed:
+            return {}
+        known = {d.key: d.versions for d in doomed if d.versions}
+        return self.store.delete_many([d.key for d in doomed], known)
+
+    def record(
+        self, doomed: Sequence[Doomed], results: Mapping[str, DeleteResult], reason: str
+    ) -> DeletionBatch:
+        """The ledger half: stamp verified objects deleted (once) and write their receipts."""
         if not doomed:
             return DeletionBatch()
-        results = self.store.delete_many([d.key for d in doomed])
         t = self.clock()
-        deleted = versions = already = 0
-        unverified: list[str] = []
+        verified = [d for d in doomed if results[d.key].verified]
+        unverified = tuple(d.object_id for d in doomed if not results[d.key].verified)
+        by_count: dict[int, list[str]] = {}
+        for d in verified:
+            by_count.setdefault(results[d.key].versions_removed, []).append(d.object_id)
         with self.db.session() as s:
-            for d in doomed:
-                result = results[d.key]
-                if not result.verified:
-                    unverified.append(d.object_id)
-                    continue
-                changed = cast(
-                    CursorResult[Any],
-                    s.execute(
-                        update(StoredObject)
-                        .where(StoredObject.id == d.object_id, StoredObject.deleted_at.is_(None))
-                        .values(
-                            deleted_at=t,
-                            versions_deleted=result.versions_removed,
-                            claim_token=None,
-                            claim_until=None,
-                        )
-                    ),
-                ).rowcount
-                if changed != 1:
-                    already += 1
-                    continue
-                if d.object_class == "original":
-                    row = s.get(StoredObject, d.object_id)
-                    if row is not None and row.job_id is not None:
-                        s.execute(
-                            update(Job).where(Job.id == row.job_id).values(original_deleted_at=t)
-                        )
-                s.add(
-                    DeletionReceipt(
-                        id=new_id(),
-                        object_id=d.object_id,
-                        object_class=d.object_class,
-                        versions_removed=result.versions_removed,
-                        verified=True,
-                        reason=reason,
-                        deleted_at=t,
+            # Compare-and-set in bulk (one UPDATE per distinct version count, usually one):
+            # only rows still undeleted are stamped, so each object gets one receipt, ever.
+            open_rows: dict[str, str | None] = {}
+            for count, ids in by_count.items():
+                for row in s.execute(
+                    update(StoredObject)
+                    .where(StoredObject.id.in_(ids), StoredObject.deleted_at.is_(None))
+                    .values(
+                        deleted_at=t, versions_deleted=count, claim_token=None, claim_until=None
                     )
+                    .returning(StoredObject.id, StoredObject.job_id)
+                ):
+                    open_rows[row.id] = row.job_id
+            fresh = [d for d in verified if d.object_id in open_rows]
+            if fresh:
+                jobs = [
+                    open_rows[d.object_id]
+                    for d in fresh
+                    if d.object_class == "original" and open_rows[d.object_id]
+                ]
+                if jobs:
+                    s.execute(update(Job).where(Job.id.in_(jobs)).values(original_deleted_at=t))
+                s.execute(
+                    insert(DeletionReceipt),
+                    [
+                        {
+                            "id": new_id(),
+                            "object_id": d.object_id,
+                            "object_class": d.object_class,
+                            "versions_removed": results[d.key].versions_removed,
+                            "verified": True,
+                            "reason": reason,
+                            "deleted_at": t,
+                        }
+                        for d in fresh
+                    ],
                 )
-                deleted += 1
-                versions += result.versions_removed
-            if deleted:
                 entity = doomed[0].object_id if len(doomed) == 1 else None
-                audit.append(s, "objects.deleted", entity, count=deleted, reason=reason)
+                audit.append(s, "objects.deleted", entity, count=len(fresh), reason=reason)
+        deleted = len(fresh)
+        versions = sum(results[d.key].versions_removed for d in fresh)
+        already = len(verified) - deleted
         log.info("objects.deleted", count=deleted, versions=versions, reason=reason)
-        return DeletionBatch(deleted, versions, tuple(unverified), already)
+        return DeletionBatch(deleted, versions, unverified, already)

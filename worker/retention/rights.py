@@ -113,7 +113,7 @@ class SubjectRights:
             }
             if subject.legal_hold:
                 return 0, len(rows)
-        doomed = [Doomed(r.id, r.key, r.object_class) for r in rows if r.job_id not in held_jobs]
+        doomed = [Doomed.of(r) for r in rows if r.job_id not in held_jobs]
         held = len(rows) - len(doomed)
         deleted = 0
         for start in range(0, len(doomed), 1000):

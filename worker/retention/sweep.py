@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +23,7 @@ from worker.ledger.db import Database
 from worker.ledger.models import Job, StoredObject, Subject
 from worker.retention.deleter import Deleter, Doomed
 from worker.retention.locks import LedgerLock
-from worker.storage.base import ObjectStore
+from worker.storage.base import DeleteResult, ObjectStore
 
 log = structlog.get_logger("facemedia.retention")
 
@@ -131,20 +132,32 @@ class Sweeper:
             due, held = self._counts(as_of)
             deleted = versions = unverified = already = batches = 0
             more = False
-            while True:
-                if max_batches is not None and batches >= max_batches:
-                    more = self._counts(as_of)[0] > 0
-                    break
-                doomed = self._claim(as_of)
-                if not doomed:
-                    break
-                batch = self.deleter.delete(doomed, reason="retention")
-                batches += 1
-                deleted += batch.deleted
-                versions += batch.versions
-                unverified += len(batch.unverified)
-                already += batch.already
-                lock.renew()
+            # Pipelined: while the store deletes batch N, the ledger claims batch N+1 and
+            # records batch N-1. Each batch is still claimed, removed, then recorded, in order.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sweep-store") as pool:
+                pending: tuple[list[Doomed], Future[dict[str, DeleteResult]]] | None = None
+                while True:
+                    doomed: list[Doomed] = []
+                    if max_batches is None or batches < max_batches:
+                        doomed = self._claim(as_of)
+                    in_flight = None
+                    if doomed:
+                        in_flight = (doomed, pool.submit(self.deleter.remove, doomed))
+                        batches += 1
+                    if pending is not None:
+                        batch = self.deleter.record(
+                            pending[0], pending[1].result(), reason="retention"
+                        )
+                        deleted += batch.deleted
+                        versions += batch.versions
+                        unverified += len(batch.unverified)
+                        already += batch.already
+                        lock.renew()
+                    pending = in_flight
+                    if pending is None:
+                        break
+            if max_batches is not None and batches >= max_batches:
+                more = self._counts(as_of)[0] > 0
         finally:
             lock.release()
         seconds = time.perf_counter() - started
@@ -211,24 +224,35 @@ class Sweeper:
         now = self.clock()
         token = uuid.uuid4().hex
         with self.db.session() as s:
-            query = (
+            candidates = (
                 _due_query(as_of)
                 .where(_not_held())
                 .where(or_(StoredObject.claim_until.is_(None), StoredObject.claim_until < now))
+                .with_only_columns(StoredObject.id)
                 .order_by(StoredObject.key)
                 .limit(self.config.batch)
             )
             if self.db.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True, of=StoredObject)
-            rows = list(s.scalars(query))
-            if not rows:
-                return []
-            s.execute(
+                candidates = candidates.with_for_update(skip_locked=True, of=StoredObject)
+            # One statement claims the batch: UPDATE ... WHERE id IN (SELECT ... SKIP LOCKED)
+            claimed = s.execute(
                 update(StoredObject)
-                .where(StoredObject.id.in_([r.id for r in rows]))
+                .where(StoredObject.id.in_(candidates.scalar_subquery()))
                 .values(claim_token=token, claim_until=now + self.config.lock_ttl)
+                .returning(
+                    StoredObject.id,
+                    StoredObject.key,
+                    StoredObject.object_class,
+                    StoredObject.version_ids,
+                )
+            ).all()
+            return sorted(
+                (
+                    Doomed(r.id, r.key, r.object_class, tuple(r.version_ids or ()) or None)
+                    for r in claimed
+                ),
+                key=lambda d: d.key,
             )
-            return [Doomed(r.id, r.key, r.object_class) for r in rows]
 
     def _jobs(self, as_of: datetime) -> tuple[list[str], int]:
         """Expire jobs whose original is past its maximum age; re-queue stuck ones.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO
@@ -32,6 +32,14 @@ class DeleteResult:
 
 
 @dataclass(frozen=True)
+class PutResult:
+    """What a put wrote: ciphertext bytes and, on a versioned store, the new version's id."""
+
+    size: int
+    version_id: str | None = None
+
+
+@dataclass(frozen=True)
 class StoreEntry:
     """One key in the store and when its newest version was written (for orphan sweeps)."""
 
@@ -53,8 +61,8 @@ class ObjectStore(ABC):
     """A place for ciphertext objects under opaque keys."""
 
     @abstractmethod
-    def put(self, key: str, body: BinaryIO) -> int:
-        """Stream ``body`` to ``key`` (replacing it); return the bytes written."""
+    def put(self, key: str, body: BinaryIO) -> PutResult:
+        """Stream ``body`` to ``key`` (replacing it); return the size and version written."""
 
     @abstractmethod
     def get(self, key: str) -> BinaryIO:
@@ -80,6 +88,9 @@ class ObjectStore(ABC):
     def entries(self, prefix: str = "") -> Iterator[StoreEntry]:
         """Every key under ``prefix`` with the time of its newest version."""
 
-    def delete_many(self, keys: Sequence[str]) -> dict[str, DeleteResult]:
-        """Delete every version of each key; stores that can batch override this."""
+    def delete_many(
+        self, keys: Sequence[str], versions: Mapping[str, Sequence[str]] | None = None
+    ) -> dict[str, DeleteResult]:
+        """Delete every version of each key; ``versions`` names the known version ids of some
+        keys (so a versioned store can skip listing them). Stores that batch override this."""
         return {key: self.delete(key) for key in keys}

@@ -11,7 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from worker.storage.base import DeleteResult, ObjectStore, StoreEntry, StoreInfo, check_key
+from worker.storage.base import (
+    DeleteResult,
+    ObjectStore,
+    PutResult,
+    StoreEntry,
+    StoreInfo,
+    check_key,
+)
 from worker.storage.errors import ObjectMissing
 
 _CHUNK = 1024 * 1024
@@ -26,7 +33,7 @@ class LocalStore(ObjectStore):
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def put(self, key: str, body: BinaryIO) -> int:
+    def put(self, key: str, body: BinaryIO) -> PutResult:
         """Write ``body`` to a temp file beside the target, fsync, then rename over it."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -44,7 +51,7 @@ class LocalStore(ObjectStore):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        return written
+        return PutResult(written)
 
     def get(self, key: str) -> BinaryIO:
         """Open the object for reading."""

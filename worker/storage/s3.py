@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, BinaryIO
 
-from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
-from worker.storage.base import DeleteResult, ObjectStore, StoreEntry, StoreInfo, check_key
+from worker.storage.base import (
+    DeleteResult,
+    ObjectStore,
+    PutResult,
+    StoreEntry,
+    StoreInfo,
+    check_key,
+)
 from worker.storage.errors import ObjectMissing, StorageError, TransientStorageError
 
 _TRANSIENT_CODES = frozenset(
@@ -50,17 +56,17 @@ def _translate() -> Iterator[None]:
         raise StorageError(f"storage client error ({type(exc).__name__})") from exc
 
 
-class _Counting:
-    """Wraps a readable stream and counts the bytes read (for put's return value)."""
-
-    def __init__(self, inner: BinaryIO) -> None:
-        self._inner = inner
-        self.count = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._inner.read(size)
-        self.count += len(data)
-        return data
+def _read_full(body: BinaryIO, size: int) -> bytes:
+    """Read exactly ``size`` bytes unless the stream ends first."""
+    parts: list[bytes] = []
+    left = size
+    while left > 0:
+        chunk = body.read(left)
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
 
 
 class S3Store(ObjectStore):
@@ -71,16 +77,14 @@ class S3Store(ObjectStore):
         client: Any,
         bucket: str,
         prefix: str = "",
-        transfer: TransferConfig | None = None,
+        part_size: int = 8 * 1024 * 1024,
+        verify_by_listing: bool = True,
     ) -> None:
         self.client = client
+        self.verify_by_listing = verify_by_listing
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.transfer = transfer or TransferConfig(
-            multipart_threshold=8 * 1024 * 1024,
-            multipart_chunksize=8 * 1024 * 1024,
-            max_concurrency=2,
-        )
+        self.part_size = part_size
 
     def _full(self, key: str) -> str:
         check_key(key)
@@ -89,12 +93,46 @@ class S3Store(ObjectStore):
     def _short(self, full: str) -> str:
         return full[len(self.prefix) + 1 :] if self.prefix else full
 
-    def put(self, key: str, body: BinaryIO) -> int:
-        """Streaming (multipart above 8 MiB) upload; no metadata, no tags: nothing but bytes."""
-        counting = _Counting(body)
+    def put(self, key: str, body: BinaryIO) -> PutResult:
+        """Streaming upload, one part in memory at a time (PutObject up to one part, multipart
+        beyond); no metadata, no tags. Returns the new version id, which the ledger keeps so a
+        later delete needs no listing."""
+        full = self._full(key)
+        first = _read_full(body, self.part_size)
         with _translate():
-            self.client.upload_fileobj(counting, self.bucket, self._full(key), Config=self.transfer)
-        return counting.count
+            if len(first) < self.part_size:
+                response = self.client.put_object(Bucket=self.bucket, Key=full, Body=first)
+                return PutResult(len(first), response.get("VersionId"))
+            upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=full)
+        upload_id = upload["UploadId"]
+        parts: list[dict[str, Any]] = []
+        size = 0
+        try:
+            chunk = first
+            while chunk:
+                with _translate():
+                    part = self.client.upload_part(
+                        Bucket=self.bucket,
+                        Key=full,
+                        UploadId=upload_id,
+                        PartNumber=len(parts) + 1,
+                        Body=chunk,
+                    )
+                parts.append({"ETag": part["ETag"], "PartNumber": len(parts) + 1})
+                size += len(chunk)
+                chunk = _read_full(body, self.part_size)
+            with _translate():
+                done = self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=full,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+        except BaseException:
+            with _translate():
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
+            raise
+        return PutResult(size, done.get("VersionId"))
 
     def get(self, key: str) -> BinaryIO:
         """The object's streaming body."""
@@ -153,18 +191,60 @@ class S3Store(ObjectStore):
             return {k: self._versions(k) for k in fulls}
         return wanted
 
-    def delete_many(self, keys: Sequence[str]) -> dict[str, DeleteResult]:
-        """Batch delete: one range listing, DeleteObjects in 1000-version calls, per-key errors
-        checked, then a second listing to verify that no version or marker is left."""
+    def delete_many(
+        self, keys: Sequence[str], versions: Mapping[str, Sequence[str]] | None = None
+    ) -> dict[str, DeleteResult]:
+        """Batch delete every version and delete marker; DeleteObjects takes ≤ 1000 per call.
+
+        Keys whose version ids are known (recorded at put time) skip the listing before the
+        delete. Verification: with ``verify_by_listing`` (the default) a range listing after the
+        delete must show no version or marker of any key, and whatever it still finds (a version
+        the ledger never heard of) is deleted in another round; without it, DeleteObjects must
+        confirm each known version, and only keys of unknown versions are listed.
+        """
         if not keys:
             return {}
+        known = versions or {}
         by_full = {self._full(k): k for k in keys}
         fulls = sorted(by_full)
-        found = self._scan(fulls)
-        versions = [v for full in fulls for v in found[full]]
+        unknown = [f for f in fulls if not known.get(by_full[f])]
+        targets = self._scan(unknown) if unknown else {}
+        for full in fulls:
+            if full not in targets:
+                targets[full] = [{"Key": full, "VersionId": v} for v in known[by_full[full]]]
         removed: dict[str, int] = dict.fromkeys(fulls, 0)
-        for start in range(0, len(versions), _MAX_DELETE):
-            batch = versions[start : start + _MAX_DELETE]
+        confirmed: set[tuple[str, str]] = set()
+        requested = {f: list(v) for f, v in targets.items()}
+        checked = fulls if self.verify_by_listing else unknown
+        left: dict[str, list[dict[str, str]]] = {}
+        for _round in range(3):
+            self._delete_versions(
+                [v for f in fulls for v in targets.get(f, [])], removed, confirmed
+            )
+            left = self._scan(checked) if checked else {}
+            targets = {f: v for f, v in left.items() if v}
+            if not targets:
+                break
+            for f, v in targets.items():
+                requested[f] += v
+        results = {}
+        for full in fulls:
+            if full in left:
+                ok = not left[full]
+            else:
+                ok = all((full, v["VersionId"]) in confirmed for v in requested[full])
+            results[by_full[full]] = DeleteResult(by_full[full], removed[full], ok)
+        return results
+
+    def _delete_versions(
+        self,
+        doomed: list[dict[str, str]],
+        removed: dict[str, int],
+        confirmed: set[tuple[str, str]],
+    ) -> None:
+        """DeleteObjects in calls of ≤ 1000 versions; any per-key error raises."""
+        for start in range(0, len(doomed), _MAX_DELETE):
+            batch = doomed[start : start + _MAX_DELETE]
             with _translate():
                 response = self.client.delete_objects(
                     Bucket=self.bucket, Delete={"Objects": batch, "Quiet": False}
@@ -177,13 +257,7 @@ class S3Store(ObjectStore):
                 raise StorageError(f"delete refused ({', '.join(codes)})")
             for deleted in response.get("Deleted", []):
                 removed[deleted["Key"]] = removed.get(deleted["Key"], 0) + 1
-        left = self._scan(fulls)
-        return {
-            by_full[full]: DeleteResult(
-                key=by_full[full], versions_removed=removed[full], verified=not left[full]
-            )
-            for full in fulls
-        }
+                confirmed.add((deleted["Key"], str(deleted.get("VersionId", ""))))
 
     def exists(self, key: str) -> bool:
         """True while any version or delete marker of the key remains."""

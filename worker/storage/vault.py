@@ -10,7 +10,7 @@ import io
 from typing import BinaryIO
 
 from worker.crypto import Envelope
-from worker.storage.base import DeleteResult, ObjectStore, check_key
+from worker.storage.base import DeleteResult, ObjectStore, PutResult, check_key
 from worker.storage.errors import StorageError
 
 
@@ -47,8 +47,8 @@ class Vault:
         job_id: str | None,
         key_id: str,
         body: BinaryIO | bytes,
-    ) -> int:
-        """Encrypt ``body`` under subject key ``key_id`` while uploading; return ciphertext size."""
+    ) -> PutResult:
+        """Encrypt ``body`` under subject key ``key_id`` while uploading; return what was put."""
         src = io.BytesIO(body) if isinstance(body, bytes | bytearray | memoryview) else body
         sealed = self.envelope.encrypt_stream(key_id, context(key, object_class, job_id), src)
         return self.store.put(key, sealed)
