@@ -191,6 +191,7 @@ class Container:
     def send(self, task: str, args: list[Any], queue: str) -> None:
         """Send a task by name; with no broker, run it here and now."""
         if self.settings.eager:
+            import worker.tasks.privacy  # noqa: F401  (registers the privacy tasks)
             from worker.celery_app import app
 
             app.tasks[task].apply(args=args, throw=True)
@@ -207,6 +208,7 @@ class Container:
             enqueue=self.enqueue,
             max_upload_bytes=self.settings.max_upload_bytes,
             original_max_age=self.settings.retention.ttl("original"),
+            send=self.send,
         )
 
     @cached_property

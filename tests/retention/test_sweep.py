@@ -15,7 +15,7 @@ from tests.conftest import REGION
 from tests.retention.seed import seed_objects
 from worker.crypto import KeyShreddedError
 from worker.ledger import audit
-from worker.ledger.models import DeletionReceipt, Revocation, StoredObject, Subject
+from worker.ledger.models import DeletionReceipt, Revocation, Subject
 from worker.storage.vault import output_key
 
 LATER = datetime.now(UTC) + timedelta(days=8)
@@ -167,7 +167,7 @@ def test_consent_withdrawal_removes_research_samples(embedded: Any) -> None:
     seed_objects(embedded, 2, object_class="output", subject=ref, age=timedelta(0))
     result = embedded.rights.withdraw_consent(ref.id)
     assert (result.deleted, result.already_done) == (3, False)
-    assert [k.split("/")[0] for k in embedded.store.keys()] == ["outputs", "outputs"]
+    assert [k.split("/")[0] for k in embedded.store.keys()] == ["outputs", "outputs"]  # noqa: SIM118
     with embedded.db.session() as s:
         assert s.get(Subject, ref.id).research_consent is False
         assert s.scalars(select(Revocation).where(Revocation.subject_id == ref.id)).one()
@@ -210,3 +210,40 @@ def test_only_one_sweep_at_a_time(embedded: Any) -> None:
     assert embedded.sweeper.run().locked_out
     lock.release()
     assert not embedded.sweeper.run().locked_out
+
+
+def test_upstream_requests_run_as_privacy_tasks(embedded: Any, astronaut_jpeg: bytes) -> None:
+    embedded.client.submit(astronaut_jpeg, "detect", subject_id="sw-upstream")
+    assert embedded.client.request_erasure("never-seen") is False
+    assert embedded.client.request_consent_withdrawal("sw-upstream") is True
+    assert embedded.client.request_erasure("sw-upstream") is True
+    ref = embedded.subjects.find("sw-upstream")
+    with embedded.db.session() as s:
+        subject = s.get(Subject, ref.id)
+        assert subject.erased_at is not None and subject.consent_withdrawn_at is not None
+    assert list(embedded.store.keys()) == []
+
+
+def test_cli_sweep_hold_erase_export(embedded: Any, astronaut_jpeg: bytes, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from worker.cli import app
+
+    run = CliRunner().invoke
+    embedded.client.submit(astronaut_jpeg, "detect", subject_id="sw-cli")
+    later = LATER.isoformat()
+    held = run(app, ["hold", "set", "--subject", "sw-cli", "--reason", "audit", "--json"])
+    assert held.exit_code == 0 and json.loads(held.stdout)["held"] is True
+    dry = json.loads(run(app, ["sweep", "--dry-run", "--as-of", later, "--json"]).stdout)
+    assert (dry["due"], dry["held"], dry["deleted"]) == (0, 1, 0)
+    assert run(app, ["hold", "release", "--subject", "sw-cli"]).exit_code == 0
+    swept = json.loads(run(app, ["sweep", "--as-of", later, "--json"]).stdout)
+    assert swept["deleted"] == 1
+    out = tmp_path / "exp"
+    exported = run(app, ["export", "sw-cli", "--out", str(out), "--json"])
+    assert exported.exit_code == 0 and (out / "report.json").exists()
+    erased = json.loads(run(app, ["erase", "sw-cli", "--json"]).stdout)
+    assert erased["pending"] is False
+    assert run(app, ["erase", "nobody-known"]).exit_code == 2
+    assert run(app, ["hold", "set", "--subject", "sw-cli"]).exit_code == 2  # no reason
+    assert run(app, ["consent", "withdraw", "sw-cli", "--json"]).exit_code == 0

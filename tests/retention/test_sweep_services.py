@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from tests.conftest import REGION
 from tests.retention.seed import seed_objects
 from tests.workers import ROOT, settings_env
-from worker.ledger.models import DeletionReceipt, StoredObject
+from worker.ledger.models import AuditEntry, DeletionReceipt, StoredObject
 
 pytestmark = pytest.mark.services
 
@@ -113,4 +113,57 @@ def test_sweep_killed_mid_batch_is_finished_by_the_next(
     with container.db.session() as s:
         ids = list(s.scalars(select(DeletionReceipt.object_id)))
     assert len(ids) == len(set(ids)) == total  # one receipt each: nothing double-deleted
+    container.close()
+
+
+def test_privacy_tasks_on_a_real_worker(
+    make_settings: Any,
+    pg_url: str,
+    moto_endpoint: str,
+    s3_bucket: str,
+    tmp_path: Path,
+    astronaut_jpeg: bytes,
+) -> None:
+    """Erasure and the sweep as Celery tasks on the privacy queue (Redis broker)."""
+    import redis
+
+    from tests.conftest import REDIS_URL, need, port_open
+    from tests.workers import celery_worker, wait_for
+    from worker.bootstrap import Container
+    from worker.ledger.models import Subject
+
+    need("redis", port_open("127.0.0.1", 6379), "nothing listens on 127.0.0.1:6379")
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    settings = {
+        "home": tmp_path / "var",
+        "broker_url": REDIS_URL,
+        "database_url": pg_url,
+        "store_url": f"s3://{s3_bucket}/p",
+        "s3_endpoint_url": moto_endpoint,
+        "s3_region": REGION,
+    }
+    container = Container(make_settings(**settings))
+    container.db.migrate()
+    with celery_worker(settings, tmp_path / "w.log", queues="media,privacy"):
+        job_id = container.client.submit(astronaut_jpeg, "detect", subject_id="task-erase")
+        assert wait_for(lambda: container.service.status(job_id)["original_deleted"], 120)
+        ref = container.subjects.find("task-erase")
+        assert container.client.request_erasure("task-erase")
+
+        def erased() -> bool:
+            with container.db.session() as s:
+                return s.get(Subject, ref.id).erased_at is not None
+
+        assert wait_for(erased, 60), (tmp_path / "w.log").read_text()[-2000:]
+        container.send("facemedia.privacy.sweep", [], "privacy")
+
+        def swept() -> bool:
+            with container.db.session() as s:
+                ran = select(AuditEntry).where(AuditEntry.event == "sweep.ran")
+                return s.scalars(ran).first() is not None
+
+        assert wait_for(swept, 60)
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
+    left = s3.list_object_versions(Bucket=s3_bucket)
+    assert not left.get("Versions") and not left.get("DeleteMarkers")
     container.close()

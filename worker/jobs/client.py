@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from worker.ids import new_id
 from worker.jobs import errors as codes
-from worker.jobs.errors import JobNotFound, SubmitRefused
+from worker.jobs.errors import JobError, JobNotFound, SubmitRefused
 from worker.jobs.registry import handler
 from worker.ledger import audit
 from worker.ledger.db import Database
@@ -53,6 +53,7 @@ class JobClient:
         enqueue: Callable[[str], None],
         max_upload_bytes: int,
         original_max_age: timedelta | None,
+        send: Callable[[str, list[Any], str], None] | None = None,
     ) -> None:
         self.db = db
         self.vault = vault
@@ -60,6 +61,7 @@ class JobClient:
         self.enqueue = enqueue
         self.max_upload_bytes = max_upload_bytes
         self.original_max_age = original_max_age
+        self.send = send
 
     def submit(
         self,
@@ -146,6 +148,28 @@ class JobClient:
             if deleted:
                 obj.deleted_at = job.original_deleted_at = t
             audit.append(s, "job.failed", job_id, error_code=str(code))
+
+    def subject_ref(self, subject_id: str) -> str | None:
+        """The ledger's opaque id for an upstream subject id (None if never seen)."""
+        ref = self.subjects.find(subject_id)
+        return None if ref is None else ref.id
+
+    def request_erasure(self, subject_id: str) -> bool:
+        """Queue ``facemedia.privacy.erase`` for the subject; False if the ledger never saw it."""
+        return self._privacy("facemedia.privacy.erase", subject_id)
+
+    def request_consent_withdrawal(self, subject_id: str) -> bool:
+        """Queue ``facemedia.privacy.withdraw_consent`` for the subject."""
+        return self._privacy("facemedia.privacy.withdraw_consent", subject_id)
+
+    def _privacy(self, task: str, subject_id: str) -> bool:
+        ref = self.subject_ref(subject_id)
+        if ref is None:
+            return False
+        if self.send is None:
+            raise JobError("this client cannot send privacy tasks")
+        self.send(task, [ref], "privacy")
+        return True
 
     def job_exists(self, job_id: str) -> bool:
         """True if the ledger knows ``job_id``."""

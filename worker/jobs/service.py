@@ -30,6 +30,7 @@ from worker.jobs.registry import JobOutcome, Tools, handler
 from worker.ledger import audit
 from worker.ledger.db import Database
 from worker.ledger.models import Job, StoredObject, Subject
+from worker.metrics import JOBS
 from worker.retention.deleter import Deleter, Doomed
 from worker.storage.errors import ObjectMissing, StorageError, TransientStorageError
 from worker.storage.vault import TooBig, Vault, original_key, output_key
@@ -340,6 +341,7 @@ class JobService:
             audit.append(
                 s, "job.succeeded", job.id, outputs=len(outcome.outputs), faces=outcome.faces
             )
+        JOBS.labels(job.job_type, "succeeded").inc()
         log.info("job.succeeded", job_id=job.id, outputs=len(outcome.outputs), faces=outcome.faces)
         return True
 
@@ -364,6 +366,7 @@ class JobService:
             if changed == 1:
                 audit.append(s, "job.failed", job_id, error_code=code)
         if changed == 1:
+            JOBS.labels("any", "failed").inc()
             log.info("job.failed", job_id=job_id, error_code=code)
 
     def fail(self, job_id: str, code: str, message: str) -> ProcessResult:

@@ -19,6 +19,7 @@ from worker.ids import new_id
 from worker.ledger import audit
 from worker.ledger.db import Database
 from worker.ledger.models import DeletionReceipt, Job, StoredObject
+from worker.metrics import DELETION_FAILURES, DELETIONS
 from worker.storage.base import DeleteResult, ObjectStore
 
 log = structlog.get_logger("facemedia.retention")
@@ -125,5 +126,8 @@ class Deleter:
         deleted = len(fresh)
         versions = sum(results[d.key].versions_removed for d in fresh)
         already = len(verified) - deleted
+        DELETIONS.labels(reason).inc(deleted)
+        if unverified:
+            DELETION_FAILURES.labels(reason).inc(len(unverified))
         log.info("objects.deleted", count=deleted, versions=versions, reason=reason)
         return DeletionBatch(deleted, versions, unverified, already)

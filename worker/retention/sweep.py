@@ -21,6 +21,7 @@ from sqlalchemy import Select, and_, func, or_, select, update
 from worker.ledger import audit
 from worker.ledger.db import Database
 from worker.ledger.models import Job, StoredObject, Subject
+from worker.metrics import DELETION_LAG, DELETION_RATE
 from worker.retention.deleter import Deleter, Doomed
 from worker.retention.locks import LedgerLock
 from worker.storage.base import DeleteResult, ObjectStore
@@ -180,6 +181,8 @@ class Sweeper:
             batches=batches,
             requeued_ids=requeued,
         )
+        DELETION_LAG.set(lag)
+        DELETION_RATE.set(report.per_second)
         with self.db.session() as s:
             audit.append(s, "sweep.ran", None, **report.to_json())
         log.info("sweep.done", count=deleted, duration_ms=round(seconds * 1000, 1))
