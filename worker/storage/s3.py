@@ -56,17 +56,26 @@ def _translate() -> Iterator[None]:
         raise StorageError(f"storage client error ({type(exc).__name__})") from exc
 
 
-def _read_full(body: BinaryIO, size: int) -> bytes:
-    """Read exactly ``size`` bytes unless the stream ends first."""
-    parts: list[bytes] = []
-    left = size
-    while left > 0:
-        chunk = body.read(left)
-        if not chunk:
+def _read_full(body: BinaryIO, size: int) -> bytearray:
+    """Read ``size`` bytes (fewer only at the end of the stream) into one buffer, with
+    ``readinto`` when the stream has it (no intermediate ``bytes`` copies)."""
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    readinto = getattr(body, "readinto", None)
+    while got < size:
+        if readinto is not None:
+            n = readinto(view[got:])
+        else:
+            chunk = body.read(size - got)
+            n = len(chunk)
+            view[got : got + n] = chunk
+        if not n:
             break
-        parts.append(chunk)
-        left -= len(chunk)
-    return b"".join(parts)
+        got += n
+    view.release()
+    del buf[got:]
+    return buf
 
 
 class S3Store(ObjectStore):
