@@ -1,12 +1,22 @@
-"""Prometheus metrics. Names are stable; labels carry job types and outcomes, never ids.
+"""Prometheus metrics. Names are stable; labels carry job types, stages and outcomes, never ids.
 
-Under Celery's prefork pool set PROMETHEUS_MULTIPROC_DIR so children share counters (see
-docs/OPERATIONS.md); nothing here starts a server at import time.
+Under Celery's prefork pool set ``PROMETHEUS_MULTIPROC_DIR`` (before the worker starts) so every
+child writes its samples to files there and the worker's metrics server sums them (see
+worker/metrics_server.py and docs/OPERATIONS.md). Nothing here starts a server at import time.
+Gauges declare how children's values combine (``multiprocess_mode``).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Stage durations span a 30 ms photo decode to a multi-minute video pipeline.
+STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 DELETIONS = Counter(
     "facemedia_deletions_total", "Objects deleted and recorded, by reason", ["reason"]
@@ -27,3 +37,80 @@ DELETION_RATE = Gauge(
 JOBS = Counter(
     "facemedia_jobs_total", "Jobs that ended, by type and status", ["job_type", "status"]
 )
+STAGE_SECONDS = Histogram(
+    "facemedia_stage_duration_seconds",
+    "Time spent in one stage of a job: decode (load and decrypt the original), detect (face "
+    "detector calls), pipeline (the whole handler), store (encrypt and upload the outputs, "
+    "streamed together), encrypt (output encryption, where measured apart from the upload)",
+    ["job_type", "stage"],
+    buckets=STAGE_BUCKETS,
+)
+RETRIES = Counter(
+    "facemedia_task_retries_total", "Task deliveries handed back for a later retry", ["task"]
+)
+RESIDUAL_DISCARDS = Counter(
+    "facemedia_residual_gate_discards_total",
+    "De-identified samples discarded because the residual-face gate still found a face",
+    ["profile"],
+)
+
+# Names of the metrics the metrics server computes at scrape time (worker/metrics_server.py);
+# listed here so dashboards and alert rules have one place to check names against.
+SCRAPE_TIME_METRICS = (
+    "facemedia_queue_depth",
+    "facemedia_jobs_in_state",
+    "facemedia_oldest_queued_job_age_seconds",
+    "facemedia_stuck_jobs",
+    "facemedia_metrics_collect_errors",
+)
+
+
+@contextmanager
+def stage(job_type: str, name: str) -> Iterator[None]:
+    """Observe the wall time of the block as stage ``name`` of a ``job_type`` job."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        STAGE_SECONDS.labels(job_type, name).observe(time.perf_counter() - started)
+
+
+class TimedDetector:
+    """A face detector whose ``detect``/``track`` calls are observed as the ``detect`` stage."""
+
+    def __init__(self, inner: Any, job_type: str) -> None:
+        self._inner = inner
+        self._job_type = job_type
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name.startswith(("detect", "track")) and callable(attr):
+
+            def timed(*args: Any, **kwargs: Any) -> Any:
+                with stage(self._job_type, "detect"):
+                    return attr(*args, **kwargs)
+
+            return timed
+        return attr
+
+
+def metric_names() -> set[str]:
+    """Every metric name this module and the metrics server expose (samples included)."""
+    names: set[str] = set(SCRAPE_TIME_METRICS)
+    for metric in (
+        DELETIONS,
+        DELETION_FAILURES,
+        DELETION_LAG,
+        DELETION_RATE,
+        JOBS,
+        STAGE_SECONDS,
+        RETRIES,
+        RESIDUAL_DISCARDS,
+    ):
+        for family in metric.describe():
+            names.add(family.name)
+            if family.type == "counter":
+                names.add(family.name + "_total")
+            if family.type == "histogram":
+                names |= {family.name + s for s in ("_bucket", "_sum", "_count")}
+    return names

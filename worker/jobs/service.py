@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -30,7 +30,7 @@ from worker.jobs.registry import JobOutcome, Tools, handler
 from worker.ledger import audit
 from worker.ledger.db import Database
 from worker.ledger.models import Job, StoredObject, Subject
-from worker.metrics import JOBS
+from worker.metrics import JOBS, TimedDetector, stage
 from worker.retention.deleter import Deleter, Doomed
 from worker.storage.errors import ObjectMissing, StorageError, TransientStorageError
 from worker.storage.vault import TooBig, Vault, original_key, output_key
@@ -224,9 +224,10 @@ class JobService:
 
     def _run(self, job: Job) -> JobOutcome:
         try:
-            media = self.vault.read(
-                original_key(job.id), "original", job.id, max_bytes=self.config.max_upload_bytes
-            )
+            with stage(job.job_type, "decode"):
+                media = self.vault.read(
+                    original_key(job.id), "original", job.id, max_bytes=self.config.max_upload_bytes
+                )
         except TransientStorageError as exc:
             raise TransientJobError(str(exc)) from exc
         except ObjectMissing:
@@ -241,7 +242,10 @@ class JobService:
             h = handler(job.job_type)
             params = h.validate(job.params or {})
             started = time.perf_counter()
-            outcome = h.run(media, params, self.tools)
+            detector = self.tools.detector
+            tools = replace(self.tools, detector=lambda: TimedDetector(detector(), job.job_type))
+            with stage(job.job_type, "pipeline"):
+                outcome = h.run(media, params, tools)
         except PipelineError as exc:
             raise JobFailed(exc.code, str(exc)) from None
         except UnknownJobType as exc:
@@ -263,9 +267,10 @@ class JobService:
         versions: dict[str, str | None] = {}
         for out in outcome.outputs:
             try:
-                put = self.vault.put(
-                    output_key(job.id, out.name), "output", job.id, key_id, out.data
-                )
+                with stage(job.job_type, "store"):
+                    put = self.vault.put(
+                        output_key(job.id, out.name), "output", job.id, key_id, out.data
+                    )
                 versions[out.name] = put.version_id
             except TransientStorageError as exc:
                 raise TransientJobError(str(exc)) from exc
