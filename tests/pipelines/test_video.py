@@ -590,3 +590,35 @@ def test_damaged_input_fails_cleanly(
     except PipelineError:
         return
     assert probe_video(out).frames >= 1
+
+
+def box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(payload)) + kind + payload
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_faststart_moves_moov_and_shifts_chunk_offsets(wide: bool) -> None:
+    """stco (32-bit) and co64 (64-bit) offsets follow mdat when moov moves in front of it."""
+    from pipelines.media.video import _faststart
+
+    ftyp = box(b"ftyp", b"isom\x00\x00\x02\x00isom")
+    free = box(b"free", b"")
+    media = b"A" * 100 + b"B" * 50
+    mdat = box(b"mdat", media)
+    mdat_payload = len(ftyp) + len(free) + 8
+    offsets = [mdat_payload, mdat_payload + 100]
+    fmt, kind = (">Q", b"co64") if wide else (">I", b"stco")
+    table = (
+        b"\x00\x00\x00\x00" + struct.pack(">I", 2) + b"".join(struct.pack(fmt, o) for o in offsets)
+    )
+    moov = box(b"moov", box(b"trak", box(b"mdia", box(b"minf", box(b"stbl", box(kind, table))))))
+    original = ftyp + free + mdat + moov
+    out = _faststart(original)
+    assert top_level_boxes(out) == ["ftyp", "moov", "mdat"]
+    assert len(out) == len(original) - len(free)
+    at = out.index(kind) + 4 + 8
+    width = struct.calcsize(fmt)
+    moved = [struct.unpack(fmt, out[at + i * width : at + (i + 1) * width])[0] for i in range(2)]
+    assert out[moved[0] : moved[0] + 100] == b"A" * 100
+    assert out[moved[1] : moved[1] + 50] == b"B" * 50
+    assert _faststart(out) == out  # already streamable: unchanged
