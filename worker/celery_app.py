@@ -11,13 +11,46 @@ from typing import Any
 import structlog
 from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 
 from worker.settings import Settings, load_settings
 
 log = structlog.get_logger("facemedia.worker")
 
 QUEUES = ("media", "privacy", "research")
+DEAD_LETTER_EXCHANGE = "facemedia.dead"
+
+
+def _is_amqp(settings: Settings) -> bool:
+    return settings.broker_url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
+
+
+def task_queues(settings: Settings) -> list[Queue]:
+    """The queues; on RabbitMQ (when enabled) quorum queues with a delivery limit that
+    dead-letter to ``<name>.dead`` (see :func:`dead_letter_queues`)."""
+    if not (_is_amqp(settings) and settings.amqp_quorum_queues):
+        return [Queue(name) for name in QUEUES]
+    return [
+        Queue(
+            name,
+            queue_arguments={
+                "x-queue-type": "quorum",
+                "x-delivery-limit": settings.amqp_delivery_limit,
+                "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+                "x-dead-letter-routing-key": name,
+            },
+        )
+        for name in QUEUES
+    ]
+
+
+def dead_letter_queues() -> list[Queue]:
+    """``media.dead`` etc.: where RabbitMQ puts a message past its delivery limit."""
+    dlx = Exchange(DEAD_LETTER_EXCHANGE, type="direct", durable=True)
+    return [
+        Queue(f"{name}.dead", dlx, routing_key=name, queue_arguments={"x-queue-type": "quorum"})
+        for name in QUEUES
+    ]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -26,6 +59,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # An unacked message (its worker vanished) returns after this long on Redis; it must
         # exceed the task time limit, or a long task is delivered again while running.
         "visibility_timeout": settings.visibility_timeout,
+        # Redis: sweep for a dead worker's unacked messages every interval, scanning on every
+        # sweep (throttle 1); kombu's defaults (10 s x 10) add up to 100 s to a redelivery.
+        "unacked_restore_interval": settings.redis_restore_interval,
+        "unacked_restore_throttle": 1,
     }
     return {
         "broker_url": settings.broker_url or "memory://",
@@ -43,7 +80,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "task_queues": [Queue(name) for name in QUEUES],
+        "task_queues": task_queues(settings),
         "task_default_queue": "media",
         "task_routes": {
             "facemedia.media.*": {"queue": "media"},
@@ -93,6 +130,23 @@ def _preflight(**_: Any) -> None:
         raise SystemExit(f"facemedia worker refused to start: {exc}") from None
     finally:
         container.close()
+
+
+@worker_init.connect
+def _declare_dead_letters(sender: Any = None, **_: Any) -> None:
+    """RabbitMQ quorum queues: declare the dead-letter exchange and queues (a message sent to
+    an undeclared dead-letter exchange is dropped)."""
+    settings = load_settings()
+    if not (_is_amqp(settings) and settings.amqp_quorum_queues):
+        return
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=3)
+            channel = conn.default_channel
+            for queue in dead_letter_queues():
+                queue(channel).declare()
+    except Exception as exc:  # the worker still runs; the broker may come up later
+        log.warning("worker.dead_letter_declare_failed", reason=type(exc).__name__)
 
 
 @worker_process_init.connect

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     task_time_limit: int = Field(default=300, gt=0)
     task_soft_time_limit: int = Field(default=270, gt=0)
     visibility_timeout: int = Field(default=900, gt=0)
+    redis_restore_interval: int = Field(default=5, ge=1)
+    amqp_quorum_queues: bool = True
+    amqp_delivery_limit: int = Field(default=20, ge=1)
     lease_seconds: int = Field(default=30, ge=3)
     max_retries: int = Field(default=6, ge=0)
     retry_backoff_seconds: float = Field(default=2.0, ge=0)
