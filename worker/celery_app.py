@@ -10,7 +10,14 @@ from typing import Any
 
 import structlog
 from celery import Celery
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    task_retry,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 from kombu.entity import Exchange, Queue
 
 from worker.settings import Settings, load_settings
@@ -80,6 +87,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Stop: with REMAP_SIGTERM=SIGQUIT in the worker's environment (the image sets it),
+        # SIGTERM gives jobs in flight this long, then hands each unfinished one back to the
+        # queue unacknowledged (acks late); the ledger lease makes the redelivery safe.
+        "worker_soft_shutdown_timeout": settings.soft_shutdown_seconds,
         "task_queues": task_queues(settings),
         "task_default_queue": "media",
         "task_routes": {
@@ -167,3 +178,46 @@ def _child_shutdown(**_: Any) -> None:
     from worker.bootstrap import get_container
 
     get_container().close()
+
+
+# ----- metrics (worker/metrics_server.py); all no-ops unless metrics_port is set ----------------
+
+
+@worker_init.connect
+def _metrics_prepare(**_: Any) -> None:
+    """Main process, before children fork: forget an earlier run's multiprocess samples."""
+    if load_settings().metrics_port:
+        from worker.metrics_server import wipe_multiproc_dir
+
+        wipe_multiproc_dir()
+
+
+@worker_ready.connect
+def _metrics_serve(**_: Any) -> None:
+    """Main process: serve the summed metrics of every child on metrics_port."""
+    from worker.metrics_server import start
+
+    start(load_settings())
+
+
+@worker_process_shutdown.connect
+def _metrics_child_exit(**_: Any) -> None:
+    import os
+
+    from worker.metrics_server import child_exited
+
+    child_exited(os.getpid())
+
+
+@worker_shutdown.connect
+def _metrics_stop(**_: Any) -> None:
+    from worker.metrics_server import stop
+
+    stop()
+
+
+@task_retry.connect
+def _count_retry(sender: Any = None, **_: Any) -> None:
+    from worker.metrics import RETRIES
+
+    RETRIES.labels(getattr(sender, "name", "unknown")).inc()

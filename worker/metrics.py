@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -92,6 +92,14 @@ class TimedDetector:
 
             return timed
         return attr
+
+
+_D = TypeVar("_D")
+
+
+def timed_detector(inner: _D, job_type: str) -> _D:
+    """``inner`` with its detect/track calls observed as the ``detect`` stage."""
+    return cast(_D, TimedDetector(inner, job_type))
 
 
 def metric_names() -> set[str]:

@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     orphan_grace: str = "24h"
     delete_verify: Literal["listing", "confirmations"] = "listing"
     log_level: str = "INFO"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    soft_shutdown_seconds: float = Field(default=60.0, ge=0)
     # Not in default.toml on purpose: the path of an extra TOML file (read by the source below).
     config: str = ""
 

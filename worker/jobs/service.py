@@ -30,7 +30,7 @@ from worker.jobs.registry import JobOutcome, Tools, handler
 from worker.ledger import audit
 from worker.ledger.db import Database
 from worker.ledger.models import Job, StoredObject, Subject
-from worker.metrics import JOBS, TimedDetector, stage
+from worker.metrics import JOBS, stage, timed_detector
 from worker.retention.deleter import Deleter, Doomed
 from worker.storage.errors import ObjectMissing, StorageError, TransientStorageError
 from worker.storage.vault import TooBig, Vault, original_key, output_key
@@ -243,7 +243,7 @@ class JobService:
             params = h.validate(job.params or {})
             started = time.perf_counter()
             detector = self.tools.detector
-            tools = replace(self.tools, detector=lambda: TimedDetector(detector(), job.job_type))
+            tools = replace(self.tools, detector=lambda: timed_detector(detector(), job.job_type))
             with stage(job.job_type, "pipeline"):
                 outcome = h.run(media, params, tools)
         except PipelineError as exc:

@@ -1,0 +1,57 @@
+"""Fixtures of the operations tests: a worker deployment on real services (Redis, PostgreSQL,
+moto's S3 over HTTP). Redis database 11 keeps these queues apart from the other suites'."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REGION, need, port_open
+
+OPS_REDIS = "redis://127.0.0.1:6379/11"
+
+
+@pytest.fixture
+def ops_redis() -> Iterator[str]:
+    """An empty Redis database for the broker."""
+    need("redis", port_open("127.0.0.1", 6379), "nothing listens on 127.0.0.1:6379")
+    import redis
+
+    client = redis.Redis.from_url(OPS_REDIS)
+    client.flushdb()
+    yield OPS_REDIS
+    client.flushdb()
+
+
+@pytest.fixture
+def deployment(
+    ops_redis: str, pg_url: str, s3_bucket: str, moto_endpoint: str, tmp_path: Path
+) -> Callable[..., dict[str, Any]]:
+    """Settings of a production-shaped deployment (extra settings as keyword arguments)."""
+
+    def build(**extra: Any) -> dict[str, Any]:
+        return {
+            "home": tmp_path / "var",
+            "broker_url": ops_redis,
+            "database_url": pg_url,
+            "store_url": f"s3://{s3_bucket}/v1",
+            "s3_endpoint_url": moto_endpoint,
+            "s3_region": REGION,
+            "lease_seconds": 6,
+            **extra,
+        }
+
+    return build
+
+
+def container_for(settings: dict[str, Any]) -> Any:
+    """A container on these settings, ledger migrated."""
+    from worker.bootstrap import Container
+    from worker.settings import load_settings
+
+    container = Container(load_settings(**settings))
+    container.db.migrate()
+    return container

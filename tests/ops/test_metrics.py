@@ -1,0 +1,119 @@
+"""Metrics from a real prefork worker: children's samples summed (multiprocess mode), scraped
+over HTTP from FACEMEDIA_METRICS_PORT."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import free_port
+from tests.ops.conftest import container_for
+from tests.workers import celery_worker, wait_for
+
+pytestmark = pytest.mark.services
+
+JOBS = 8
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the endpoint, keyed by name and sorted labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def sample(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_are_summed_across_prefork_children(
+    deployment: Callable[..., dict[str, Any]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    astronaut_jpeg: bytes,
+) -> None:
+    port = free_port()
+    multiproc = tmp_path / "prom"
+    multiproc.mkdir()
+    (multiproc / "counter_999999.db").write_bytes(b"stale")  # a previous run's file: wiped
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(multiproc))
+    settings = deployment(metrics_port=port)
+    container = container_for(settings)
+    log_path = tmp_path / "worker.log"
+    with celery_worker(settings, log_path, concurrency=2):
+        assert wait_for(lambda: _up(port), timeout=60), log_path.read_text()[-2000:]
+        before = scrape(port)
+        assert sample(before, "facemedia_queue_depth", queue="media") == 0
+        job_ids = [
+            container.client.submit(astronaut_jpeg, "detect", subject_id="metrics-subject")
+            for _ in range(JOBS)
+        ]
+        job_ids.append(container.client.submit(b"not an image", "detect", subject_id="m"))
+
+        def done() -> bool:
+            states = [container.service.status(j)["status"] for j in job_ids]
+            return all(s in ("succeeded", "failed") for s in states)
+
+        assert wait_for(done, timeout=120), log_path.read_text()[-3000:]
+        samples = scrape(port)
+    container.close()
+
+    assert sample(samples, "facemedia_jobs_total", job_type="detect", status="succeeded") == JOBS
+    assert sample(samples, "facemedia_jobs_total", job_type="any", status="failed") == 1
+    count = "facemedia_stage_duration_seconds_count"
+    assert sample(samples, count, job_type="detect", stage="decode") == JOBS + 1
+    assert sample(samples, count, job_type="detect", stage="pipeline") == JOBS + 1
+    assert sample(samples, count, job_type="detect", stage="detect") == JOBS
+    assert sample(samples, count, job_type="detect", stage="store") == JOBS
+    pipeline_sum = sample(samples, "facemedia_stage_duration_seconds_sum", job_type="detect", stage="pipeline")
+    detect_sum = sample(samples, "facemedia_stage_duration_seconds_sum", job_type="detect", stage="detect")
+    assert 0 < detect_sum <= pipeline_sum
+    inf = sample(
+        samples, "facemedia_stage_duration_seconds_bucket", job_type="detect", stage="pipeline", le="+Inf"
+    )
+    assert inf == JOBS + 1
+    # Deployment gauges computed at scrape time from the broker and the ledger.
+    assert sample(samples, "facemedia_queue_depth", queue="media") == 0
+    assert ("facemedia_jobs_in_state", (("status", "queued"),)) in samples
+    assert sample(samples, "facemedia_stuck_jobs", kind="lease_lapsed") == 0
+    assert sample(samples, "facemedia_metrics_collect_errors", source="ledger") == 0
+    assert sample(samples, "facemedia_metrics_collect_errors", source="broker") == 0
+
+    # The scrape is a sum over children: each child's own file holds part of the jobs.
+    per_child = _jobs_per_file(multiproc)
+    assert not (multiproc / "counter_999999.db").exists()
+    assert sum(per_child.values()) == JOBS
+    assert len([n for n in per_child.values() if n > 0]) == 2, per_child
+
+
+def _up(port: int) -> bool:
+    try:
+        scrape(port)
+        return True
+    except OSError:
+        return False
+
+
+def _jobs_per_file(multiproc: Path) -> dict[str, float]:
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    found: dict[str, float] = {}
+    for path in multiproc.glob("counter_*.db"):
+        metrics = MultiProcessCollector._read_metrics([str(path)])  # type: ignore[no-untyped-call]
+        found[path.name] = sum(
+            s.value
+            for m in metrics.values()
+            if m.name == "facemedia_jobs"
+            for s in m.samples
+            if dict(s.labels).get("status") == "succeeded"
+        )
+    return found
