@@ -469,6 +469,34 @@ def sweep(
     _emit(data, as_json, "sweep")
 
 
+@app.command()
+def doctor(as_json: JsonOpt = False) -> None:
+    """Check broker, ledger and migrations, bucket (versioning, region), KMS key, clock skew."""
+    from worker.doctor import run_checks
+    from worker.settings import load_settings
+
+    try:
+        settings = load_settings()
+    except Exception as exc:  # invalid settings are the first thing to fix
+        raise _fail(f"settings are invalid: {' '.join(str(exc).split())[:500]}", 2) from None
+    checks = run_checks(settings)
+    failed = [c for c in checks if not c.ok]
+    if as_json:
+        sys.stdout.write(
+            json.dumps({"ok": not failed, "checks": [c.to_json() for c in checks]}) + "\n"
+        )
+    else:
+        table = Table(title="facemedia doctor")
+        for column in ("check", "status", "detail", "fix"):
+            table.add_column(column)
+        colour = {"ok": "green", "fail": "red", "skip": "yellow"}
+        for c in checks:
+            table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", c.detail, c.fix)
+        out.print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console entry point."""
     app()
