@@ -1,0 +1,148 @@
+"""De-identification of an image or a video with a registered operator.
+
+:func:`deidentify_image` applies an operator to given faces of one BGR image;
+:func:`deidentify_video` detects and tracks faces through a video (:class:`~pipelines.faces.
+tracking.FaceTracker`: detection every few frames, coasting in between, so a face is never left
+unmasked on a frame the detector misses) and applies the operator to every frame. The video output
+is H.264 MP4 written by :func:`~pipelines.media.video.transform_video`: no container or stream
+metadata of the input survives (no creation time, location, device), and the audio is *dropped*
+unless ``keep_audio`` is set (a voice identifies). Images come back as arrays: encode them with
+:func:`~pipelines.media.image.encode_image`, which writes pixels only.
+
+Neither function proves anything: run :func:`~pipelines.deid.gate.residual_gate` on the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pipelines.deid.registry import FaceAnnotation, get_operator
+from pipelines.faces.detector import Face, FaceDetector
+from pipelines.faces.tracking import FaceTracker, TrackerConfig
+from pipelines.media.video import VideoLimits, probe_video, transform_video
+
+#: The default operator and parameters, calibrated by ``bench/privacy_eval.py`` (docs/PRIVACY.md):
+#: 0 residual detections and 0 re-identifications on the generated scenes.
+_LIMITS: Final = VideoLimits()
+_TRACKER: Final = TrackerConfig()
+
+DEFAULT_PROFILE: Final[tuple[str, Mapping[str, object]]] = ("mask", {"dilation": 1.5})
+
+
+@dataclass(frozen=True)
+class DeidResult:
+    """A de-identified image (BGR ``uint8``) and the operator's annotations."""
+
+    image: NDArray[np.uint8]
+    annotations: tuple[FaceAnnotation, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeidVideo:
+    """A de-identified video: the MP4 bytes, the number of tracks (distinct faces seen), the
+    number of frames and of frames that had at least one face."""
+
+    data: bytes
+    tracks: int
+    frames: int
+    frames_with_faces: int
+    operator: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _check_image(img: NDArray[np.uint8]) -> None:
+    if (
+        not isinstance(img, np.ndarray)
+        or img.dtype != np.uint8
+        or img.ndim != 3
+        or img.shape[2] != 3
+    ):
+        raise ValueError("de-identification expects an HxWx3 BGR uint8 array")
+
+
+def deidentify_image(
+    img: NDArray[np.uint8],
+    faces: Sequence[Face],
+    operator: str,
+    params: Mapping[str, object] | None = None,
+) -> DeidResult:
+    """Apply the operator registered as ``operator`` to ``faces`` of ``img``.
+
+    The parameters are validated first (:class:`~pipelines.errors.BadParams`); ``img`` is not
+    modified.
+    """
+    _check_image(img)
+    op = get_operator(operator)
+    checked = op.validate(params or {})
+    output = op.apply(img, faces, checked)
+    return DeidResult(output.image, output.annotations)
+
+
+def deidentify_video_detailed(
+    data: bytes,
+    detector: FaceDetector,
+    operator: str,
+    params: Mapping[str, object] | None = None,
+    limits: VideoLimits = _LIMITS,
+    *,
+    keep_audio: bool = False,
+    tracker: TrackerConfig = _TRACKER,
+) -> DeidVideo:
+    """:func:`deidentify_video` returning the counts the gate and the ledger need too."""
+    op = get_operator(operator)
+    checked = op.validate(params or {})
+    info = probe_video(data, limits)
+    face_tracker = FaceTracker(detector, tracker, fps=info.fps or 30.0)
+    track_ids: set[int] = set()
+    counts = {"frames": 0, "with_faces": 0}
+
+    def fn(index: int, pts: float, bgr: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        tracked = face_tracker.update(index, bgr, pts)
+        counts["frames"] += 1
+        if not tracked:
+            return bgr
+        counts["with_faces"] += 1
+        track_ids.update(t.track_id for t in tracked)
+        return op.apply(bgr, [t.face for t in tracked], checked).image
+
+    out = transform_video(data, fn, limits, keep_audio=keep_audio)
+    return DeidVideo(
+        out, len(track_ids), counts["frames"], counts["with_faces"], operator, dict(params or {})
+    )
+
+
+def deidentify_video(
+    data: bytes,
+    detector: FaceDetector,
+    operator: str,
+    params: Mapping[str, object] | None = None,
+    limits: VideoLimits = _LIMITS,
+    *,
+    keep_audio: bool = False,
+    tracker: TrackerConfig = _TRACKER,
+) -> bytes:
+    """De-identify every tracked face of a video; the H.264 MP4 bytes.
+
+    Audio is dropped unless ``keep_audio``; no container or stream metadata of the input is
+    written. Errors: those of :func:`~pipelines.media.video.transform_video` and the operator's
+    (for ``k_same``, a frame with fewer than ``k`` faces raises
+    :class:`~pipelines.deid.operators.k_same.KSameBatchTooSmall`).
+    """
+    return deidentify_video_detailed(
+        data, detector, operator, params, limits, keep_audio=keep_audio, tracker=tracker
+    ).data
+
+
+__all__ = [
+    "DEFAULT_PROFILE",
+    "DeidResult",
+    "DeidVideo",
+    "deidentify_image",
+    "deidentify_video",
+    "deidentify_video_detailed",
+]
