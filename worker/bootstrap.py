@@ -133,12 +133,27 @@ class Container:
     @cached_property
     def tools(self) -> Tools:
         """What job handlers get."""
+        import math
+
+        from pipelines.faces.tracking import TrackerConfig
+        from pipelines.media.video import VideoLimits
+
+        s = self.settings
         return Tools(
             detector=self.detector,
             image_limits=ImageLimits(
-                max_bytes=self.settings.max_upload_bytes,
-                max_pixels=self.settings.max_image_pixels,
+                max_bytes=s.max_upload_bytes,
+                max_pixels=s.max_image_pixels,
             ),
+            video_limits=VideoLimits(
+                max_bytes=s.max_upload_bytes,
+                max_duration_s=s.max_video_seconds,
+                max_width=s.max_video_side,
+                max_height=s.max_video_short_side,
+                # generous for 120 fps phone clips; the duration limit is the one that binds
+                max_frames=max(1, math.ceil(s.max_video_seconds * 120)),
+            ),
+            tracker=TrackerConfig(detect_every=s.detect_every),
         )
 
     @cached_property

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from pipelines.faces import FaceDetector
+from pipelines.faces.tracking import TrackerConfig
 from pipelines.media import ImageLimits
+from pipelines.media.video import VideoLimits
 from worker.jobs.errors import UnknownJobType
 
 
@@ -32,10 +34,13 @@ class JobOutcome:
 
 @dataclass(frozen=True)
 class Tools:
-    """Collaborators handed to handlers: a per-process detector and the media limits."""
+    """Collaborators handed to handlers: a per-process detector, the media limits and the
+    video face tracker's settings."""
 
     detector: Callable[[], FaceDetector]
     image_limits: ImageLimits
+    video_limits: VideoLimits = field(default_factory=VideoLimits)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
 
 class JobHandler(ABC):
