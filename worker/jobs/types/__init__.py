@@ -1,5 +1,5 @@
 """Built-in job types; importing this package registers each of them."""
 
-from worker.jobs.types import detect
+from worker.jobs.types import ar, detect, pta
 
-__all__ = ["detect"]
+__all__ = ["ar", "detect", "pta"]

@@ -1,0 +1,55 @@
+"""Job type ``ar``: an effect chain on a photo or a video (``result.jpg``/``.png``/``.mp4``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pipelines.ar import apply_media, parse_chain
+from pipelines.errors import BadParams
+from worker.jobs.registry import JobHandler, JobOutcome, Output, Tools, register
+
+
+@register
+class ArJob(JobHandler):
+    """Apply face effects in order; the media kind is sniffed (image or MP4/MOV/WebM video)."""
+
+    name = "ar"
+
+    def validate(self, params: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Accepts ``effects`` (required: the chain, a list of ``{"effect": name, ...}``) and
+        ``quality`` (JPEG output quality, 1-100, default 90)."""
+        unknown = set(params) - {"effects", "quality"}
+        if unknown:
+            raise BadParams(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+        if "effects" not in params:
+            raise BadParams('effects is required, e.g. [{"effect": "beautify", "smooth": 0.7}]')
+        quality = params.get("quality", 90)
+        if not isinstance(quality, int) or isinstance(quality, bool) or not 1 <= quality <= 100:
+            raise BadParams("quality must be an integer from 1 to 100")
+        chain = parse_chain(params["effects"])
+        return {"effects": chain.to_json(), "quality": quality}
+
+    def run(self, media: bytes, params: Mapping[str, Any], tools: Tools) -> JobOutcome:
+        """Sniff, find or track the faces, apply the chain, encode."""
+        chain = parse_chain(params["effects"])
+        result = apply_media(
+            media,
+            chain,
+            tools.detector(),
+            tools.image_limits,
+            tools.video_limits,
+            tools.tracker,
+            quality=params["quality"],
+        )
+        return JobOutcome(
+            outputs=(Output(result.filename, result.data, result.content_type),),
+            faces=result.faces,
+            summary={
+                "kind": result.kind,
+                "effects": chain.names,
+                "faces": result.faces,
+                "frames": result.frames,
+                "frames_with_faces": result.frames_with_faces,
+            },
+        )
