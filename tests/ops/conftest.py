@@ -1,5 +1,5 @@
 """Fixtures of the operations tests: a worker deployment on real services (Redis, PostgreSQL,
-moto's S3 over HTTP). Redis database 11 keeps these queues apart from the other suites'."""
+moto's S3 over HTTP). Redis database 13 keeps these queues apart from the other suites'."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import REGION, need, port_open
 
-OPS_REDIS = "redis://127.0.0.1:6379/11"
+OPS_REDIS = "redis://127.0.0.1:6379/13"
 
 
 @pytest.fixture
