@@ -1,0 +1,196 @@
+"""SIGKILL a real worker mid-job — a pool child, or the whole worker (its process group) — on
+Redis and on RabbitMQ, and check that every job still finishes exactly once.
+
+Per kill, the time to redelivery is measured in the ledger: from the kill to the next claim of
+the same job (``jobs.deliveries`` incremented, a new ``started_at``).
+
+Bounded run (``make test``): 3 kills per broker (2 children, 1 whole worker).
+Long run: ``FACEMEDIA_LONG=1 .venv/bin/python -m pytest -m reliability tests/reliability/test_crash.py``
+— 26 kills per broker (every 4th the whole worker), 52 in all.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from tests.reliability.checks import (
+    assert_exactly_once,
+    assert_logs_clean,
+    assert_no_input_in_files,
+    assert_no_plaintext,
+    files_under,
+    report,
+)
+from tests.reliability.conftest import LONG, Worker, distributed_settings, job_row
+from tests.workers import wait_for
+
+pytestmark = [pytest.mark.reliability, pytest.mark.services]
+
+KILLS = 26 if LONG else 3
+MAX_DELIVERIES = 5
+
+
+def _victim(container: Any, job_ids: list[str], after: datetime) -> tuple[str, int, datetime] | None:
+    """A job being processed right now by the live worker: claimed after ``after`` (the last
+    kill or restart), at least 0.3 s ago, with deliveries to spare before the poison limit."""
+    from worker.ledger.models import Job
+
+    t = datetime.now(UTC)
+    with container.db.session() as s:
+        for job in s.scalars(select(Job).where(Job.id.in_(job_ids), Job.status == "processing")):
+            if (
+                job.started_at is not None
+                and job.started_at > after
+                and job.started_at < t - timedelta(seconds=0.3)
+                and job.lease_until is not None
+                and job.lease_until > t
+                and job.deliveries < MAX_DELIVERIES - 1
+            ):
+                return job.id, job.deliveries, job.started_at
+    return None
+
+
+def _queued(container: Any, job_ids: list[str]) -> int:
+    from worker.ledger.models import Job
+
+    with container.db.session() as s:
+        return len(list(s.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.status == "queued"))))
+
+
+@pytest.mark.timeout(3600 if LONG else 420)
+def test_sigkill_mid_job_every_job_finishes_once(
+    rel_broker: tuple[str, str],
+    pg_url: str,
+    s3_bucket: str,
+    moto_endpoint: str,
+    tmp_path: Path,
+    slow_jpeg: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker.bootstrap import Container
+    from worker.settings import load_settings
+
+    broker, url = rel_broker
+    worker_tmp = tmp_path / "worker-tmp"
+    worker_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(worker_tmp))  # the worker's temp files land here
+    settings = distributed_settings(
+        url, pg_url, s3_bucket, moto_endpoint, tmp_path / "var", max_deliveries=MAX_DELIVERIES
+    )
+    container = Container(load_settings(**settings))
+    container.db.migrate()
+    subject = f"crash-subject-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "logs").mkdir()
+    worker = Worker(settings, tmp_path / "logs", concurrency=1)
+    started = time.time()
+    job_ids: list[str] = []
+    kills: list[dict[str, Any]] = []
+    try:
+        worker.start()
+        assert worker.wait_children(), worker.logs()[-3000:]
+        job_ids += [
+            container.client.submit(slow_jpeg, "detect", subject_id=subject) for _ in range(6)
+        ]
+        after = datetime.now(UTC) - timedelta(seconds=1)
+        for i in range(KILLS):
+            mode = "whole" if i % 4 == 2 else "child"
+            victim = None
+            deadline = time.monotonic() + 120
+            while victim is None and time.monotonic() < deadline:
+                if _queued(container, job_ids) < 2:  # keep the worker fed
+                    job_ids += [
+                        container.client.submit(slow_jpeg, "detect", subject_id=subject)
+                        for _ in range(3)
+                    ]
+                victim = _victim(container, job_ids, after)
+                if victim is None:
+                    time.sleep(0.05)
+            assert victim is not None, ("no job to kill", worker.logs()[-3000:])
+            job_id, deliveries, started_at = victim
+            t_kill = datetime.now(UTC)
+            if mode == "child":
+                worker.kill_child()
+            else:
+                worker.kill_all()
+                worker.start()
+            after = t_kill
+
+            def redelivered(job_id: str = job_id, d0: int = deliveries) -> bool:
+                _, d, s = job_row(container, job_id)
+                return d > d0 and s is not None and s > t_kill
+
+            assert wait_for(redelivered, timeout=120, interval=0.05), (mode, job_id, worker.logs()[-4000:])
+            _, d1, s1 = job_row(container, job_id)
+            assert s1 is not None
+            kills.append(
+                {"mode": mode, "job": job_id, "seconds": (s1 - t_kill).total_seconds()}
+            )
+            worker.wait_children()
+
+        def done() -> bool:
+            states = [container.service.status(j) for j in job_ids]
+            return all(s["status"] == "succeeded" and s["original_deleted"] for s in states)
+
+        finished = wait_for(done, timeout=600 if LONG else 180, interval=0.5)
+        statuses = {j: container.service.status(j) for j in job_ids}
+        assert finished, (
+            [(s["status"], s["error_code"]) for s in statuses.values()],
+            worker.logs()[-3000:],
+        )
+    finally:
+        worker.close()
+    elapsed = time.time() - started
+
+    # Exactly once: every job succeeded with the same result, one output set, one receipt.
+    assert all(s["faces"] == 24 for s in statuses.values())
+    for k in kills:
+        assert statuses[k["job"]]["deliveries"] >= 2  # the kill was recorded as a delivery
+    assert_exactly_once(container, job_ids, moto_endpoint, s3_bucket)
+    doc = container.client.outputs(kills[0]["job"])["faces.json"]
+    assert b'"faces"' in doc and doc.count(b'"score"') == 24
+
+    # Nothing in plaintext: object versions, worker logs, the worker's temp dir, new /tmp files.
+    logs = worker.logs()
+    scanned = assert_no_plaintext(moto_endpoint, s3_bucket, [slow_jpeg], [("worker logs", logs)])
+    tmp_files = files_under(worker_tmp, started) + [
+        p for p in files_under(Path("/tmp"), started) if tmp_path.parent not in p.parents
+    ]
+    assert_no_input_in_files(tmp_files, [slow_jpeg])
+    lines = assert_logs_clean(logs, [subject])
+    assert lines > 0
+
+    by_mode = {
+        m: sorted(k["seconds"] for k in kills if k["mode"] == m) for m in ("child", "whole")
+    }
+    figures = {
+        m: {
+            "kills": len(v),
+            "median_s": round(statistics.median(v), 2),
+            "max_s": round(max(v), 2),
+        }
+        for m, v in by_mode.items()
+        if v
+    }
+    report(
+        "crash",
+        broker=broker,
+        jobs=len(job_ids),
+        kills=len(kills),
+        redelivery=figures,
+        objects_scanned=scanned,
+        log_lines_scanned=lines,
+        seconds=round(elapsed, 1),
+    )
+    if broker == "redis":
+        assert all(k["seconds"] <= 30 for k in kills), kills
+    else:
+        assert all(k["seconds"] <= 30 for k in kills), kills
+    container.close()
