@@ -2,7 +2,8 @@
 
 Params: ``smooth`` (0-1, default 0.6) and ``whiten`` (0-1, default 0.3).
 
-The mask is an ellipse inscribed in the face box (rotated with the eye line) intersected with a
+The mask is an ellipse as wide as the face box, from the brows to the chin (face units -0.55 to
+1.75, see :mod:`pipelines.pta.geometry`; rotated with the eye line), intersected with a
 skin-colour range in YCrCb (Cr 133-180, Cb 77-135), minus the eyes and the mouth (so they stay
 sharp), feathered. Smoothing is a bilateral filter run on the face reduced to about 160 pixels
 wide (so its cost does not grow with the photo) and scaled back: it keeps the low frequencies
@@ -32,6 +33,8 @@ F32 = NDArray[np.float32]
 
 #: Face width the smoothing runs at.
 WORK_WIDTH: Final = 160
+#: Top and bottom of the face ellipse, in face units (brows to chin).
+ELLIPSE_V: Final = (-0.55, 1.75)
 CR_RANGE: Final = (133, 180)
 CB_RANGE: Final = (77, 135)
 
@@ -88,15 +91,19 @@ def skin_mask(crop: Frame, face: Face, offset: tuple[int, int]) -> F32:
     height, width = crop.shape[:2]
     ff = FaceFrame.of(face)
     ox, oy = offset
-    x1, y1, x2, y2 = face.box
-    centre = ((x1 + x2) / 2 - ox, (y1 + y2) / 2 - oy)
-    region = ellipse_mask((height, width), centre, (face.width / 2, face.height / 2), ff.roll_deg)
+    # An ellipse from the brows to the chin, as wide as the box (its top stays below the hair).
+    top, bottom = ELLIPSE_V
+    cx, cy = ff.to_image(0.0, (top + bottom) / 2)
+    half_h = min((bottom - top) / 2 * ff.unit, face.height / 2)
+    region = ellipse_mask(
+        (height, width), (cx - ox, cy - oy), (face.width / 2, half_h), ff.roll_deg
+    )
     ycrcb = cv2.cvtColor(crop, cv2.COLOR_BGR2YCrCb)
     skin = cv2.inRange(ycrcb, (0, CR_RANGE[0], CB_RANGE[0]), (255, CR_RANGE[1], CB_RANGE[1]))
     mask = cv2.bitwise_and(region, skin)
     # Keep the eyes and the mouth sharp.
     holes = np.zeros_like(mask)
-    eye_r = 0.28 * max(ff.iod, 1.0)
+    eye_r = 0.24 * max(ff.iod, 1.0)
     for x, y in face.landmarks[:2]:
         cv2.circle(holes, (round(x - ox), round(y - oy)), max(1, round(eye_r)), 255, -1)
     (mlx, mly), (mrx, mry) = face.landmarks[3], face.landmarks[4]
