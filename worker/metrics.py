@@ -8,12 +8,17 @@ Gauges declare how children's values combine (``multiprocess_mode``).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
 from prometheus_client import Counter, Gauge, Histogram
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # The directory may be a fresh tmpfs (the image sets the variable): samples are files in it.
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 # Stage durations span a 30 ms photo decode to a multi-minute video pipeline.
 STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
