@@ -74,11 +74,19 @@ def test_metrics_are_summed_across_prefork_children(
     assert sample(samples, count, job_type="detect", stage="pipeline") == JOBS + 1
     assert sample(samples, count, job_type="detect", stage="detect") == JOBS
     assert sample(samples, count, job_type="detect", stage="store") == JOBS
-    pipeline_sum = sample(samples, "facemedia_stage_duration_seconds_sum", job_type="detect", stage="pipeline")
-    detect_sum = sample(samples, "facemedia_stage_duration_seconds_sum", job_type="detect", stage="detect")
+    pipeline_sum = sample(
+        samples, "facemedia_stage_duration_seconds_sum", job_type="detect", stage="pipeline"
+    )
+    detect_sum = sample(
+        samples, "facemedia_stage_duration_seconds_sum", job_type="detect", stage="detect"
+    )
     assert 0 < detect_sum <= pipeline_sum
     inf = sample(
-        samples, "facemedia_stage_duration_seconds_bucket", job_type="detect", stage="pipeline", le="+Inf"
+        samples,
+        "facemedia_stage_duration_seconds_bucket",
+        job_type="detect",
+        stage="pipeline",
+        le="+Inf",
     )
     assert inf == JOBS + 1
     # Deployment gauges computed at scrape time from the broker and the ledger.
