@@ -91,6 +91,9 @@ class ImageLimits:
     max_bytes: int = 50 * 1024 * 1024
     max_pixels: int = 40_000_000
     max_side: int = 20000
+    # A progressive JPEG's scans each revisit every block: thousands of tiny scans make a
+    # decompression bomb of CPU time (a 270 KB file took 23 s). Encoders write about 10.
+    max_jpeg_scans: int = 100
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,33 @@ def _check_limits(width: int, height: int, nbytes: int, limits: ImageLimits) -> 
         raise TooLarge(f"the image has more than {limits.max_pixels} pixels")
 
 
+def _jpeg_scans(data: bytes, limit: int) -> int:
+    """Count the JPEG's scans (SOS markers) by walking its segments, skipping entropy-coded data
+    (where 0xFF is always stuffed or a restart marker); stops counting past ``limit``."""
+    n, pos, scans = len(data), 2, 0
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                break
+            continue
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD7:  # stuffing, TEM, RSTn
+            pos += 2
+            continue
+        if marker == 0xD9:  # EOI
+            break
+        if marker == 0xDA:
+            scans += 1
+            if scans > limit:
+                break
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return scans
+
+
 def probe_image(data: bytes) -> ImageInfo:
     """Read format and displayed dimensions from the header, without decoding any pixels.
 
@@ -256,6 +286,8 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> NDArray[np
     fmt = sniff_image_format(data)
     with _open(data, fmt) as im:
         _check_limits(im.size[0], im.size[1], len(data), limits)
+        if fmt == "jpeg" and _jpeg_scans(data, limits.max_jpeg_scans) > limits.max_jpeg_scans:
+            raise TooLarge(f"the JPEG has more than {limits.max_jpeg_scans} scans")
         try:
             if _opencv_decodes(fmt, im):
                 bgr = _decode_with_opencv(data, fmt)
