@@ -5,8 +5,8 @@ Params: ``smooth`` (0-1, default 0.6) and ``whiten`` (0-1, default 0.3).
 The mask is an ellipse as wide as the face box, from the brows to the chin (face units -0.55 to
 1.75, see :mod:`pipelines.pta.geometry`; rotated with the eye line), intersected with a
 skin-colour range in YCrCb (Cr 133-180, Cb 77-135), minus the eyes and the mouth (so they stay
-sharp), feathered. Smoothing is a bilateral filter run on the face reduced to about 160 pixels
-wide (so its cost does not grow with the photo) and scaled back: it keeps the low frequencies
+sharp), feathered. Smoothing is a bilateral filter (kernel 7.5 % of the face width) run on the face reduced to at
+most 120 pixels wide (so its cost does not grow with the photo) and scaled back: it keeps the low frequencies
 (shape, shading) and drops skin texture; the result is mixed in by ``smooth`` times the mask.
 Whitening lifts the tones with a logarithmic curve, ``v' = 255 log(1 + (b - 1) v / 255) /
 log(b)`` with ``b = 1 + 3 whiten``, mixed in by the mask. No pixel farther than 10 % of the box's
@@ -31,8 +31,9 @@ from pipelines.pta.geometry import FaceFrame
 
 F32 = NDArray[np.float32]
 
-#: Face width the smoothing runs at.
-WORK_WIDTH: Final = 160
+#: Face width the smoothing runs at, and its kernel's diameter as a share of that width.
+WORK_WIDTH: Final = 120
+KERNEL_SHARE: Final = 0.075
 #: Top and bottom of the face ellipse, in face units (brows to chin).
 ELLIPSE_V: Final = (-0.55, 1.75)
 CR_RANGE: Final = (133, 180)
@@ -127,8 +128,9 @@ def _smoothed(crop: Frame, face: Face, strength: float) -> F32:
     if scale < 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         small = cast(Frame, cv2.resize(crop, size, interpolation=cv2.INTER_AREA))
-    sigma_space = max(1.0, 0.03 * WORK_WIDTH * (0.5 + strength))
-    flat = cv2.bilateralFilter(small, 0, 20.0 + 40.0 * strength, sigma_space)
+    # the kernel spans a fixed share of the face at the working scale (9 px at 120 px wide)
+    diameter = max(3, round(face.width * scale * KERNEL_SHARE) | 1)
+    flat = cv2.bilateralFilter(small, diameter, 20.0 + 40.0 * strength, diameter / 2)
     if scale < 1.0:
         flat = cv2.resize(flat, (width, height), interpolation=cv2.INTER_LINEAR)
     return cast(F32, flat.astype(np.float32))
