@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from pipelines.deid.geometry import CIRCUMSCRIBED, Region, ellipse_region, resize_exact
+from pipelines.deid.geometry import CIRCUMSCRIBED, Region, composite, ellipse_region, resize_exact
 from pipelines.deid.params import check_keys, get_float, get_int
 from pipelines.deid.registry import Operator, OperatorOutput, register
 from pipelines.faces.detector import Face
@@ -67,9 +67,7 @@ class PixelateOperator(Operator[PixelateParams]):
 
 def _pixelate(out: NDArray[np.uint8], src: NDArray[np.uint8], region: Region, block: float) -> None:
     rows, cols = region.slices()
-    patch = mosaic(np.ascontiguousarray(src[rows, cols]), block)
-    view = out[rows, cols]
-    view[region.mask] = patch[region.mask]
+    composite(out, region, mosaic(np.ascontiguousarray(src[rows, cols]), block))
 
 
 register(PixelateOperator())
