@@ -81,6 +81,30 @@ def s3_bucket(moto_endpoint: str) -> str:
     return name
 
 
+@pytest.fixture
+def amqp_url() -> Iterator[str]:
+    """A RabbitMQ URL on a fresh vhost of its own (queues named ``media`` etc. are shared by
+    every consumer of a vhost: tests running at the same time must not take each other's jobs)."""
+    import shutil
+    import subprocess
+
+    need("RabbitMQ", port_open("127.0.0.1", 5672), "nothing listens on 127.0.0.1:5672")
+    ctl = shutil.which("rabbitmqctl")
+    need("rabbitmqctl", ctl is not None, "rabbitmqctl is not installed")
+    assert ctl is not None
+    vhost = f"fmtest-{uuid.uuid4().hex[:10]}"
+
+    def run(*args: str) -> None:
+        subprocess.run([ctl, *args], check=True, capture_output=True, timeout=60)
+
+    run("add_vhost", vhost)
+    try:
+        run("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield AMQP_URL.rstrip("/") + "/" + vhost
+    finally:
+        subprocess.run([ctl, "delete_vhost", vhost], capture_output=True, timeout=60)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> str:
     """The admin URL of the local PostgreSQL (skip/fail if it is down)."""

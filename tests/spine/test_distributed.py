@@ -4,6 +4,8 @@ PostgreSQL, the store on moto's S3 server over HTTP with a versioned bucket."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import pytest
 
 from tests.conftest import AMQP_URL, REDIS_URL, REGION, need, port_open
 from tests.media_signatures import plaintext_hits
-from tests.workers import celery_worker, wait_for
+from tests.workers import celery_worker, settings_env, wait_for
 from worker.crypto import DecryptError
 from worker.storage.vault import output_key
 
@@ -34,7 +36,9 @@ def broker_url(request: pytest.FixtureRequest) -> Iterator[str]:
         import redis
 
         redis.Redis.from_url(url).flushdb()
-    yield url
+        yield url
+    else:
+        yield request.getfixturevalue("amqp_url")  # a vhost of its own
 
 
 def _all_versions(s3: Any, bucket: str, prefix: str = "") -> list[dict[str, Any]]:
@@ -82,6 +86,22 @@ def test_twenty_jobs_through_a_real_worker(
             return all(s["status"] == "succeeded" and s["original_deleted"] for s in states)
 
         finished = wait_for(done, timeout=240)
+        # the CLI with the same settings submits to the broker and waits for the worker
+        photo = tmp_path / "cli-photo.jpg"
+        photo.write_bytes(astronaut_jpeg)
+        try:
+            cli = subprocess.run(
+                [str(Path(sys.executable).with_name("facemedia")), "run", str(photo), "--json"],
+                env=settings_env(settings),
+                capture_output=True,
+                timeout=180,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError((exc.stderr or b"")[-3000:]) from None
+        assert cli.returncode == 0, cli.stderr[-2000:]
+        summary = json.loads(cli.stdout.decode().strip().splitlines()[-1])
+        assert (summary["status"], summary["faces"]) == ("succeeded", 1)
+        assert summary["original_deleted"] and summary["deliveries"] == 1
     statuses = [container.service.status(j) for j in job_ids]
     assert finished, (
         [(s["status"], s["error_code"]) for s in statuses],
@@ -97,7 +117,7 @@ def test_twenty_jobs_through_a_real_worker(
         with pytest.raises(DecryptError):
             container.vault.read(output_key(job_id, "faces.json"), "output", job_ids[-1])
     versions = _all_versions(s3, s3_bucket)
-    assert len(versions) == JOBS  # exactly one output version per job
+    assert len(versions) == JOBS + 1  # exactly one output version per job (and the CLI's)
     for v in versions:
         body = s3.get_object(Bucket=s3_bucket, Key=v["Key"], VersionId=v["VersionId"])
         blob = body["Body"].read()

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from worker.storage.base import (
     DeleteResult,
@@ -41,9 +41,20 @@ class LocalStore(ObjectStore):
         written = 0
         try:
             with os.fdopen(fd, "wb") as out:
-                while chunk := body.read(_CHUNK):
+                buf = bytearray(_CHUNK)
+                view = memoryview(buf)
+                readinto = getattr(body, "readinto", None)
+                while True:
+                    if readinto is not None:
+                        n = readinto(view)
+                        chunk: Any = view[:n]
+                    else:
+                        chunk = body.read(_CHUNK)
+                        n = len(chunk)
+                    if not n:
+                        break
                     out.write(chunk)
-                    written += len(chunk)
+                    written += n
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, path)
