@@ -130,7 +130,7 @@ def queue_depths(broker_url: str) -> dict[str, int]:
 
     depths: dict[str, int] = {}
     with Connection(broker_url, connect_timeout=3) as conn:
-        conn.ensure_connection(max_retries=1)
+        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=3)
         channel = conn.channel()
         try:
             for queue in QUEUES:

@@ -125,3 +125,37 @@ def _jobs_per_file(multiproc: Path) -> dict[str, float]:
             if dict(s.labels).get("status") == "succeeded"
         )
     return found
+
+
+def test_queue_depth_reads_the_broker(ops_redis: str) -> None:
+    import redis
+
+    from worker.metrics_server import queue_depths
+
+    client = redis.Redis.from_url(ops_redis)
+    client.lpush("media", b"{}", b"{}", b"{}")  # kombu's Redis queue is a list named after it
+    client.lpush("privacy", b"{}")
+    assert queue_depths(ops_redis) == {"media": 3, "privacy": 1, "research": 0}
+
+
+def test_an_unreadable_source_is_a_metric_not_a_crash(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    import worker.metrics  # noqa: F401  (registers the process's own metrics)
+    from worker.metrics_server import build_registry
+    from worker.settings import load_settings
+
+    settings = load_settings(
+        home=tmp_path / "var",
+        broker_url=f"redis://127.0.0.1:{free_port()}/0",
+        database_url=f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none",
+    )
+    text = generate_latest(build_registry(settings)).decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert sample(samples, "facemedia_metrics_collect_errors", source="broker") == 1
+    assert sample(samples, "facemedia_metrics_collect_errors", source="ledger") == 1
+    assert "# TYPE facemedia_jobs_total counter" in text  # the process's own metrics too
