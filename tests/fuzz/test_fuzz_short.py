@@ -1,0 +1,46 @@
+"""A short atheris run of each harness (tests/fuzz/harness.py): no input may make the decoders
+or the envelope raise anything but their documented errors. The long run is
+``.venv/bin/python bench/reliability_bench.py fuzz --seconds 600``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.checks import report
+
+pytestmark = pytest.mark.reliability
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNS = {"image": 1500, "video": 3000, "envelope": 20000}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("target", sorted(RUNS))
+def test_short_fuzz_run_finds_no_crash(target: str, tmp_path: Path) -> None:
+    pytest.importorskip("atheris")
+    t = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.fuzz.harness",
+            target,
+            f"-runs={RUNS[target]}",
+            "-max_total_time=25",
+            f"-artifact_prefix={tmp_path}/",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=110,
+    )
+    out = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0, out[-4000:]
+    assert "Done " in out, out[-2000:]
+    assert list(tmp_path.glob("crash-*")) == []
+    done = [line for line in out.splitlines() if line.startswith("Done ")][-1]
+    report("fuzz_short", target=target, result=done, seconds=round(time.monotonic() - t, 1))
