@@ -7,11 +7,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import pytest
 
 from tests.conftest import REGION, need, port_open
 
 OPS_REDIS = "redis://127.0.0.1:6379/13"
+
+
+@pytest.fixture(scope="session")
+def big_jpeg() -> bytes:
+    """A 2048² photo: seconds of decode and tiled detection per job."""
+    from skimage import data
+
+    image = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), (2048, 2048))
+    ok, buf = cv2.imencode(".jpg", image)
+    assert ok
+    return bytes(buf)
 
 
 @pytest.fixture

@@ -58,22 +58,29 @@ def test_metrics_are_summed_across_prefork_children(
             for _ in range(JOBS)
         ]
         job_ids.append(container.client.submit(b"not an image", "detect", subject_id="m"))
+        # A long job delivered twice: the second delivery finds a live lease and retries later.
+        long_job = container.client.submit(_mid_jpeg(), "detect", subject_id="metrics-subject")
+        container.enqueue(long_job)
+        job_ids.append(long_job)
 
         def done() -> bool:
             states = [container.service.status(j)["status"] for j in job_ids]
             return all(s in ("succeeded", "failed") for s in states)
 
         assert wait_for(done, timeout=120), log_path.read_text()[-3000:]
+        # ... and the duplicate's retry has run (it finds the job ended), so nothing is pending.
+        assert wait_for(lambda: log_path.read_bytes().count(b"] succeeded in ") >= JOBS + 3, 30)
         samples = scrape(port)
     container.close()
 
-    assert sample(samples, "facemedia_jobs_total", job_type="detect", status="succeeded") == JOBS
+    done_ok = JOBS + 1
+    assert sample(samples, "facemedia_jobs_total", job_type="detect", status="succeeded") == done_ok
     assert sample(samples, "facemedia_jobs_total", job_type="any", status="failed") == 1
     count = "facemedia_stage_duration_seconds_count"
-    assert sample(samples, count, job_type="detect", stage="decode") == JOBS + 1
-    assert sample(samples, count, job_type="detect", stage="pipeline") == JOBS + 1
-    assert sample(samples, count, job_type="detect", stage="detect") == JOBS
-    assert sample(samples, count, job_type="detect", stage="store") == JOBS
+    assert sample(samples, count, job_type="detect", stage="decode") == done_ok + 1
+    assert sample(samples, count, job_type="detect", stage="pipeline") == done_ok + 1
+    assert sample(samples, count, job_type="detect", stage="detect") == done_ok
+    assert sample(samples, count, job_type="detect", stage="store") == done_ok
     pipeline_sum = sample(
         samples, "facemedia_stage_duration_seconds_sum", job_type="detect", stage="pipeline"
     )
@@ -88,7 +95,9 @@ def test_metrics_are_summed_across_prefork_children(
         stage="pipeline",
         le="+Inf",
     )
-    assert inf == JOBS + 1
+    assert inf == done_ok + 1
+    retries = sample(samples, "facemedia_task_retries_total", task="facemedia.media.process")
+    assert retries >= 1  # the duplicate delivery of the long job
     # Deployment gauges computed at scrape time from the broker and the ledger.
     assert sample(samples, "facemedia_queue_depth", queue="media") == 0
     assert ("facemedia_jobs_in_state", (("status", "queued"),)) in samples
@@ -99,8 +108,19 @@ def test_metrics_are_summed_across_prefork_children(
     # The scrape is a sum over children: each child's own file holds part of the jobs.
     per_child = _jobs_per_file(multiproc)
     assert not (multiproc / "counter_999999.db").exists()
-    assert sum(per_child.values()) == JOBS
+    assert sum(per_child.values()) == done_ok
     assert len([n for n in per_child.values() if n > 0]) == 2, per_child
+
+
+def _mid_jpeg() -> bytes:
+    """A 1280² photo: long enough that a duplicate delivery meets a live lease."""
+    import cv2
+    from skimage import data
+
+    image = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), (1280, 1280))
+    ok, buf = cv2.imencode(".jpg", image)
+    assert ok
+    return bytes(buf)
 
 
 def _up(port: int) -> bool:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import cv2
 import pytest
 from sqlalchemy import select
 
@@ -20,17 +19,6 @@ from tests.ops.conftest import container_for
 from tests.workers import CELERY, ROOT, celery_worker, settings_env, wait_for
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture(scope="module")
-def big_jpeg() -> bytes:
-    """A 2048² photo: seconds of decode and tiled detection per job."""
-    from skimage import data
-
-    image = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), (2048, 2048))
-    ok, buf = cv2.imencode(".jpg", image)
-    assert ok
-    return bytes(buf)
 
 
 @pytest.mark.parametrize(("window", "expect"), [(12.0, "finished"), (1.0, "handed_back")])
