@@ -81,11 +81,20 @@ def stage(job_type: str, name: str) -> Iterator[None]:
 
 
 class TimedDetector:
-    """A face detector whose ``detect``/``track`` calls are observed as the ``detect`` stage."""
+    """A face detector whose ``detect``/``track`` calls are observed as the ``detect`` stage.
+
+    It passes for the detector it wraps (``isinstance`` sees the inner class, attributes are
+    forwarded), so code that inspects the detector (e.g. the residual-face gate choosing its own
+    threshold for a CenterFace detector) behaves exactly as without the wrapper.
+    """
 
     def __init__(self, inner: Any, job_type: str) -> None:
         self._inner = inner
         self._job_type = job_type
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return type(self._inner)
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
