@@ -179,6 +179,37 @@ def sniff_video_container(data: bytes) -> ContainerKind:
     raise UnsupportedFormat("the media is not an MP4, MOV, WebM or Matroska video")
 
 
+def _ebml_vint(data: bytes, pos: int) -> tuple[int, int, bool]:
+    """An EBML variable-size integer at ``pos``: value, length in bytes, "unknown" flag."""
+    if pos >= len(data) or data[pos] == 0:
+        raise ValueError("bad EBML size")
+    length = 9 - data[pos].bit_length()
+    if pos + length > len(data):
+        raise ValueError("EBML size cut short")
+    value = data[pos] & ((1 << (8 - length)) - 1)
+    for byte in data[pos + 1 : pos + length]:
+        value = (value << 8) | byte
+    return value, length, value == (1 << (7 * length)) - 1
+
+
+def _matroska_truncated(data: bytes) -> bool:
+    """True when the Segment declares more bytes than there are (or the headers are cut).
+
+    Matroska indexes (cues) are usually written at the end, so a cut file has no index to
+    check; the Segment's declared size is the reference. Live-written files (browser
+    MediaRecorder) declare an unknown size and cannot be checked this way.
+    """
+    try:
+        size, length, _ = _ebml_vint(data, 4)
+        segment = 4 + length + size
+        if data[segment : segment + 4] != b"\x18\x53\x80\x67":
+            return segment + 4 > len(data)
+        size, length, unknown = _ebml_vint(data, segment + 4)
+    except ValueError:
+        return True
+    return not unknown and segment + 4 + length + size > len(data)
+
+
 def _open(data: bytes, kind: ContainerKind) -> InputContainer:
     try:
         return av.open(io.BytesIO(data), mode="r", format=_DEMUXER[kind])
@@ -311,6 +342,8 @@ def _probe(data: bytes, limits: VideoLimits) -> _Probe:
     if len(data) > limits.max_bytes:
         raise TooLarge(f"the video is {len(data)} bytes; the limit is {limits.max_bytes}")
     kind = sniff_video_container(data)
+    if kind in ("webm", "matroska") and _matroska_truncated(data):
+        raise CorruptMedia("the media is truncated")
     with _open(data, kind) as ic:
         vs = _video_stream(ic)
         codec = vs.codec_context.name if vs.codec_context is not None else ""
@@ -333,7 +366,7 @@ def _probe(data: bytes, limits: VideoLimits) -> _Probe:
             raise _too_long(max(header_s), limits)
         rate = vs.average_rate or vs.guessed_rate
         has_audio = _audio_stream(ic) is not None
-        frames, start, end, frame_ticks = _scan(ic, vs, time_base, rate, limits)
+        frames, start, end, frame_ticks = _scan(ic, vs, time_base, rate, limits, len(data))
     duration_s = float((end - start) * time_base)
     fps = float(rate) if rate else (frames / duration_s if duration_s > 0 else 0.0)
     orientation = _first_frame_orientation(data, kind, limits)
@@ -358,31 +391,31 @@ def _scan(
     time_base: Fraction,
     rate: Fraction | None,
     limits: VideoLimits,
+    size: int,
 ) -> tuple[int, int, int, int]:
     """Demux (never decode) the packets: video frame count, first pts, end pts, frame ticks.
 
     The audio stream's packets are read too, only to notice a truncated or damaged file: a
-    packet cut short by the end of the data, or fewer packets than the index lists.
+    packet cut short by the end of the data, or an index entry (MP4 sample table, Matroska cues)
+    pointing past the ``size`` bytes there are. The index is the reference, not the header's
+    sample count: an edit list can legitimately leave samples out of the index.
     """
     audio = _audio_stream(ic)
-    audio_total = 0
+    streams = (vs, audio) if audio is not None else (vs,)
     max_ticks = (limits.max_duration_s + _DURATION_SLACK_S) / time_base
     nominal = round(1 / (rate * time_base)) if rate else 0
     count = 0
-    total = 0
     start: int | None = None
     end: int | None = None
     stamps: list[int] = []
     try:
-        for packet in ic.demux(*((vs, audio) if audio is not None else (vs,))):
+        for packet in ic.demux(*streams):
             if packet.size == 0:  # the flush packets PyAV yields at the end
                 continue
             if packet.is_corrupt:
                 raise CorruptMedia("the media data is truncated or damaged")
             if packet.stream is not vs:
-                audio_total += 1
                 continue
-            total += 1
             if packet.is_discard:  # trimmed by an edit list: decoded, never shown
                 continue
             count += 1
@@ -401,7 +434,7 @@ def _scan(
         raise CorruptMedia("the video data could not be demuxed") from exc
     if count == 0 or start is None or end is None:
         raise CorruptMedia("the video stream has no frames")
-    if (vs.frames and total < vs.frames) or (audio and audio.frames and audio_total < audio.frames):
+    if any(entry.pos + entry.size > size for s in streams for entry in s.index_entries):
         raise CorruptMedia("the media is truncated")
     stamps.sort()
     deltas = [b - a for a, b in itertools.pairwise(stamps) if b > a]

@@ -157,6 +157,14 @@ def identity(index: int, t: float, frame: NDArray[np.uint8]) -> NDArray[np.uint8
     return frame
 
 
+SMALL_CLIPS = {
+    "mp4": make_clip(frames=8, width=96, height=64),
+    "webm": make_clip(
+        fmt="webm", codec="libvpx-vp9", audio="libopus", frames=8, width=96, height=64
+    ),
+}
+
+
 @pytest.fixture(scope="module")
 def mp4_clip() -> bytes:
     return make_clip(metadata=PRIVATE_METADATA)
@@ -531,6 +539,31 @@ def test_truncated_webm() -> None:
         transform_video(data[:40], identity)
 
 
+@pytest.mark.parametrize("keep", [0.3, 0.5, 0.71875, 0.9, 0.99])
+def test_truncated_webm_with_audio(keep: float) -> None:
+    """The Segment's declared size gives a cut Matroska file away (found by hypothesis)."""
+    data = SMALL_CLIPS["webm"]
+    with pytest.raises(CorruptMedia):
+        transform_video(data[: int(keep * len(data))], identity)
+
+
+def test_live_webm_with_unknown_sizes_is_accepted() -> None:
+    """Browser MediaRecorder files declare no sizes: nothing to check, and they must work."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="webm", options={"live": "1"}) as out:
+        stream = out.add_stream("libvpx-vp9", rate=24, options=FAST_OPTIONS["libvpx-vp9"])
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(pattern(i, 96, 64), format="bgr24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    data = buf.getvalue()
+    segment_size = data[data.index(b"\x18\x53\x80\x67") + 4]
+    assert segment_size == 0x01  # an 8-byte size follows: unknown (all ones)
+    assert probe_video(transform_video(data, identity)).frames == 10
+
+
 def test_audio_only_file_is_refused() -> None:
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as out:
@@ -560,14 +593,6 @@ def test_iter_frames_matches_probe(mp4_clip: bytes) -> None:
     assert [i for i, _, _ in items] == list(range(info.frames))
     assert all(f.shape == (240, 320, 3) and f.dtype == np.uint8 for _, _, f in items)
     assert items[-1][1] == pytest.approx(47 / 24)
-
-
-SMALL_CLIPS = {
-    "mp4": make_clip(frames=8, width=96, height=64),
-    "webm": make_clip(
-        fmt="webm", codec="libvpx-vp9", audio="libopus", frames=8, width=96, height=64
-    ),
-}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
