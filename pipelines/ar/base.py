@@ -114,6 +114,22 @@ def number(
     return float(value)
 
 
+D = TypeVar("D")
+
+
+def strengths(effect: str, params: Mapping[str, Any], cls: type[D]) -> D:
+    """Params of a dataclass whose fields are all strengths from 0 to 1 (its defaults when
+    absent); unknown fields are refused."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    check_fields(effect, params, [f.name for f in fields])
+    values: dict[str, float] = {}
+    for f in fields:
+        if not isinstance(f.default, float):
+            raise TypeError(f"{cls.__name__}.{f.name} needs a float default")
+        values[f.name] = number(effect, params, f.name, f.default, 0.0, 1.0)
+    return cls(**values)
+
+
 def choice(
     effect: str, params: Mapping[str, Any], field: str, options: Sequence[str], default: str
 ) -> str:
@@ -133,4 +149,5 @@ __all__ = [
     "get_effect",
     "number",
     "register",
+    "strengths",
 ]

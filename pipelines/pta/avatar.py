@@ -34,7 +34,7 @@ from pipelines.faces.detector import Face
 from pipelines.media.image import encode_image
 from pipelines.pta import colour
 from pipelines.pta.geometry import FaceFrame, apply_affine, warp_crop, yaw_deg
-from pipelines.pta.render import RenderParams, cartoon, palette, palette_hex, smooth
+from pipelines.pta.render import RenderParams, cartoon, palette, palette_hex
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
@@ -152,7 +152,7 @@ def _describe(
 
     proportions, measured = _proportions(face, frame, lab, skin.lab, at, px_per_unit)
     render_matrix = frame.crop_matrix(config.crop_centre, config.crop_units, config.size)
-    centres = palette(smooth(crop, config.render), config.render)
+    centres = palette(crop, config.render)
     cx, cy = frame.to_image(*config.crop_centre)
     return {
         "index": index,

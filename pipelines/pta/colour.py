@@ -8,6 +8,7 @@ aligned crop, so it does not depend on the face's size or tilt in the photo.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,6 +82,7 @@ def lab_to_hex(lab: Sequence[float]) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
+@functools.cache
 def hex_to_lab(colour: str) -> Lab:
     """Lab of an sRGB ``#rrggbb``."""
     r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))

@@ -5,9 +5,10 @@ Three steps, each with its parameters recorded in the avatar spec (:class:`Rende
 1. *Smoothing*: ``passes`` rounds of a bilateral filter (edge-preserving: flattens skin and
    fabric texture, keeps the contours of eyes, mouth and hair).
 2. *Colour quantisation*: k-means (``colors`` clusters, Lloyd iterations from a deterministic
-   k-means++ seeding) in Lab on a 64x64 reduction of the smoothed crop; every pixel of the
-   full-size crop then takes the cluster centre nearest to its colour (looked up in a table of
-   32x32x32 colour bins). The centres are the avatar's palette.
+   k-means++ seeding) in Lab on a 64x64 area-averaged reduction of the crop (the reduction
+   averages texture away as the smoothing would); every pixel of the smoothed full-size crop
+   then takes the cluster centre nearest to its colour (looked up in a table of 32x32x32 colour
+   bins). The centres are the avatar's palette.
 3. *Outlines*: an adaptive mean threshold of the median-blurred grey image (pixels darker than
    their ``block_size`` neighbourhood by more than ``c`` levels), with specks smaller than
    ``min_speck`` pixels removed, drawn in the darkest palette colour, darkened further.
@@ -121,9 +122,9 @@ def _nearest_centre(samples: F32, centres: F32) -> NDArray[np.intp]:
     return cast(NDArray[np.intp], np.argmin(d, axis=1))
 
 
-def palette(smoothed: NDArray[np.uint8], params: RenderParams) -> F32:
-    """The Lab cluster centres of a smoothed crop, darkest first."""
-    small = cv2.resize(smoothed, (_PALETTE_SIDE, _PALETTE_SIDE), interpolation=cv2.INTER_AREA)
+def palette(crop: NDArray[np.uint8], params: RenderParams) -> F32:
+    """The Lab cluster centres of a crop (its area-averaged reduction), darkest first."""
+    small = cv2.resize(crop, (_PALETTE_SIDE, _PALETTE_SIDE), interpolation=cv2.INTER_AREA)
     centres = kmeans(to_lab(cast(NDArray[np.uint8], small)).reshape(-1, 3), params.colors)
     return centres[np.argsort(centres[:, 0], kind="stable")]
 
@@ -153,7 +154,7 @@ def cartoon(
     from the crop with :func:`palette` when not given."""
     smoothed = smooth(crop, params)
     if centres is None:
-        centres = palette(smoothed, params)
+        centres = palette(crop, params)
     labels = assign(smoothed, centres)
     centre_bgr = _lab_to_bgr(centres)
     out = centre_bgr[labels].reshape(crop.shape)

@@ -5,9 +5,10 @@ Params: ``smooth`` (0-1, default 0.6) and ``whiten`` (0-1, default 0.3).
 The mask is an ellipse as wide as the face box, from the brows to the chin (face units -0.55 to
 1.75, see :mod:`pipelines.pta.geometry`; rotated with the eye line), intersected with a
 skin-colour range in YCrCb (Cr 133-180, Cb 77-135), minus the eyes and the mouth (so they stay
-sharp), feathered. Smoothing is a bilateral filter (kernel 7.5 % of the face width) run on the face reduced to at
-most 120 pixels wide (so its cost does not grow with the photo) and scaled back: it keeps the low frequencies
-(shape, shading) and drops skin texture; the result is mixed in by ``smooth`` times the mask.
+sharp), feathered. Smoothing is a bilateral filter (kernel 7.5 % of the face width) run on the
+face reduced to at most 120 pixels wide (so its cost does not grow with the photo) and scaled
+back: it keeps the low frequencies (shape, shading) and drops skin texture; the result is mixed
+in by ``smooth`` times the mask.
 Whitening lifts the tones with a logarithmic curve, ``v' = 255 log(1 + (b - 1) v / 255) /
 log(b)`` with ``b = 1 + 3 whiten``, mixed in by the mask. No pixel farther than 10 % of the box's
 longer side from the box changes.
@@ -24,7 +25,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from pipelines.ar.base import Effect, Frame, check_fields, number, register
+from pipelines.ar.base import Effect, Frame, register, strengths
 from pipelines.ar.regions import blend, ellipse_mask, face_roi, to_uint8
 from pipelines.faces.detector import Face
 from pipelines.pta.geometry import FaceFrame
@@ -57,11 +58,7 @@ class Beautify(Effect[BeautifyParams]):
 
     def validate(self, params: Mapping[str, Any]) -> BeautifyParams:
         """``smooth`` and ``whiten``, numbers from 0 to 1."""
-        check_fields(self.name, params, ("smooth", "whiten"))
-        return BeautifyParams(
-            smooth=number(self.name, params, "smooth", BeautifyParams.smooth, 0.0, 1.0),
-            whiten=number(self.name, params, "whiten", BeautifyParams.whiten, 0.0, 1.0),
-        )
+        return strengths(self.name, params, BeautifyParams)
 
     def apply(self, frame: Frame, faces: Sequence[Face], params: BeautifyParams) -> Frame:
         """Smooth and whiten the skin of every face."""

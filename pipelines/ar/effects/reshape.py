@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from pipelines.ar.base import Effect, Frame, check_fields, number, register
+from pipelines.ar.base import Effect, Frame, register, strengths
 from pipelines.ar.regions import Roi, face_roi
 from pipelines.faces.detector import Face
 from pipelines.pta.geometry import FaceFrame
@@ -58,11 +58,7 @@ class Reshape(Effect[ReshapeParams]):
 
     def validate(self, params: Mapping[str, Any]) -> ReshapeParams:
         """``slim`` and ``eyes``, numbers from 0 to 1."""
-        check_fields(self.name, params, ("slim", "eyes"))
-        return ReshapeParams(
-            slim=number(self.name, params, "slim", ReshapeParams.slim, 0.0, 1.0),
-            eyes=number(self.name, params, "eyes", ReshapeParams.eyes, 0.0, 1.0),
-        )
+        return strengths(self.name, params, ReshapeParams)
 
     def apply(self, frame: Frame, faces: Sequence[Face], params: ReshapeParams) -> Frame:
         """Warp every face."""
