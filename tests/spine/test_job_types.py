@@ -98,7 +98,7 @@ def test_ar_png_in_png_out(embedded: Any, astronaut_jpeg: bytes) -> None:
         ({"effects": [{"effect": "sparkle"}]}, "unknown effect"),
         ({"effects": [{"effect": "beautify", "smooth": 3}]}, "beautify: smooth"),
         ({"effects": [{"effect": "lut", "cube": "LUT_3D_SIZE 2\n0 0 0\n"}]}, "lut: cube"),
-        ({}, "effects is required"),
+        ({"effects": None}, "effects must be a list"),
         ({"effects": [{"effect": "lut", "look": "warm"}], "quality": 0}, "quality"),
         ({"effects": [{"effect": "lut", "look": "warm"}], "speed": 2}, "unknown parameter"),
     ],
@@ -134,5 +134,7 @@ def test_ar_normalised_params() -> None:
     assert clean == {"effects": [{"effect": "reshape", "slim": 0.3, "eyes": 0.3}], "quality": 90}
     assert handler("ar").validate(clean) == clean
     assert handler("pta").validate({}) == {"max_faces": 20, "size": 512, "colors": 8}
+    default = handler("ar").validate({})["effects"]
+    assert [e["effect"] for e in default] == ["beautify", "sticker"]
     with pytest.raises(BadParams):
         handler("ar").validate({"effects": "beautify"})

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from pipelines.ar import apply_media, parse_chain
 from pipelines.errors import BadParams
 from worker.jobs.registry import JobHandler, JobOutcome, Output, Tools, register
+
+#: The chain when the params name none (what ``facemedia demo --job ar`` shows).
+DEFAULT_EFFECTS: Final = ({"effect": "beautify"}, {"effect": "sticker", "name": "glasses"})
 
 
 @register
@@ -17,17 +20,15 @@ class ArJob(JobHandler):
     name = "ar"
 
     def validate(self, params: Mapping[str, Any]) -> Mapping[str, Any]:
-        """Accepts ``effects`` (required: the chain, a list of ``{"effect": name, ...}``) and
-        ``quality`` (JPEG output quality, 1-100, default 90)."""
+        """Accepts ``effects`` (the chain, a list of ``{"effect": name, ...}``; default
+        :data:`DEFAULT_EFFECTS`) and ``quality`` (JPEG output quality, 1-100, default 90)."""
         unknown = set(params) - {"effects", "quality"}
         if unknown:
             raise BadParams(f"unknown parameter(s): {', '.join(sorted(unknown))}")
-        if "effects" not in params:
-            raise BadParams('effects is required, e.g. [{"effect": "beautify", "smooth": 0.7}]')
         quality = params.get("quality", 90)
         if not isinstance(quality, int) or isinstance(quality, bool) or not 1 <= quality <= 100:
             raise BadParams("quality must be an integer from 1 to 100")
-        chain = parse_chain(params["effects"])
+        chain = parse_chain(params.get("effects", DEFAULT_EFFECTS))
         return {"effects": chain.to_json(), "quality": quality}
 
     def run(self, media: bytes, params: Mapping[str, Any], tools: Tools) -> JobOutcome:
