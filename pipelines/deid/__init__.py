@@ -8,13 +8,14 @@ Operators (``pipelines.deid.operators``, one module each): ``blur``, ``pixelate`
 from pipelines.deid.align import AlignTransform, align_face, paste_back
 from pipelines.deid.api import (
     DEFAULT_PROFILE,
+    DEID_DETECT_THRESHOLD,
     DeidResult,
     DeidVideo,
     deidentify_image,
     deidentify_video,
     deidentify_video_detailed,
 )
-from pipelines.deid.gate import GateResult, residual_gate, residual_gate_video
+from pipelines.deid.gate import GateResult, at_threshold, residual_gate, residual_gate_video
 from pipelines.deid.operators.k_same import KSameBatchTooSmall, k_same, k_same_clusters
 from pipelines.deid.registry import (
     FaceAnnotation,
@@ -27,6 +28,7 @@ from pipelines.deid.registry import (
 
 __all__ = [
     "DEFAULT_PROFILE",
+    "DEID_DETECT_THRESHOLD",
     "AlignTransform",
     "DeidResult",
     "DeidVideo",
@@ -36,6 +38,7 @@ __all__ = [
     "Operator",
     "OperatorOutput",
     "align_face",
+    "at_threshold",
     "deidentify_image",
     "deidentify_video",
     "deidentify_video_detailed",

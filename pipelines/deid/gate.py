@@ -57,11 +57,19 @@ def _centerface(config: DetectorConfig) -> CenterFaceDetector:
     return CenterFaceDetector.load(config)
 
 
-def gate_detector(detector: FaceDetector, threshold: float) -> FaceDetector:
-    """The detector the gate runs: ``detector`` itself, or a CenterFace at ``threshold``."""
+def at_threshold(detector: FaceDetector, threshold: float) -> FaceDetector:
+    """``detector`` itself, or, for a CenterFace above ``threshold``, one at ``threshold`` with
+    the same settings otherwise (loaded once per process and settings)."""
     if isinstance(detector, CenterFaceDetector) and detector.config.threshold > threshold:
         return _centerface(dataclasses.replace(detector.config, threshold=threshold))
     return detector
+
+
+def gate_detector(
+    detector: FaceDetector, threshold: float = DEFAULT_GATE_THRESHOLD
+) -> FaceDetector:
+    """The detector the gate runs (:func:`at_threshold` at the gate's threshold)."""
+    return at_threshold(detector, threshold)
 
 
 def _faces(detector: FaceDetector, frame: NDArray[np.uint8], threshold: float) -> list[Face]:
@@ -119,6 +127,7 @@ __all__ = [
     "DEFAULT_GATE_THRESHOLD",
     "GateReason",
     "GateResult",
+    "at_threshold",
     "gate_detector",
     "residual_gate",
     "residual_gate_video",
