@@ -298,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"{args.scenes} scenes, {info['pasted']} faces pasted, {info['detected']} found by "
         f"CenterFace ({DEID_DETECT_THRESHOLD}) and de-identified ({info['spurious']} spurious "
-        f"detections); gallery of {N_IDENTITIES} identities, closest pair {info['gallery_min_distance']:.3f}, "
+        f"detections); gallery of {N_IDENTITIES} identities, closest pair "
+        f"{info['gallery_min_distance']:.3f}, "
         f"{info['gallery_pairs_below']}/{info['gallery_pairs']} pairs below {MATCH_DISTANCE}"
     )
     print()
