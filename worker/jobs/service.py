@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import structlog
 from sqlalchemy import CursorResult, Update, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from pipelines.errors import PipelineError
@@ -158,6 +159,11 @@ class JobService:
             self._release(job_id, token)
             exc.attempt = job.retries + 1
             raise
+        except (OperationalError, InterfaceError) as exc:
+            # The ledger is unreachable (e.g. PostgreSQL restarting): not the job's fault, and
+            # nothing can be recorded now. Retry; the lease lapses and the next delivery takes over.
+            log.warning("job.ledger_unavailable", job_id=job_id)
+            raise TransientJobError("the ledger is unavailable") from exc
         except Exception:
             log.exception("job.internal_error", job_id=job_id)
             self._discard_outputs(job_id)

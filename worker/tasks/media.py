@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 from celery import Task
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker.celery_app import app
 from worker.jobs.errors import JobNotFound, TransientJobError
@@ -37,10 +38,20 @@ class Step:
     leased_elsewhere: bool = False
 
 
-def run_once(container: Any, job_id: str) -> Step:
-    """Translate one delivery into a service call and its outcome."""
+def run_once(container: Any, job_id: str, attempt: int = 0) -> Step:
+    """Translate one delivery into a service call and its outcome.
+
+    ``attempt``: how many times this task was retried (for the backoff when the ledger itself
+    is unreachable, which the ledger cannot count).
+    """
     try:
         result = container.service.process(job_id)
+    except (OperationalError, InterfaceError):
+        # The ledger is down (a PostgreSQL restart): retry with backoff instead of letting the
+        # task fail, which would ack the message and strand the job.
+        log.warning("job.ledger_unavailable", job_id=job_id)
+        wait = backoff(min(attempt, 8), container.settings.retry_backoff_seconds)
+        return Step(job_id, "queued", retry_in=max(wait, 1.0))
     except JobNotFound:
         log.warning("job.unknown", job_id=job_id)  # not in this ledger: nothing to do
         return Step(job_id, "unknown")
@@ -57,7 +68,7 @@ def process(self: Task, job_id: str) -> dict[str, Any]:
     """Process one job by id."""
     from worker.bootstrap import get_container
 
-    step = run_once(get_container(), job_id)
+    step = run_once(get_container(), job_id, self.request.retries or 0)
     if step.retry_in is not None:
         raise self.retry(countdown=step.retry_in)
     return {"job_id": job_id, "status": step.status}
