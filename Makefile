@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast lint worker privacy-worker beat bench clean
+.PHONY: install demo test test-fast test-long lint worker privacy-worker beat bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The long reliability runs (>= 50 SIGKILLs, 1,000-job load, service restarts: these stop and
+# restart the local Redis and PostgreSQL). `make test` runs their bounded subset.
+test-long: install
+	FACEMEDIA_LONG=1 FACEMEDIA_RESTART_SERVICES=1 $(PY) -m pytest -q -s -m reliability
 
 test-fast: install
 	$(PY) -m pytest -q -m "not services and not slow"
