@@ -458,3 +458,22 @@ def test_video_keep_audio_and_a_weak_blur_caught(
     assert stream_kinds(out) == ["video", "audio"]
     gate = residual_gate_video(out, detector, 2)
     assert not gate.passed and gate.reason == "residual_face"
+
+
+def test_video_k_same_refuses_frames_with_fewer_than_k_faces(
+    face_clip: bytes, detector: CenterFaceDetector
+) -> None:
+    with pytest.raises(KSameBatchTooSmall):
+        deidentify_video(face_clip, detector, "k_same", {"k": 3})
+
+
+def test_registry_refuses_a_second_operator_of_the_same_name() -> None:
+    from pipelines.deid import register
+    from pipelines.deid.operators.mask import MaskOperator
+
+    class Impostor(MaskOperator):
+        pass
+
+    with pytest.raises(ValueError):
+        register(Impostor())
+    assert type(get_operator("mask")) is MaskOperator
