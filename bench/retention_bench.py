@@ -167,8 +167,8 @@ def main() -> None:
                 s3, bucket(), endpoint, db, count, verify
             )
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.kill()  # never mask the real error behind a slow shutdown
+        server.wait(timeout=30)
         with psycopg.connect(PG, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     raw = results["raw DeleteObjects loop (1000/call)"]
