@@ -46,8 +46,12 @@ def run_fuzz(seconds: int, report: Path) -> int:
         t = time.monotonic()
         proc = subprocess.run(
             [
-                sys.executable, "-m", "tests.fuzz.harness", target,
-                f"-max_total_time={seconds}", f"-artifact_prefix={ROOT}/bench/fuzz-{target}-",
+                sys.executable,
+                "-m",
+                "tests.fuzz.harness",
+                target,
+                f"-max_total_time={seconds}",
+                f"-artifact_prefix={ROOT}/bench/fuzz-{target}-",
             ],
             cwd=ROOT,
             capture_output=True,
@@ -70,7 +74,9 @@ def run_fuzz(seconds: int, report: Path) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="facemedia reliability runs")
-    parser.add_argument("what", nargs="?", default="quick", choices=[*TESTS, "fuzz", "all", "quick"])
+    parser.add_argument(
+        "what", nargs="?", default="quick", choices=[*TESTS, "fuzz", "all", "quick"]
+    )
     parser.add_argument("--seconds", type=int, default=300, help="fuzzing time per harness")
     parser.add_argument("--report", type=Path, default=ROOT / "bench" / "reliability-figures.jsonl")
     args = parser.parse_args()

@@ -121,10 +121,10 @@ def main(argv: list[str]) -> None:
 
     target, flags = argv[1], argv[2:]
     with atheris.instrument_imports():
-        import pipelines.media.image  # noqa: F401
+        import pipelines.media.image
         import pipelines.media.video  # noqa: F401
-        import worker.crypto.envelope  # noqa: F401
-        import worker.crypto.format  # noqa: F401
+        import worker.crypto.envelope
+        import worker.crypto.format
         import worker.crypto.stream  # noqa: F401
     if not any(not f.startswith("-") for f in flags):
         corpus = Path(tempfile.mkdtemp(prefix=f"fm-fuzz-{target}-"))

@@ -24,23 +24,60 @@ from tests.conftest import AMQP_URL, REGION, need, port_open
 from tests.workers import celery_worker
 
 LONG = os.environ.get("FACEMEDIA_LONG") == "1"
-REL_REDIS_URL = os.environ.get("FACEMEDIA_TEST_REL_REDIS", "redis://127.0.0.1:6379/11")
-REL_VHOST = "facemedia-rel"
+REDIS_BASE = os.environ.get("FACEMEDIA_TEST_REL_REDIS", "redis://127.0.0.1:6379")
+# Redis dbs the harness may take; each run leases one (SET NX with expiry), so two runs of this
+# suite at once (a developer's and a CI job's) never share a queue. 7 and 13 belong to others.
+REDIS_DBS = (10, 11, 12, 14, 15)
+LOCK = "facemedia:reliability:lease"
+_leased: dict[str, str] = {}
+
+
+def rel_redis_url() -> str:
+    """This run's own Redis db (leased for the session, released at exit)."""
+    if "redis" in _leased:
+        return _leased["redis"]
+    import atexit
+
+    import redis
+
+    for db in REDIS_DBS:
+        url = f"{REDIS_BASE}/{db}"
+        client = redis.Redis.from_url(url)
+        if client.set(LOCK, str(os.getpid()), nx=True, ex=4 * 3600):
+            _leased["redis"] = url
+            atexit.register(lambda c=client: c.delete(LOCK))
+            return url
+    pytest.skip("every Redis db of the reliability harness is leased by another run")
 
 
 def amqp_url() -> str:
-    """The harness's own vhost when it exists (created by ``rabbitmqctl add_vhost``), else the
-    default one from tests/conftest.py."""
-    scheme, rest = AMQP_URL.split("://", 1)
-    url = f"{scheme}://{rest.split('/', 1)[0]}/{REL_VHOST}"
-    try:
-        import kombu
+    """A vhost of this run's own (created and deleted with rabbitmqctl when it is available),
+    else the default one from tests/conftest.py."""
+    if "amqp" in _leased:
+        return _leased["amqp"]
+    import atexit
+    import shutil
 
-        with kombu.Connection(url, connect_timeout=3) as conn:
-            conn.ensure_connection(max_retries=1)
-        return url
-    except Exception:
-        return AMQP_URL
+    vhost = f"facemedia-rel-{os.getpid()}"
+    scheme, rest = AMQP_URL.split("://", 1)
+    url = AMQP_URL
+    ctl = shutil.which("rabbitmqctl")
+    if ctl:
+        made = subprocess.run([ctl, "add_vhost", vhost], capture_output=True, timeout=60)
+        perms = subprocess.run(
+            [ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+            capture_output=True,
+            timeout=60,
+        )
+        if made.returncode == 0 and perms.returncode == 0:
+            url = f"{scheme}://{rest.split('/', 1)[0]}/{vhost}"
+            atexit.register(
+                lambda: subprocess.run(
+                    [ctl, "delete_vhost", vhost], capture_output=True, timeout=60
+                )
+            )
+    _leased["amqp"] = url
+    return url
 
 
 def purge_broker(url: str) -> None:
@@ -48,7 +85,11 @@ def purge_broker(url: str) -> None:
     if url.startswith("redis"):
         import redis
 
-        redis.Redis.from_url(url).flushdb()
+        client = redis.Redis.from_url(url)
+        owner = client.get(LOCK)
+        client.flushdb()
+        if owner is not None:
+            client.set(LOCK, owner, ex=4 * 3600)
         return
     import kombu
 
@@ -69,7 +110,7 @@ def rel_broker(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     """(name, url) of a real broker, emptied first."""
     port = BROKERS[request.param]
     need(request.param, port_open("127.0.0.1", port), f"nothing listens on 127.0.0.1:{port}")
-    url = REL_REDIS_URL if request.param == "redis" else amqp_url()
+    url = rel_redis_url() if request.param == "redis" else amqp_url()
     purge_broker(url)
     yield request.param, url
     purge_broker(url)

@@ -38,7 +38,9 @@ KILLS = 26 if LONG else 3
 MAX_DELIVERIES = 5
 
 
-def _victim(container: Any, job_ids: list[str], after: datetime) -> tuple[str, int, datetime] | None:
+def _victim(
+    container: Any, job_ids: list[str], after: datetime
+) -> tuple[str, int, datetime] | None:
     """A job being processed right now by the live worker: claimed after ``after`` (the last
     kill or restart), at least 0.3 s ago, with deliveries to spare before the poison limit."""
     from worker.ledger.models import Job
@@ -62,7 +64,43 @@ def _queued(container: Any, job_ids: list[str]) -> int:
     from worker.ledger.models import Job
 
     with container.db.session() as s:
-        return len(list(s.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.status == "queued"))))
+        return len(
+            list(s.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.status == "queued")))
+        )
+
+
+def _diagnose(container: Any, job_ids: list[str], url: str) -> dict[str, Any]:
+    """Where the unfinished jobs are: ledger state, and on Redis whether a message naming the
+    job is in the queue or in the unacked hash."""
+    from worker.ledger.models import Job
+
+    with container.db.session() as s:
+        open_jobs = {
+            j.id: (j.status, j.deliveries, j.retries)
+            for j in s.scalars(
+                select(Job).where(Job.id.in_(job_ids), Job.status.in_(("queued", "processing")))
+            )
+        }
+    found: dict[str, Any] = {"ledger": open_jobs}
+    if url.startswith("redis"):
+        import redis
+
+        r = redis.Redis.from_url(url)
+        queue = b"".join(r.lrange("media", 0, -1))
+        unacked = b"".join(r.hvals("unacked"))
+        found["llen"] = r.llen("media")
+        found["unacked"] = r.hlen("unacked")
+        found["where"] = {
+            j: (
+                "queue"
+                if j.encode() in queue
+                else "unacked"
+                if j.encode() in unacked
+                else "nowhere"
+            )
+            for j in open_jobs
+        }
+    return found
 
 
 @pytest.mark.timeout(3600 if LONG else 420)
@@ -113,7 +151,7 @@ def test_sigkill_mid_job_every_job_finishes_once(
                 victim = _victim(container, job_ids, after)
                 if victim is None:
                     time.sleep(0.05)
-            assert victim is not None, ("no job to kill", worker.logs()[-3000:])
+            assert victim is not None, ("no job to kill", _diagnose(container, job_ids, url))
             job_id, deliveries, started_at = victim
             t_kill = datetime.now(UTC)
             if mode == "child":
@@ -127,12 +165,14 @@ def test_sigkill_mid_job_every_job_finishes_once(
                 _, d, s = job_row(container, job_id)
                 return d > d0 and s is not None and s > t_kill
 
-            assert wait_for(redelivered, timeout=120, interval=0.05), (mode, job_id, worker.logs()[-4000:])
+            assert wait_for(redelivered, timeout=120, interval=0.05), (
+                mode,
+                job_id,
+                worker.logs()[-4000:],
+            )
             _, d1, s1 = job_row(container, job_id)
             assert s1 is not None
-            kills.append(
-                {"mode": mode, "job": job_id, "seconds": (s1 - t_kill).total_seconds()}
-            )
+            kills.append({"mode": mode, "job": job_id, "seconds": (s1 - t_kill).total_seconds()})
             worker.wait_children()
 
         def done() -> bool:
@@ -167,9 +207,7 @@ def test_sigkill_mid_job_every_job_finishes_once(
     lines = assert_logs_clean(logs, [subject])
     assert lines > 0
 
-    by_mode = {
-        m: sorted(k["seconds"] for k in kills if k["mode"] == m) for m in ("child", "whole")
-    }
+    by_mode = {m: sorted(k["seconds"] for k in kills if k["mode"] == m) for m in ("child", "whole")}
     figures = {
         m: {
             "kills": len(v),

@@ -13,10 +13,10 @@ from tests.conftest import need, port_open
 from tests.reliability.checks import assert_exactly_once, report
 from tests.reliability.conftest import (
     LONG,
-    REL_REDIS_URL,
     Worker,
     distributed_settings,
     purge_broker,
+    rel_redis_url,
 )
 from tests.reliability.fault_proxy import FaultProxy
 from tests.workers import wait_for
@@ -35,8 +35,8 @@ def test_all_jobs_complete_through_a_faulty_s3(
     from worker.settings import load_settings
 
     need("redis", port_open("127.0.0.1", 6379), "nothing listens on 127.0.0.1:6379")
-    purge_broker(REL_REDIS_URL)
-    direct = distributed_settings(REL_REDIS_URL, pg_url, s3_bucket, moto_endpoint, tmp_path / "var")
+    purge_broker(rel_redis_url())
+    direct = distributed_settings(pg_url, s3_bucket, moto_endpoint, tmp_path / "var")
     container = Container(load_settings(**direct))  # the submitting side talks to S3 directly
     container.db.migrate()
     (tmp_path / "logs").mkdir()

@@ -17,7 +17,7 @@ import pytest
 
 from tests.fixtures.hostile.build import Case, cases
 from tests.reliability.checks import report
-from tests.reliability.conftest import REL_REDIS_URL, Worker, distributed_settings, purge_broker
+from tests.reliability.conftest import Worker, distributed_settings, purge_broker, rel_redis_url
 from tests.workers import wait_for
 
 pytestmark = pytest.mark.reliability
@@ -143,12 +143,18 @@ def test_hostile_subset_through_a_real_worker_which_survives_with_bounded_memory
     from worker.settings import load_settings
 
     need("redis", port_open("127.0.0.1", 6379), "nothing listens on 127.0.0.1:6379")
-    purge_broker(REL_REDIS_URL)
+    purge_broker(rel_redis_url())
     by_name = {c.name: c for c in corpus}
     subset = [by_name[n] for n in SUBSET]
     settings = distributed_settings(
-        REL_REDIS_URL, pg_url, s3_bucket, moto_endpoint, tmp_path / "var", task_time_limit=60,
-        task_soft_time_limit=50, visibility_timeout=90,
+        rel_redis_url(),
+        pg_url,
+        s3_bucket,
+        moto_endpoint,
+        tmp_path / "var",
+        task_time_limit=60,
+        task_soft_time_limit=50,
+        visibility_timeout=90,
     )
     container = Container(load_settings(**settings))
     container.db.migrate()

@@ -18,10 +18,10 @@ from tests.conftest import need, port_open
 from tests.reliability.checks import assert_exactly_once, report
 from tests.reliability.conftest import (
     LONG,
-    REL_REDIS_URL,
     Worker,
     distributed_settings,
     purge_broker,
+    rel_redis_url,
 )
 from tests.workers import wait_for
 
@@ -44,9 +44,9 @@ def test_jobs_through_two_workers_none_lost(
     from worker.settings import load_settings
 
     need("redis", port_open("127.0.0.1", 6379), "nothing listens on 127.0.0.1:6379")
-    purge_broker(REL_REDIS_URL)
+    purge_broker(rel_redis_url())
     settings = distributed_settings(
-        REL_REDIS_URL,
+        rel_redis_url(),
         pg_url,
         s3_bucket,
         moto_endpoint,

@@ -66,7 +66,9 @@ def test_a_job_that_kills_its_worker_every_time_fails_worker_lost(
 
         def ended() -> bool:
             states = [container.service.status(j) for j in [poison, *others]]
-            return all(s["status"] in ("failed", "succeeded") and s["original_deleted"] for s in states)
+            return all(
+                s["status"] in ("failed", "succeeded") and s["original_deleted"] for s in states
+            )
 
         assert wait_for(ended, timeout=60), worker.logs()[-3000:]
     finally:

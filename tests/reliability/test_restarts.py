@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import need, port_open
 from tests.reliability.checks import assert_exactly_once, report
-from tests.reliability.conftest import REL_REDIS_URL, Worker, distributed_settings, purge_broker
+from tests.reliability.conftest import Worker, distributed_settings, purge_broker, rel_redis_url
 from tests.workers import wait_for
 
 pytestmark = [
@@ -31,9 +31,22 @@ pytestmark = [
 ]
 
 REDIS_START = [
-    "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
-    "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",
-    "--logfile", "/var/log/redis/ci.log",
+    "redis-server",
+    "--daemonize",
+    "yes",
+    "--bind",
+    "127.0.0.1",
+    "-::1",
+    "--port",
+    "6379",
+    "--save",
+    "",
+    "--appendonly",
+    "no",
+    "--dir",
+    "/var/lib/redis",
+    "--logfile",
+    "/var/log/redis/ci.log",
 ]
 JOBS = 40
 
@@ -64,14 +77,16 @@ def _restart_postgres(down_s: float) -> float:
     t = time.monotonic()
     subprocess.run(
         ["pg_ctlcluster", "--skip-systemctl-redirect", version, name, "stop", "-m", "fast"],
-        check=False, timeout=60,
+        check=False,
+        timeout=60,
     )
     try:
         time.sleep(down_s)
     finally:
         subprocess.run(
             ["pg_ctlcluster", "--skip-systemctl-redirect", version, name, "start"],
-            check=True, timeout=60,
+            check=True,
+            timeout=60,
         )
         assert wait_for(lambda: port_open("127.0.0.1", 5432), timeout=30)
     return time.monotonic() - t
@@ -86,10 +101,15 @@ def test_a_service_restart_mid_run_loses_nothing(
     from worker.settings import load_settings
 
     need("redis", port_open("127.0.0.1", 6379), "nothing listens on 127.0.0.1:6379")
-    purge_broker(REL_REDIS_URL)
+    purge_broker(rel_redis_url())
     settings = distributed_settings(
-        REL_REDIS_URL, pg_url, s3_bucket, moto_endpoint, tmp_path / "var",
-        task_time_limit=60, task_soft_time_limit=50, visibility_timeout=90,
+        pg_url,
+        s3_bucket,
+        moto_endpoint,
+        tmp_path / "var",
+        task_time_limit=60,
+        task_soft_time_limit=50,
+        visibility_timeout=90,
     )
     container = Container(load_settings(**settings))
     container.db.migrate()
@@ -105,7 +125,9 @@ def test_a_service_restart_mid_run_loses_nothing(
         ]
 
         def ended() -> int:
-            return sum(container.service.status(j)["status"] in ("succeeded", "failed") for j in job_ids)
+            return sum(
+                container.service.status(j)["status"] in ("succeeded", "failed") for j in job_ids
+            )
 
         assert wait_for(lambda: ended() >= 4, timeout=120)
         outage = _restart_redis(5) if service == "redis" else _restart_postgres(5)
@@ -115,7 +137,9 @@ def test_a_service_restart_mid_run_loses_nothing(
                 states = [container.service.status(j) for j in job_ids]
             except Exception:  # the test's own pool reconnecting
                 return False
-            return all(s["status"] in ("succeeded", "failed") and s["original_deleted"] for s in states)
+            return all(
+                s["status"] in ("succeeded", "failed") and s["original_deleted"] for s in states
+            )
 
         finished = wait_for(done, timeout=600, interval=1.0)
         statuses = [container.service.status(j) for j in job_ids]
