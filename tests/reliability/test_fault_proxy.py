@@ -36,7 +36,9 @@ def test_all_jobs_complete_through_a_faulty_s3(
 
     need("redis", port_open("127.0.0.1", 6379), "nothing listens on 127.0.0.1:6379")
     purge_broker(rel_redis_url())
-    direct = distributed_settings(pg_url, s3_bucket, moto_endpoint, tmp_path / "var")
+    direct = distributed_settings(
+        rel_redis_url(), pg_url, s3_bucket, moto_endpoint, tmp_path / "var"
+    )
     container = Container(load_settings(**direct))  # the submitting side talks to S3 directly
     container.db.migrate()
     (tmp_path / "logs").mkdir()

@@ -103,6 +103,7 @@ def test_a_service_restart_mid_run_loses_nothing(
     need("redis", port_open("127.0.0.1", 6379), "nothing listens on 127.0.0.1:6379")
     purge_broker(rel_redis_url())
     settings = distributed_settings(
+        rel_redis_url(),
         pg_url,
         s3_bucket,
         moto_endpoint,
