@@ -11,6 +11,7 @@ Anything else escapes the harness, and atheris reports it as a crash with the in
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sys
 import tempfile
@@ -52,24 +53,18 @@ def image_one(data: bytes) -> None:
     from pipelines.media.image import ImageLimits
 
     limits = ImageLimits(max_pixels=4_000_000, max_side=4096)
-    try:
+    with contextlib.suppress(PipelineError):
         probe_image(data)
-    except PipelineError:
-        pass
-    try:
+    with contextlib.suppress(PipelineError):
         decode_image(data, limits)
-    except PipelineError:
-        pass
 
 
 def video_one(data: bytes) -> None:
     from pipelines.errors import PipelineError
     from pipelines.media.video import VideoLimits, probe_video
 
-    try:
+    with contextlib.suppress(PipelineError):
         probe_video(data, VideoLimits(max_duration_s=10.0, max_frames=600))
-    except PipelineError:
-        pass
 
 
 _ENV: tuple[Any, bytes] | None = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import threading
 from collections import Counter
@@ -171,10 +172,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args: Any = parser.parse_args(argv)
     with FaultProxy(args.upstream, args.rate, args.faults.split(","), port=args.port) as proxy:
         print(f"fault proxy on {proxy.url} -> {args.upstream} (rate {args.rate})", flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
         print(dict(proxy.injected))
 
 

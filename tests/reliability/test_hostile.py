@@ -8,6 +8,7 @@ stays bounded.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -170,10 +171,8 @@ def test_hostile_subset_through_a_real_worker_which_survives_with_bounded_memory
         def sample() -> None:
             while not stop.wait(0.05):
                 for pid in worker.children():
-                    try:
+                    with contextlib.suppress(psutil.NoSuchProcess):
                         peak["rss"] = max(peak["rss"], psutil.Process(pid).memory_info().rss)
-                    except psutil.NoSuchProcess:
-                        pass
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()

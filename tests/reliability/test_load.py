@@ -32,7 +32,7 @@ JOBS = 1000 if LONG else 40
 
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 @pytest.mark.timeout(3600 if LONG else 300)

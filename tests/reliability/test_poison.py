@@ -55,13 +55,16 @@ def test_a_job_that_kills_its_worker_every_time_fails_worker_lost(
             status, deliveries, _ = job_row(container, poison)
             if status in ("failed", "succeeded"):
                 break
-            if status == "processing" and deliveries not in killed_at:
-                if deliveries <= MAX_DELIVERIES:
-                    time.sleep(0.2)  # let it get into the pipeline
-                    worker.kill_child()
-                    kills += 1
-                    killed_at.add(deliveries)
-                    worker.wait_children()
+            if (
+                status == "processing"
+                and deliveries not in killed_at
+                and deliveries <= MAX_DELIVERIES
+            ):
+                time.sleep(0.2)  # let it get into the pipeline
+                worker.kill_child()
+                kills += 1
+                killed_at.add(deliveries)
+                worker.wait_children()
             time.sleep(0.02)
 
         def ended() -> bool:
