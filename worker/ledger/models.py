@@ -19,6 +19,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -124,6 +125,14 @@ class StoredObject(Base):
     __tablename__ = "objects"
     __table_args__ = (
         Index("ix_objects_due", "deleted_at", "expires_at"),
+        # Live objects in key order: the sweep claims a batch of neighbouring due keys without
+        # sorting (or walking past) the rows already deleted.
+        Index(
+            "ix_objects_live_key",
+            "key",
+            postgresql_where=text("deleted_at IS NULL"),
+            sqlite_where=text("deleted_at IS NULL"),
+        ),
         Index("ix_objects_job", "job_id"),
     )
 
