@@ -64,11 +64,15 @@ def test_sigterm_mid_job(
         assert window <= stopped_after < window + 15, stopped_after
     else:
         assert stopped_after < window + 20, stopped_after
-        assert all(after_stop[j]["status"] == "processing" for j in big), after_stop
+        # Each big job either finished inside the window or was handed back half-way; at least
+        # one must have been handed back, or this run did not test the hand-back.
+        assert all(after_stop[j]["status"] in ("processing", "succeeded") for j in big), after_stop
+        handed = [j for j in big if after_stop[j]["status"] == "processing"]
+        assert handed, after_stop
         with container.db.session() as s:  # nothing recorded for the cancelled runs
             assert not s.scalars(
                 select(StoredObject).where(
-                    StoredObject.job_id.in_(big), StoredObject.object_class == "output"
+                    StoredObject.job_id.in_(handed), StoredObject.object_class == "output"
                 )
             ).all()
 
@@ -94,7 +98,7 @@ def test_sigterm_mid_job(
 
     final = {j: status(j) for j in jobs}
     if expect == "handed_back":
-        assert all(final[j]["deliveries"] == 2 for j in big), final
+        assert all(final[j]["deliveries"] == (2 if j in handed else 1) for j in big), final
     else:
         assert all(final[j]["deliveries"] == 1 for j in big), final
     assert all(final[j]["faces"] == 1 for j in jobs)
