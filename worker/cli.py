@@ -302,6 +302,15 @@ ContextOpt = Annotated[
 ]
 
 
+def _crypto_setup(src: Path, context: list[str]) -> tuple[Any, dict[str, str]]:
+    """The container and the parsed context; refuses a missing input before any key work."""
+    container = _container()
+    ctx = _context(context)
+    if not src.is_file():
+        raise _fail("input file not found", 2)
+    return container, ctx
+
+
 @crypto_app.command("encrypt")
 def crypto_encrypt(
     src: Path,
@@ -312,10 +321,7 @@ def crypto_encrypt(
     """Encrypt SRC to DST under SUBJECT's key, binding the context."""
     from worker.crypto import CryptoError
 
-    container = _container()
-    ctx = _context(context)
-    if not src.is_file():
-        raise _fail("input file not found", 2)
+    container, ctx = _crypto_setup(src, context)
     try:
         ref = container.subjects.ensure(subject)
         with src.open("rb") as fin, _atomic_file(dst) as fout:
@@ -334,10 +340,7 @@ def crypto_decrypt(
     """Decrypt SRC to DST; fails (and leaves no DST) on any tampering or wrong context/subject."""
     from worker.crypto import CryptoError, DecryptError, Envelope
 
-    container = _container()
-    ctx = _context(context)
-    if not src.is_file():
-        raise _fail("input file not found", 2)
+    container, ctx = _crypto_setup(src, context)
     try:
         ref = container.subjects.find(subject)
         with src.open("rb") as fin:
