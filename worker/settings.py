@@ -55,6 +55,18 @@ class RetentionSettings(BaseModel):
         return parse_ttl(str(getattr(self, field)))
 
 
+class ResearchSettings(BaseModel):
+    """Research sampling and dataset releases (see docs/PRIVACY.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sample_rate: float = Field(default=0.1, ge=0.0, le=1.0)
+    operator: str = "mask"
+    k_same_k: int = Field(default=5, ge=2, le=64)
+    release_k: int = Field(default=5, ge=1)
+    shard_samples: int = Field(default=256, ge=1)
+
+
 class Settings(BaseSettings):
     """Every knob of the worker; see config/default.toml for what each one means."""
 
@@ -93,6 +105,7 @@ class Settings(BaseSettings):
     retry_backoff_seconds: float = Field(default=2.0, ge=0)
     max_deliveries: int = Field(default=5, ge=1)
     retention: RetentionSettings = Field(default_factory=lambda: RetentionSettings())
+    research: ResearchSettings = Field(default_factory=lambda: ResearchSettings())
     sweep_batch: int = Field(default=1000, ge=1, le=1000)
     sweep_lock_seconds: int = Field(default=600, ge=10)
     orphan_grace: str = "24h"

@@ -19,6 +19,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -201,4 +202,85 @@ class Revocation(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"), unique=True, nullable=False)
     reason: Mapped[str] = mapped_column(String(32), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+
+
+class ResearchSample(Base):
+    """A de-identified research sample (object class ``research``), kept only with consent.
+
+    Linked to its subject only through the ledger's opaque subject id (itself keyed by an HMAC of
+    the upstream id), so erasure and withdrawal find it. ``quasi`` holds the quasi-identifiers
+    generalized at capture (age band, province, device family, capture month), nothing finer.
+    """
+
+    __tablename__ = "research_samples"
+    __table_args__ = (Index("ix_research_samples_subject", "subject_id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    object_id: Mapped[str] = mapped_column(ForeignKey("objects.id"), unique=True, nullable=False)
+    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"), nullable=False)
+    # The job whose original it was derived from: one sample per job (idempotent capture).
+    source_job_id: Mapped[str | None] = mapped_column(String(40), unique=True, nullable=True)
+    media_kind: Mapped[str] = mapped_column(String(8), nullable=False)
+    operator: Mapped[str] = mapped_column(String(32), nullable=False)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    faces: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    gate: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    quasi: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+
+
+class StagedFace(Base):
+    """A job's encrypted, aligned face material (object class ``staging``) waiting for a k-Same
+    batch of at least k subjects; deleted when its batch is written or its TTL ends."""
+
+    __tablename__ = "staged_faces"
+    __table_args__ = (Index("ix_staged_faces_batch", "batch_id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    object_id: Mapped[str] = mapped_column(ForeignKey("objects.id"), unique=True, nullable=False)
+    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"), nullable=False)
+    source_job_id: Mapped[str | None] = mapped_column(String(40), unique=True, nullable=True)
+    media_kind: Mapped[str] = mapped_column(String(8), nullable=False)
+    quasi: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    batch_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    claim_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+
+
+class Release(Base):
+    """A research dataset release: its own data key and pseudonym key, both wrapped by a KEK."""
+
+    __tablename__ = "releases"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    k_requested: Mapped[int] = mapped_column(Integer, nullable=False)
+    k_achieved: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    sample_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    suppressed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    operator: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    keyring_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    kek_version: Mapped[str] = mapped_column(String(255), nullable=False)
+    wrapped_data_key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    wrapped_pseudonym_key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    manifest_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    published_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class ReleaseGrant(Base):
+    """A researcher's access to a release: the release key wrapped to their X25519 public key
+    (the wrapped key itself is an object in the store; here only the key's fingerprint)."""
+
+    __tablename__ = "release_grants"
+    __table_args__ = (UniqueConstraint("release_id", "fingerprint"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"), nullable=False)
+    fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)

@@ -43,5 +43,12 @@ TABLE_POLICY: dict[str, str] = {
     "audit_log": "event names and opaque ids: no personal data (audit policy)",
     "locks": "sweep lock: no personal data",
     "revocations": "opaque subject id of a consent withdrawal: kept while releases exist",
+    "research_samples": "opaque subject id, generalized quasi-identifiers (age band, province, "
+    "device family, month): deleted with the sample (research TTL, withdrawal, erasure)",
+    "staged_faces": "opaque subject id and generalized quasi-identifiers of a staged k-Same crop: "
+    "deleted when its batch is written or its staging TTL ends",
+    "releases": "release ids, counts and wrapped release keys: no personal data; kept until "
+    "revoked",
+    "release_grants": "fingerprints of researchers' public keys: no personal data of subjects",
     "alembic_version": "schema revision: no personal data",
 }
