@@ -114,6 +114,9 @@ class Job(Base):
     lease_token: Mapped[str | None] = mapped_column(String(40), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Quasi-identifiers generalized at submit (age band, province, device family), kept only with
+    # research consent and only until the job ends (then on its research sample, if any).
+    quasi: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

@@ -1,0 +1,26 @@
+"""jobs.quasi: a job's quasi-identifiers, generalized at submit (cleared when the job ends)
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-11-29 03:45:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0006"
+down_revision: str | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("quasi", sa.JSON(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("quasi")
