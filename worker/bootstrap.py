@@ -182,7 +182,15 @@ class Container:
     @cached_property
     def rights(self) -> SubjectRights:
         """Erasure, export, consent withdrawal, legal holds."""
-        return SubjectRights(self.db, self.vault, self.subject_keys, self.deleter)
+        return SubjectRights(
+            self.db,
+            self.vault,
+            self.subject_keys,
+            self.deleter,
+            on_consent_withdrawn=lambda subject_id: self.releases.on_consent_withdrawn(
+                subject_id
+            ),
+        )
 
     @cached_property
     def sweeper(self) -> Sweeper:
@@ -202,6 +210,47 @@ class Container:
             ),
             complete_erasures=self.rights.complete_pending_erasures,
         )
+
+    @cached_property
+    def releases(self) -> Any:
+        """Research dataset releases (``worker.research.release.ReleaseService``); a release
+        of several shards is fanned out as a Celery group unless the settings are eager."""
+        from worker.research.release import ReleaseConfig, ReleaseService
+        from worker.research.release.keys import SigningKeys
+
+        s = self.settings
+        return ReleaseService(
+            self.db,
+            self.store,
+            self.vault,
+            self.keyring,
+            SigningKeys(self.db, self.keyring),
+            self.deleter,
+            ReleaseConfig(
+                default_k=s.research.release_k,
+                shard_samples=s.research.shard_samples,
+                segment_size=s.segment_size,
+                max_sample_bytes=s.max_upload_bytes,
+            ),
+            fan_out=None if s.eager else self._release_fan_out,
+            finish_later=None if s.eager else self._release_finish_later,
+        )
+
+    def _release_fan_out(self, release_id: str, shards: int) -> None:
+        """Send the shard tasks of a release as one Celery group on the research queue."""
+        from celery import group
+
+        from worker.tasks.releases import BUILD_SHARD
+
+        group(
+            self.producer.signature(BUILD_SHARD, args=[release_id, i], queue="research")
+            for i in range(shards)
+        ).apply_async()
+
+    def _release_finish_later(self, release_id: str) -> None:
+        from worker.tasks.releases import FINISH
+
+        self.producer.send_task(FINISH, args=[release_id], queue="research")
 
     def send(self, task: str, args: list[Any], queue: str) -> None:
         """Send a task by name; with no broker, run it here and now."""

@@ -102,7 +102,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "worker_send_task_events": False,
-        "imports": ["worker.tasks.media", "worker.tasks.privacy"],
+        "imports": ["worker.tasks.media", "worker.tasks.privacy", "worker.tasks.releases"],
         "beat_schedule": {
             "retention-sweep": {
                 "task": "facemedia.privacy.sweep",

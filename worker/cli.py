@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from worker.cli_research import research_app
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="facemedia worker tools")
 crypto_app = typer.Typer(no_args_is_help=True, help="Encrypt and decrypt files (envelope format)")
 keys_app = typer.Typer(no_args_is_help=True, help="Key management")
@@ -29,6 +31,7 @@ consent_app = typer.Typer(no_args_is_help=True, help="Research consent")
 hold_app = typer.Typer(no_args_is_help=True, help="Legal holds on a subject or a job")
 app.add_typer(consent_app, name="consent")
 app.add_typer(hold_app, name="hold")
+app.add_typer(research_app, name="research")
 
 out = Console()
 err = Console(stderr=True)

@@ -75,12 +75,16 @@ class SubjectRights:
         keys: SubjectKeys,
         deleter: Deleter,
         clock: Callable[[], datetime] = utcnow,
+        on_consent_withdrawn: Callable[[str], None] | None = None,
     ) -> None:
         self.db = db
         self.vault = vault
         self.keys = keys
         self.deleter = deleter
         self.clock = clock
+        # Refreshes the signed revocation lists of published releases (injected by the
+        # container, so this module does not import the release package).
+        self.on_consent_withdrawn = on_consent_withdrawn
 
     # ----- helpers -----------------------------------------------------------------------------
 
@@ -205,6 +209,8 @@ class SubjectRights:
             self._revoke(s, subject_id, "consent_withdrawn", t)
             audit.append(s, "subject.consent_withdrawn", subject_id)
         deleted, held = self._delete_unheld(subject_id, ("research", "staging"), "withdrawal")
+        if self.on_consent_withdrawn is not None:
+            self.on_consent_withdrawn(subject_id)
         return RightsResult(subject_id, "withdraw_consent", deleted, held, held > 0, already)
 
     # ----- holds -------------------------------------------------------------------------------

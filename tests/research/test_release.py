@@ -1,0 +1,574 @@
+"""Research releases: eligibility, k-anonymity, pseudonyms, encryption, grants, signatures,
+revocation, pull/verify/resume, the CLI, and the fan-out through a real celery worker.
+
+Samples are generated here (scikit-image's astronaut with the face masked, in colour variants),
+encrypted through the vault as class ``research``, with ResearchSample rows: the sampling code is
+not needed to test releases.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from worker.ids import new_id
+from worker.ledger.models import Release, ResearchSample, StoredObject
+from worker.ledger.subjects import Consent
+from worker.research.release import ReleaseError, ReleaseRequest
+from worker.research.release.kanon import QUASI, anonymize
+from worker.research.release.pull import pull, verify
+
+QUASI_POOL = [
+    {"age_band": "30-39", "region": "Zhejiang", "device_family": "ios", "capture_month": "2026-11"},
+    {"age_band": "30-39", "region": "Jiangsu", "device_family": "ios", "capture_month": "2026-10"},
+    {
+        "age_band": "20-29",
+        "region": "Beijing",
+        "device_family": "android",
+        "capture_month": "2026-11",
+    },
+    {
+        "age_band": "20-29",
+        "region": "Hebei",
+        "device_family": "android",
+        "capture_month": "2026-12",
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def sample_images() -> list[bytes]:
+    """De-identified images: the astronaut, face region masked, 128 px, in colour variants."""
+    import cv2
+    import numpy as np
+    from skimage import data
+
+    bgr = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    cv2.ellipse(bgr, (225, 125), (95, 120), 0, 0, 360, (128, 128, 128), -1)
+    small = cv2.resize(bgr, (128, 128), interpolation=cv2.INTER_AREA)
+    hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
+    out = []
+    for shift in range(0, 180, 12):
+        v = hsv.copy()
+        v[..., 0] = (v[..., 0].astype(np.int32) + shift) % 180
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(v, cv2.COLOR_HSV2BGR))
+        assert ok
+        out.append(bytes(buf))
+    return out
+
+
+@dataclass(frozen=True)
+class Population:
+    """Who is in the ledger: ledger subject ids by role."""
+
+    ok: list[str]
+    minor_no_guardian: str
+    minor_guardian: str
+    withdrawn: str
+    no_consent: str
+
+
+def add_sample(
+    container: Any, subject_ref: Any, image: bytes, quasi: dict[str, Any], op: str = "mask"
+) -> str:
+    """One research sample of a subject: encrypted object + rows."""
+    sample_id = new_id()
+    key = f"research/{sample_id}"
+    t = datetime.now(UTC)
+    object_id = new_id()
+    with container.db.session() as s:
+        s.add(
+            StoredObject(
+                id=object_id,
+                key=key,
+                object_class="research",
+                subject_id=subject_ref.id,
+                created_at=t,
+            )
+        )
+    container.vault.put(key, "research", None, subject_ref.key_id, image)
+    with container.db.session() as s:
+        s.add(
+            ResearchSample(
+                id=sample_id,
+                object_id=object_id,
+                subject_id=subject_ref.id,
+                media_kind="image",
+                operator=op,
+                params={},
+                faces=1,
+                gate={"passed": True, "residual_faces": 0, "reason": "ok", "frames_checked": 1},
+                quasi=quasi,
+                created_at=t,
+            )
+        )
+    return sample_id
+
+
+def populate(container: Any, images: list[bytes], n_ok: int = 14, tag: str = "p") -> Population:
+    """``n_ok`` consenting subjects (one sample each, quasi from the pool), plus one of each
+    kind that must never reach a release (and one minor with guardian consent, who may)."""
+    ok = []
+    for i in range(n_ok):
+        ref = container.subjects.ensure(f"{tag}-ok-{i}", Consent(research=True))
+        add_sample(container, ref, images[i % len(images)], QUASI_POOL[i % len(QUASI_POOL)])
+        ok.append(ref.id)
+    q = QUASI_POOL[0]
+    mng = container.subjects.ensure(f"{tag}-minor-ng", Consent(research=True, is_minor=True))
+    add_sample(container, mng, images[0], q)
+    mg = container.subjects.ensure(
+        f"{tag}-minor-g", Consent(research=True, is_minor=True, guardian=True)
+    )
+    add_sample(container, mg, images[1], q)
+    wd = container.subjects.ensure(f"{tag}-withdrawn", Consent(research=True))
+    add_sample(container, wd, images[2], q)
+    container.rights.withdraw_consent(wd.id)
+    nc = container.subjects.ensure(f"{tag}-noconsent", Consent(research=False))
+    add_sample(container, nc, images[3], q)
+    return Population(ok, mng.id, mg.id, wd.id, nc.id)
+
+
+def pseudonym_key(container: Any, release_id: str) -> Any:
+    svc = container.releases
+    return svc._keys(svc._load(release_id)).pseudonym
+
+
+def researcher(tmp_path: Path, name: str) -> tuple[bytes, bytes]:
+    from worker.research.release.keys import write_keypair
+
+    d = tmp_path / name
+    d.mkdir()
+    write_keypair(d / "researcher.key", d / "researcher.pub.pem")
+    return (d / "researcher.key").read_bytes(), (d / "researcher.pub.pem").read_bytes()
+
+
+def read_manifest(out: Path) -> list[dict[str, Any]]:
+    from worker.research.release.artifacts import read_manifest as rm
+
+    return rm((out / "manifest.parquet").read_bytes())
+
+
+@pytest.fixture
+def built(embedded: Any, sample_images: list[bytes], tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A published release (k=3) of the embedded population, granted to one researcher and
+    pulled into ``out``."""
+    pop = populate(embedded, sample_images)
+    result = embedded.releases.create(ReleaseRequest(name="r1", k=3))
+    priv, pub = researcher(tmp_path, "alice")
+    embedded.releases.grant(result.release_id, pub)
+    out = tmp_path / "pulled"
+    pulled = pull(embedded.store, result.release_id, priv, out)
+    yield {"pop": pop, "result": result, "priv": priv, "pub": pub, "out": out, "pulled": pulled}
+
+
+# ----- k-anonymity ---------------------------------------------------------------------------
+
+
+def test_kanon_generalizes_then_suppresses() -> None:
+    rows = [QUASI_POOL[0]] * 4 + [QUASI_POOL[1]] * 3 + [{**QUASI_POOL[2], "region": "Tibet"}]
+    a = anonymize(rows, k=3, max_suppression=0.2)
+    # the outlier is suppressed rather than generalizing everyone
+    assert a.suppressed == (7,) and a.k_achieved == 3
+    assert all(Counter(tuple(g[q] for q in QUASI) for g in a.kept.values()).values())
+    sizes = Counter(tuple(g[q] for q in QUASI) for g in a.kept.values())
+    assert min(sizes.values()) >= 3
+    # with no suppression budget it generalizes until every row fits
+    b = anonymize(rows, k=3, max_suppression=0.0)
+    assert b.suppressed == () and b.k_achieved >= 3
+    # k larger than everything: all suppressed
+    c = anonymize(rows, k=9)
+    assert not c.kept and len(c.suppressed) == 8
+
+
+# ----- the embedded path ---------------------------------------------------------------------
+
+
+def test_release_is_k_anonymous_and_excludes_the_ineligible(
+    embedded: Any, built: dict[str, Any]
+) -> None:
+    res, out, pop = built["result"], built["out"], built["pop"]
+    assert res.status == "published" and res.samples == 15  # 14 ok + the minor with guardian
+    manifest = read_manifest(out)
+    media = [r for r in manifest if r["kind"] == "media"]
+    assert len(media) == res.samples
+    classes = Counter(tuple(r[q] for q in QUASI) for r in media)
+    assert min(classes.values()) >= 3 == res.k_achieved or min(classes.values()) == res.k_achieved
+    assert res.k_achieved == min(classes.values())
+    key = pseudonym_key(embedded, res.release_id)
+    svc = embedded.releases
+    subjects = {r["subject"] for r in media}
+    assert {svc.subject_pseudonym(key, s) for s in pop.ok} <= subjects
+    assert svc.subject_pseudonym(key, pop.minor_guardian) in subjects
+    for never in (pop.minor_no_guardian, pop.withdrawn, pop.no_consent):
+        assert svc.subject_pseudonym(key, never) not in subjects
+    # the datasheet answers from the data
+    sheet = (out / "datasheet.md").read_text()
+    for heading in (
+        "Motivation",
+        "Composition",
+        "Collection process",
+        "Consent basis",
+        "de-identification",
+        "Uses",
+        "Distribution",
+        "Retention",
+        "Contact",
+    ):
+        assert heading.lower() in sheet.lower()
+    assert f"k achieved {res.k_achieved}" in sheet
+    assert "1 samples of minors with guardian consent included" in sheet
+    assert "data:image/jpeg;base64," in (out / "privacy_report.html").read_text()
+    # audited
+    from sqlalchemy import select
+
+    from worker.ledger.models import AuditEntry
+
+    with embedded.db.session() as s:
+        events = set(s.scalars(select(AuditEntry.event)))
+    assert {"release.created", "release.published", "release.granted"} <= events
+
+
+def test_suppressed_count_is_reported(embedded: Any, sample_images: list[bytes]) -> None:
+    for i in range(6):
+        ref = embedded.subjects.ensure(f"sup-{i}", Consent(research=True))
+        add_sample(embedded, ref, sample_images[i], QUASI_POOL[0])
+    odd = embedded.subjects.ensure("sup-odd", Consent(research=True))
+    add_sample(
+        embedded,
+        odd,
+        sample_images[7],
+        {
+            "age_band": "70-79",
+            "region": "Xinjiang",
+            "device_family": "windows",
+            "capture_month": "2025-02",
+        },
+    )
+    res = embedded.releases.create(ReleaseRequest(name="sup", k=5, max_suppression=0.2))
+    assert (res.samples, res.suppressed, res.k_achieved) == (6, 1, 6)
+    with embedded.db.session() as s:
+        row = s.get(Release, res.release_id)
+        assert (row.sample_count, row.suppressed) == (6, 1)
+
+
+def test_no_eligible_samples_is_a_stable_error(embedded: Any, sample_images: list[bytes]) -> None:
+    ref = embedded.subjects.ensure("lonely", Consent(research=False))
+    add_sample(embedded, ref, sample_images[0], QUASI_POOL[0])
+    with pytest.raises(ReleaseError) as info:
+        embedded.releases.create(ReleaseRequest(name="empty"))
+    assert info.value.code == "no_eligible_samples"
+    with pytest.raises(ReleaseError) as info:
+        embedded.releases.create(ReleaseRequest(name="empty", operator="blur"))
+    assert info.value.code == "no_eligible_samples"
+
+
+def test_pseudonyms_differ_across_releases(
+    embedded: Any, built: dict[str, Any], tmp_path: Path
+) -> None:
+    r2 = embedded.releases.create(ReleaseRequest(name="r2", k=3))
+    embedded.releases.grant(r2.release_id, built["pub"])
+    out2 = tmp_path / "pulled2"
+    pull(embedded.store, r2.release_id, built["priv"], out2)
+    m1, m2 = read_manifest(built["out"]), read_manifest(out2)
+    s1 = {r["subject"] for r in m1 if r["kind"] == "media"}
+    s2 = {r["subject"] for r in m2 if r["kind"] == "media"}
+    ids1 = {r["sample"] for r in m1 if r["kind"] == "media"}
+    ids2 = {r["sample"] for r in m2 if r["kind"] == "media"}
+    assert len(s1) == len(s2) == 15 and not s1 & s2 and not ids1 & ids2
+    # the same subject, two pseudonyms
+    sid = built["pop"].ok[0]
+    svc = embedded.releases
+    p1 = svc.subject_pseudonym(pseudonym_key(embedded, built["result"].release_id), sid)
+    p2 = svc.subject_pseudonym(pseudonym_key(embedded, r2.release_id), sid)
+    assert p1 in s1 and p2 in s2 and p1 != p2
+
+
+def test_webdataset_reads_pulled_shards(built: dict[str, Any]) -> None:
+    import webdataset as wds
+
+    out = built["out"]
+    shards = sorted(str(p) for p in out.glob("shard-*.tar"))
+    seen = 0
+    for sample in wds.WebDataset(shards, shardshuffle=False, empty_check=False):
+        assert sample["jpg"][:2] == b"\xff\xd8"
+        record = json.loads(sample["json"])
+        assert record["sample"] == sample["__key__"] and set(record["quasi"]) == set(QUASI)
+        assert record["gate"]["passed"] is True
+        seen += 1
+    assert seen == built["result"].samples
+
+
+def test_store_holds_no_plaintext_and_no_grant_cannot_decrypt(
+    embedded: Any, built: dict[str, Any], tmp_path: Path
+) -> None:
+    release_id = built["result"].release_id
+    store = embedded.store
+    for key in store.keys(f"releases/{release_id}/files/"):
+        raw = store.get(key).read()
+        assert raw[:5] == b"FMENC" and b"\xff\xd8\xff" not in raw[:400] and b"ustar" not in raw
+    mallory, _ = researcher(tmp_path, "mallory")
+    with pytest.raises(ReleaseError) as info:
+        pull(store, release_id, mallory, tmp_path / "m")
+    assert info.value.code == "no_grant" and "grant" in str(info.value)
+    assert not list((tmp_path / "m").glob("shard-*"))
+    # a grant copied under mallory's fingerprint does not open with her key either
+    from cryptography.hazmat.primitives import serialization
+
+    from worker.research.release.keys import fingerprint, load_private_key
+
+    fp_alice = fingerprint(load_private_key(built["priv"]).public_key())
+    fp_m = fingerprint(load_private_key(mallory).public_key())
+    grant = store.get(f"releases/{release_id}/grants/{fp_alice}.json").read()
+    store.put(f"releases/{release_id}/grants/{fp_m}.json", io.BytesIO(grant))
+    with pytest.raises(ReleaseError) as info:
+        pull(store, release_id, mallory, tmp_path / "m2")
+    assert info.value.code == "grant_invalid"
+    del serialization
+
+
+def test_verify_fails_on_a_flipped_byte_naming_the_file(built: dict[str, Any]) -> None:
+    out = built["out"]
+    assert verify(out).files == len(json.loads((out / "index.json").read_text())["files"])
+    for name in ("shard-000000.tar", "datasheet.md"):
+        path = out / name
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+        with pytest.raises(ReleaseError) as info:
+            verify(out)
+        assert info.value.code == "checksum_mismatch" and info.value.path == name
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+    verify(out)
+
+
+def test_another_signer_fails(embedded: Any, built: dict[str, Any], tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from worker.research.release.keys import signer_pem
+
+    out = built["out"]
+    other = Ed25519PrivateKey.generate()
+    # a re-signed index with a forged signer.pub: the pinned (first-use) signer rejects it
+    index = (out / "index.json").read_bytes()
+    (out / "index.sig").write_bytes(other.sign(index))
+    with pytest.raises(ReleaseError) as info:
+        verify(out)
+    assert info.value.code == "bad_signature"
+    with pytest.raises(ReleaseError) as info:
+        verify(out, signer=signer_pem(other.public_key()))
+    assert info.value.code == "bad_signature"
+    # in the store: an attacker replaces the index, its signature and signer.pub
+    release_id = built["result"].release_id
+    prefix = f"releases/{release_id}"
+    embedded.store.put(f"{prefix}/signer.pub", io.BytesIO(signer_pem(other.public_key())))
+    embedded.store.put(f"{prefix}/index.sig", io.BytesIO(other.sign(index)))
+    pinned = embedded.releases.signing.public_pem()
+    with pytest.raises(ReleaseError) as info:
+        pull(embedded.store, release_id, built["priv"], tmp_path / "fresh", signer=pinned)
+    assert info.value.code == "bad_signature"
+
+
+def test_revocation_removes_the_sample_at_next_pull_and_resume_skips(
+    embedded: Any, built: dict[str, Any]
+) -> None:
+    out, priv = built["out"], built["priv"]
+    release_id = built["result"].release_id
+    first = built["pulled"]
+    assert first.downloaded == first.files and first.removed_samples == 0
+    # resume: nothing re-downloaded; a missing file and a left-over .part are fetched again
+    again = pull(embedded.store, release_id, priv, out)
+    assert (again.downloaded, again.skipped) == (0, first.files)
+    (out / "datasheet.md").unlink()
+    (out / "shard-000000.tar.part").write_bytes(b"partial")
+    third = pull(embedded.store, release_id, priv, out)
+    assert (third.downloaded, third.skipped) == (1, first.files - 1)
+    # a subject withdraws: the signed revocation list names their pseudonym
+    victim = built["pop"].ok[0]
+    embedded.rights.withdraw_consent(victim)
+    pseud = embedded.releases.subject_pseudonym(pseudonym_key(embedded, release_id), victim)
+    rev = json.loads(embedded.store.get(f"releases/{release_id}/revocations.json").read())
+    assert rev["subjects"] == [pseud]
+    fourth = pull(embedded.store, release_id, priv, out)
+    assert fourth.removed_samples == 1 and fourth.samples == first.samples - 1
+    for shard in out.glob("shard-*.tar"):
+        with tarfile.open(shard) as tar:
+            for info in tar:
+                if info.name.endswith(".json"):
+                    fh = tar.extractfile(info)
+                    assert fh is not None
+                    assert json.loads(fh.read())["subject"] != pseud
+    record = json.loads((out / "revoked.json").read_text())
+    assert record["subjects"] == [pseud] and sum(map(len, record["shards"].values())) == 1
+    # verify still passes (members checked against the signed manifest) and a re-pull skips
+    assert verify(out).removed_samples == 1
+    fifth = pull(embedded.store, release_id, priv, out)
+    assert fifth.downloaded == 0 and fifth.removed_samples == 0
+
+
+def test_cli_commands_json(embedded: Any, sample_images: list[bytes], tmp_path: Path) -> None:
+    from worker.cli import app
+
+    populate(embedded, sample_images, n_ok=8, tag="cli")
+    runner = CliRunner()
+
+    def run(*args: str, code: int = 0) -> dict[str, Any]:
+        res = runner.invoke(app, list(args))
+        assert res.exit_code == code, res.output
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    rel = run("research", "release", "--name", "cli-1", "--k", "2", "--json")
+    assert set(rel) >= {"release_id", "samples", "k_achieved", "suppressed", "shards"}
+    assert rel["samples"] == 9 and rel["k_achieved"] >= 2 and rel["shards"] == 1
+    err = run("research", "release", "--name", "cli-2", "--operator", "blur", "--json", code=1)
+    assert err["error"] == "no_eligible_samples"
+    keys = run("research", "keygen", "--out", str(tmp_path / "k"), "--json")
+    assert "pub" in Path(keys["public_key"]).name
+    assert Path(keys["private_key"]).stat().st_mode & 0o777 == 0o600
+    g = run("research", "grant", rel["release_id"], keys["public_key"], "--json")
+    assert g["fingerprint"] == keys["fingerprint"]
+    signer = tmp_path / "signer.pub"
+    run("research", "signing-key", "--out", str(signer), "--json")
+    p = run(
+        "research",
+        "pull",
+        rel["release_id"],
+        "--key",
+        keys["private_key"],
+        "--out",
+        str(tmp_path / "o"),
+        "--signer",
+        str(signer),
+        "--json",
+    )
+    assert p["samples"] == 9 and p["downloaded"] == p["files"]
+    v = run("research", "verify", str(tmp_path / "o"), "--json")
+    assert v["ok"] is True
+    r = run("research", "revocations", "refresh", "--json")
+    assert r["releases"][0]["revoked"] == 0
+    shard = tmp_path / "o" / "shard-000000.tar"
+    data = bytearray(shard.read_bytes())
+    data[-2000] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    bad = run("research", "verify", str(tmp_path / "o"), "--json", code=1)
+    assert bad["error"] == "checksum_mismatch" and bad["path"] == "shard-000000.tar"
+
+
+# ----- S3 + PostgreSQL, and the fan-out through a real worker ---------------------------------
+
+
+def test_release_on_s3_and_postgres(
+    make_settings: Any,
+    pg_url: str,
+    moto_endpoint: str,
+    s3_bucket: str,
+    sample_images: list[bytes],
+    tmp_path: Path,
+) -> None:
+    import boto3
+
+    from tests.conftest import REGION
+    from worker.bootstrap import Container
+
+    container = Container(
+        make_settings(
+            database_url=pg_url,
+            store_url=f"s3://{s3_bucket}/p",
+            s3_endpoint_url=moto_endpoint,
+            s3_region=REGION,
+            research={"shard_samples": 4},
+        )
+    )
+    try:
+        pop = populate(container, sample_images, n_ok=10, tag="s3")
+        res = container.releases.create(ReleaseRequest(name="s3-rel", k=2))
+        assert res.status == "published" and res.shards == 3 and res.samples == 11
+        priv, pub = researcher(tmp_path, "bob")
+        container.releases.grant("s3-rel", pub)
+        out = tmp_path / "s3pull"
+        got = pull(container.store, res.release_id, priv, out)
+        assert got.samples == 11 and len(list(out.glob("shard-*.tar"))) == 3
+        verify(out)
+        s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]]
+        rel_keys = [k for k in keys if k.startswith(f"p/releases/{res.release_id}/")]
+        assert not [k for k in rel_keys if "/parts/" in k]  # build parts removed
+        with container.db.session() as s:
+            from sqlalchemy import select
+
+            rows = set(
+                s.scalars(
+                    select(StoredObject.key).where(
+                        StoredObject.object_class == "release", StoredObject.deleted_at.is_(None)
+                    )
+                )
+            )
+        assert {k.removeprefix("p/") for k in rel_keys} == rows  # every object has a row
+        container.rights.withdraw_consent(pop.ok[1])
+        again = pull(container.store, res.release_id, priv, out)
+        assert again.removed_samples == 1
+    finally:
+        container.close()
+
+
+@pytest.mark.slow
+@pytest.mark.services
+def test_release_fans_out_on_a_real_worker(
+    make_settings: Any,
+    pg_url: str,
+    moto_endpoint: str,
+    s3_bucket: str,
+    amqp_url: str,
+    sample_images: list[bytes],
+    tmp_path: Path,
+) -> None:
+    from tests.conftest import REGION
+    from tests.workers import celery_worker, wait_for
+    from worker.bootstrap import Container
+
+    settings = {
+        "home": tmp_path / "var",
+        "broker_url": amqp_url,
+        "database_url": pg_url,
+        "store_url": f"s3://{s3_bucket}/p",
+        "s3_endpoint_url": moto_endpoint,
+        "s3_region": REGION,
+        "research__shard_samples": 4,
+    }
+    container = Container(
+        make_settings(
+            **{k: v for k, v in settings.items() if k != "research__shard_samples"},
+            research={"shard_samples": 4},
+        )
+    )
+    try:
+        populate(container, sample_images, n_ok=10, tag="w")
+        with celery_worker(settings, tmp_path / "w.log", queues="research", concurrency=2):
+            res = container.releases.create(ReleaseRequest(name="fan", k=2))
+            assert res.status == "building" and res.shards == 3
+
+            def published() -> bool:
+                return container.releases.result(res.release_id).status == "published"
+
+            assert wait_for(published, 90), (tmp_path / "w.log").read_text()[-3000:]
+        final = container.releases.result(res.release_id)
+        assert final.samples == 11 and final.shards == 3
+        log = (tmp_path / "w.log").read_text()
+        assert log.count("facemedia.research.build_shard") >= 3
+        assert "facemedia.research.finish_release" in log
+        priv, pub = researcher(tmp_path, "carol")
+        container.releases.grant(res.release_id, pub)
+        got = pull(container.store, res.release_id, priv, tmp_path / "fan")
+        assert got.samples == 11
+    finally:
+        container.close()

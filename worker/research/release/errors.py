@@ -1,0 +1,38 @@
+"""The one exception root of the release package, with stable codes."""
+
+from __future__ import annotations
+
+__all__ = ["ReleaseError"]
+
+CODES = frozenset(
+    {
+        "bad_request",  # invalid name, k, key file or arguments
+        "exists",  # a release with this name already exists
+        "not_found",  # no such release (or nothing published under that id)
+        "no_eligible_samples",  # nothing left after consent, erasure and withdrawal checks
+        "k_unreachable",  # every sample would have to be suppressed to reach k
+        "not_published",  # the release is still building (or failed)
+        "no_grant",  # no grant for this researcher key
+        "grant_invalid",  # the grant does not open with this private key
+        "bad_signature",  # a signature does not verify, or another signer than the pinned one
+        "checksum_mismatch",  # a file's bytes differ from the signed index
+        "missing_file",  # a file the index lists is absent
+        "decrypt_failed",  # a shard does not decrypt under the release key
+    }
+)
+
+
+class ReleaseError(Exception):
+    """A release operation failed; ``code`` is stable (see :data:`CODES`), ``str()`` is for
+    people and never holds personal data."""
+
+    def __init__(self, code: str, message: str, *, path: str | None = None) -> None:
+        if code not in CODES:
+            raise ValueError(f"unknown release error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.path = path
+
+    def to_json(self) -> dict[str, str | None]:
+        """JSON-ready view (``path`` names the file for checksum failures)."""
+        return {"error": self.code, "message": str(self), "path": self.path}

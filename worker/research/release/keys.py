@@ -1,0 +1,310 @@
+"""Release cryptography: the release data key as an envelope key, grants to researchers'
+X25519 keys, and the service's Ed25519 signing key.
+
+* **Release objects** are written in the envelope format v1 of :mod:`worker.crypto` unchanged:
+  the release's random data key stands where a subject key stands (key id ``rel_<release id>``,
+  keyring id ``release``, KEK version ``1``), each object gets its own data key and salt, and the
+  context ``{object_key, object_class: release, release_id}`` is authenticated.
+* **Grants**: ``X25519(ephemeral, researcher) → HKDF-SHA256(salt = eph_pub ‖ researcher_pub,
+  info = "facemedia release grant v1") → AES-256-GCM(data key, AD = release id)``.
+* **Signatures**: Ed25519 over the exact bytes of ``index.json`` / ``revocations.json``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, BinaryIO, cast
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy.exc import IntegrityError
+
+from worker.crypto import Envelope, KekRef, Keyring, SecretKey, SubjectKeys, WrappedKey
+from worker.crypto.errors import KeyNotFoundError
+from worker.ledger.db import Database
+from worker.ledger.models import ServiceKeyRow
+
+from .errors import ReleaseError
+
+__all__ = [
+    "GRANT_INFO",
+    "ReleaseCipher",
+    "SigningKeys",
+    "fingerprint",
+    "load_private_key",
+    "load_public_key",
+    "load_signer",
+    "open_grant",
+    "seal_grant",
+    "verify_signature",
+    "write_keypair",
+]
+
+GRANT_INFO = b"facemedia release grant v1"
+SIGNING_KEY_NAME = "release-signing"
+_SIGNING_CONTEXT = {"purpose": SIGNING_KEY_NAME}
+
+
+def release_key_context(release_id: str, which: str) -> dict[str, str]:
+    """The keyring context a release key is wrapped under (binds it to the release)."""
+    return {"purpose": f"release-{which}-key", "release_id": release_id}
+
+
+def object_context(release_id: str, key: str) -> dict[str, str]:
+    """The envelope context of a release object."""
+    return {"object_key": key, "object_class": "release", "release_id": release_id}
+
+
+class _ReleaseKeySource:
+    """Stands in for :class:`SubjectKeys` in an :class:`Envelope`: one key id, one raw key."""
+
+    def __init__(self, release_id: str, key: SecretKey) -> None:
+        self.key_id = f"rel_{release_id}"
+        self._key = key
+
+    def load(self, key_id: str) -> tuple[SecretKey, KekRef]:
+        if key_id != self.key_id:
+            raise KeyNotFoundError("object was not written under this release key")
+        return self._key, KekRef("release", "1")
+
+    def __repr__(self) -> str:
+        return f"_ReleaseKeySource({self.key_id!r})"
+
+
+class ReleaseCipher:
+    """Encrypts and decrypts a release's objects under its data key (envelope format v1)."""
+
+    def __init__(self, release_id: str, data_key: SecretKey, segment_size: int = 65536) -> None:
+        self.release_id = release_id
+        self._source = _ReleaseKeySource(release_id, data_key)
+        self._env = Envelope(cast(SubjectKeys, self._source), segment_size=segment_size)
+
+    def encrypt_stream(self, key: str, src: BinaryIO) -> BinaryIO:
+        """A readable ciphertext stream of ``src`` for the object ``key``."""
+        return self._env.encrypt_stream(
+            self._source.key_id, object_context(self.release_id, key), src
+        )
+
+    def seal(self, key: str, data: bytes) -> bytes:
+        """Encrypt a small object in memory."""
+        return self._env.seal(self._source.key_id, object_context(self.release_id, key), data)
+
+    def decrypt(self, key: str, src: BinaryIO | Any, dst: BinaryIO) -> int:
+        """Decrypt ``src`` into ``dst`` segment by segment."""
+        return self._env.decrypt(object_context(self.release_id, key), src, dst)
+
+    def open(self, key: str, data: bytes) -> bytes:
+        """Decrypt a small object in memory."""
+        out = io.BytesIO()
+        self.decrypt(key, io.BytesIO(data), cast(BinaryIO, out))
+        return out.getvalue()
+
+    def __repr__(self) -> str:
+        return f"ReleaseCipher(release_id={self.release_id!r})"
+
+
+# ----- grants ------------------------------------------------------------------------------
+
+
+def _raw_public(pub: X25519PublicKey) -> bytes:
+    return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def fingerprint(pub: X25519PublicKey | Ed25519PublicKey) -> str:
+    """SHA-256 of the raw public key, hex (names a grant; shown to people)."""
+    raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _grant_key(shared: bytes, eph_pub: bytes, recipient_pub: bytes) -> bytes:
+    return HKDF(SHA256(), 32, salt=eph_pub + recipient_pub, info=GRANT_INFO).derive(shared)
+
+
+def seal_grant(release_id: str, data_key: SecretKey, recipient: X25519PublicKey) -> dict[str, Any]:
+    """Wrap the release data key to a researcher's public key (JSON-ready document)."""
+    eph = X25519PrivateKey.generate()
+    eph_pub = _raw_public(eph.public_key())
+    rec_pub = _raw_public(recipient)
+    key = _grant_key(eph.exchange(recipient), eph_pub, rec_pub)
+    nonce = os.urandom(12)
+    wrapped = AESGCM(key).encrypt(nonce, data_key.raw(), release_id.encode())
+    b64 = base64.b64encode
+    return {
+        "format": "facemedia.release.grant",
+        "version": 1,
+        "release_id": release_id,
+        "fingerprint": fingerprint(recipient),
+        "algorithm": "X25519-HKDF-SHA256-AES-256-GCM",
+        "ephemeral_public": b64(eph_pub).decode(),
+        "nonce": b64(nonce).decode(),
+        "wrapped_key": b64(wrapped).decode(),
+    }
+
+
+def open_grant(release_id: str, grant: Mapping[str, Any], private: X25519PrivateKey) -> SecretKey:
+    """Unwrap the release data key with the researcher's private key."""
+    try:
+        if grant.get("release_id") != release_id:
+            raise ValueError("grant is for another release")
+        eph_pub = base64.b64decode(grant["ephemeral_public"])
+        nonce = base64.b64decode(grant["nonce"])
+        wrapped = base64.b64decode(grant["wrapped_key"])
+        rec_pub = _raw_public(private.public_key())
+        shared = private.exchange(X25519PublicKey.from_public_bytes(eph_pub))
+        key = _grant_key(shared, eph_pub, rec_pub)
+        raw = AESGCM(key).decrypt(nonce, wrapped, release_id.encode())
+    except (InvalidTag, ValueError, KeyError, TypeError) as exc:
+        raise ReleaseError(
+            "grant_invalid", "the release grant does not open with this private key"
+        ) from exc
+    return SecretKey(raw)
+
+
+def write_keypair(private_path: Any, public_path: Any) -> str:
+    """Write a new X25519 key pair (private PEM 0600, public PEM); return the fingerprint."""
+    key = X25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    pub = key.public_key()
+    with open(public_path, "wb") as fh:
+        fh.write(
+            pub.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+    return fingerprint(pub)
+
+
+def load_private_key(data: bytes) -> X25519PrivateKey:
+    """A researcher's X25519 private key from PEM."""
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ReleaseError("bad_request", "the key file is not a PEM private key") from exc
+    if not isinstance(key, X25519PrivateKey):
+        raise ReleaseError("bad_request", "the key file is not an X25519 private key")
+    return key
+
+
+def load_public_key(data: bytes) -> X25519PublicKey:
+    """A researcher's X25519 public key from PEM (or 32 raw bytes)."""
+    try:
+        if len(data) == 32:
+            return X25519PublicKey.from_public_bytes(data)
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise ReleaseError("bad_request", "the public key file is not a PEM public key") from exc
+    if not isinstance(key, X25519PublicKey):
+        raise ReleaseError("bad_request", "the public key file is not an X25519 public key")
+    return key
+
+
+# ----- signatures --------------------------------------------------------------------------
+
+
+def load_signer(data: bytes) -> Ed25519PublicKey:
+    """The service's Ed25519 public key from PEM."""
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise ReleaseError("bad_signature", "the signer file is not a PEM public key") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise ReleaseError("bad_signature", "the signer file is not an Ed25519 public key")
+    return key
+
+
+def signer_pem(pub: Ed25519PublicKey) -> bytes:
+    """PEM (SubjectPublicKeyInfo) of a signing public key."""
+    return pub.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def verify_signature(pub: Ed25519PublicKey, data: bytes, signature: bytes, what: str) -> None:
+    """Raise ``bad_signature`` unless ``signature`` is ``pub``'s over ``data``."""
+    try:
+        pub.verify(signature, data)
+    except InvalidSignature:
+        raise ReleaseError("bad_signature", f"the signature of {what} does not verify") from None
+
+
+class SigningKeys:
+    """The service's Ed25519 signing key: generated once, stored wrapped in ``service_keys``."""
+
+    def __init__(self, db: Database, keyring: Keyring) -> None:
+        self.db = db
+        self.keyring = keyring
+        self._key: Ed25519PrivateKey | None = None
+
+    def _load(self) -> Ed25519PrivateKey:
+        if self._key is not None:
+            return self._key
+        with self.db.session() as s:
+            row = s.get(ServiceKeyRow, SIGNING_KEY_NAME)
+            wrapped = (
+                None
+                if row is None
+                else WrappedKey(KekRef(row.keyring_id, row.kek_version), row.wrapped)
+            )
+        if wrapped is None:
+            fresh = Ed25519PrivateKey.generate()
+            raw = fresh.private_bytes(
+                serialization.Encoding.Raw,
+                serialization.PrivateFormat.Raw,
+                serialization.NoEncryption(),
+            )
+            wrapped = self.keyring.wrap(raw, _SIGNING_CONTEXT)
+            try:
+                with self.db.session() as s:
+                    s.add(
+                        ServiceKeyRow(
+                            name=SIGNING_KEY_NAME,
+                            keyring_id=wrapped.kek.keyring_id,
+                            kek_version=wrapped.kek.version,
+                            wrapped=wrapped.blob,
+                            created_at=datetime.now(UTC),
+                        )
+                    )
+            except IntegrityError:  # another process created it first: use theirs
+                return self._load()
+        self._key = Ed25519PrivateKey.from_private_bytes(
+            self.keyring.unwrap(wrapped, _SIGNING_CONTEXT)
+        )
+        return self._key
+
+    def public(self) -> Ed25519PublicKey:
+        """The public half (published next to each release)."""
+        return self._load().public_key()
+
+    def public_pem(self) -> bytes:
+        """The public key as PEM."""
+        return signer_pem(self.public())
+
+    def sign(self, data: bytes) -> bytes:
+        """An Ed25519 signature over ``data``."""
+        return self._load().sign(data)
+
+    def __repr__(self) -> str:
+        return "SigningKeys(<wrapped in service_keys>)"
+
+
+def canonical_json(doc: Mapping[str, Any]) -> bytes:
+    """The exact bytes that are signed: sorted keys, no spaces, UTF-8, trailing newline."""
+    return (
+        json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
+    ).encode()

@@ -1,0 +1,34 @@
+"""Release tasks on the ``research`` queue: one shard of a release, and its finish.
+
+Contract (JSON args): ``facemedia.research.build_shard`` [release_id, shard_index];
+``facemedia.research.finish_release`` [release_id]. Release ids are the ledger's opaque ids.
+A release of more than ``shard_samples`` samples is built by a group of shard tasks; the shard
+that completes the set wins a compare-and-set in the ledger and sends the finish task (a chord
+that needs no result backend). Both tasks are idempotent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.celery_app import app
+
+BUILD_SHARD = "facemedia.research.build_shard"
+FINISH = "facemedia.research.finish_release"
+
+
+@app.task(name=BUILD_SHARD, ignore_result=True, acks_late=True)
+def build_shard(release_id: str, index: int) -> bool:
+    """Build one shard; True when it completed the set and triggered the finish."""
+    from worker.bootstrap import get_container
+
+    return bool(get_container().releases.build_shard(release_id, int(index)))
+
+
+@app.task(name=FINISH, ignore_result=True, acks_late=True)
+def finish_release(release_id: str) -> dict[str, Any]:
+    """Manifest, documents, signed index; publish."""
+    from worker.bootstrap import get_container
+
+    result: dict[str, Any] = get_container().releases.finish(release_id).to_json()
+    return result
