@@ -165,6 +165,7 @@ class Container:
             self.vault,
             self.tools,
             deleter=self.deleter,
+            sampler=self.sampler.sample,
             config=ServiceConfig(
                 lease_seconds=s.lease_seconds,
                 max_deliveries=s.max_deliveries,
@@ -172,6 +173,45 @@ class Container:
                 max_upload_bytes=s.max_upload_bytes,
                 output_retention=s.retention.ttl("output"),
             ),
+        )
+
+    @cached_property
+    def sampler(self) -> Any:
+        """Research sampling at job time (``worker.research.sampling.Sampler``)."""
+        from worker.research.sampling import Sampler, SamplerConfig
+        from worker.research.staging import Stager
+        from worker.research.store import SampleWriter
+
+        s = self.settings
+        return Sampler(
+            self.db,
+            SampleWriter(self.db, self.vault, s.retention.ttl("research"), utcnow),
+            Stager(self.db, self.vault, s.retention.ttl("staging"), utcnow),
+            self.detector,
+            self.pseudonyms.subject_hash,
+            SamplerConfig(
+                rate=s.research.sample_rate, operator=s.research.operator, k=s.research.k_same_k
+            ),
+            image_limits=self.tools.image_limits,
+            video_limits=self.tools.video_limits,
+            tracker=self.tools.tracker,
+        )
+
+    @cached_property
+    def ksame(self) -> Any:
+        """The k-Same batch builder (``worker.research.staging.KSameBatcher``)."""
+        from worker.research.staging import BatcherConfig, KSameBatcher
+        from worker.research.store import SampleWriter
+
+        s = self.settings
+        return KSameBatcher(
+            self.db,
+            self.vault,
+            self.deleter,
+            SampleWriter(self.db, self.vault, s.retention.ttl("research"), utcnow),
+            self.detector,
+            BatcherConfig(k=s.research.k_same_k),
+            utcnow,
         )
 
     @cached_property

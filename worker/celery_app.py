@@ -102,12 +102,22 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "worker_send_task_events": False,
-        "imports": ["worker.tasks.media", "worker.tasks.privacy", "worker.tasks.releases"],
+        "imports": [
+            "worker.tasks.media",
+            "worker.tasks.privacy",
+            "worker.tasks.releases",
+            "worker.tasks.sampling",
+        ],
         "beat_schedule": {
             "retention-sweep": {
                 "task": "facemedia.privacy.sweep",
                 "schedule": 300.0,
                 "options": {"queue": "privacy", "expires": 290},
+            },
+            "ksame-batches": {
+                "task": "facemedia.research.build_ksame_batches",
+                "schedule": 300.0,
+                "options": {"queue": "research", "expires": 290},
             },
             "orphan-sweep": {
                 "task": "facemedia.privacy.orphans",

@@ -84,8 +84,32 @@ def _write_outputs(container: Any, job_id: str, out_dir: Path) -> list[str]:
     return written
 
 
+def _parse_attrs(attrs: list[str] | None) -> dict[str, str] | None:
+    """``--attr KEY=VALUE`` options → a dict; unknown keys refused (values never echoed)."""
+    from worker.research.quasi import ATTRIBUTES
+
+    if not attrs:
+        return None
+    parsed: dict[str, str] = {}
+    for item in attrs:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise _fail("--attr takes KEY=VALUE", 2)
+        if key not in ATTRIBUTES:
+            raise _fail(f"--attr: unknown key {key!r} (accepted: {', '.join(ATTRIBUTES)})", 2)
+        parsed[key] = value
+    return parsed
+
+
 def _submit(
-    container: Any, path: Path, job: str, params: str, subject: str, **consent: bool
+    container: Any,
+    path: Path,
+    job: str,
+    params: str,
+    subject: str,
+    attributes: dict[str, str] | None = None,
+    **consent: bool,
 ) -> str:
     from worker.jobs.errors import JobError
     from worker.ledger.subjects import Consent
@@ -101,6 +125,7 @@ def _submit(
                     _parse_params(params),
                     subject_id=subject,
                     consent=Consent(**consent),
+                    attributes=attributes,
                 )
             )
     except JobError as exc:
@@ -162,12 +187,25 @@ def submit(
     job: Annotated[str, typer.Option("--job")] = "detect",
     params: Annotated[str, typer.Option("--params")] = "",
     subject: SubjectOpt = "cli-user",
-    research_consent: bool = False,
-    minor: bool = False,
-    guardian_consent: bool = False,
+    research_consent: Annotated[
+        bool, typer.Option("--research-consent", help="The subject consented to research use")
+    ] = False,
+    minor: Annotated[bool, typer.Option("--minor", help="The subject is a minor")] = False,
+    guardian_consent: Annotated[
+        bool, typer.Option("--guardian-consent", help="A guardian consented (for a minor)")
+    ] = False,
+    attr: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attr",
+            help="KEY=VALUE, repeatable: age, region, device (generalized at submit: age band, "
+            "province, device family; the raw value is not kept)",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Submit PATH as a job and print its id (does not wait)."""
+    attributes = _parse_attrs(attr)
     container = _container()
     job_id = _submit(
         container,
@@ -175,6 +213,7 @@ def submit(
         job,
         params,
         subject,
+        attributes,
         research=research_consent,
         is_minor=minor,
         guardian=guardian_consent,

@@ -46,7 +46,8 @@ STAGE_SECONDS = Histogram(
     "facemedia_stage_duration_seconds",
     "Time spent in one stage of a job: decode (load and decrypt the original), detect (face "
     "detector calls), pipeline (the whole handler), store (encrypt and upload the outputs, "
-    "streamed together), encrypt (output encryption, where measured apart from the upload)",
+    "streamed together), encrypt (output encryption, where measured apart from the upload), "
+    "research (research sampling of the original, when configured)",
     ["job_type", "stage"],
     buckets=STAGE_BUCKETS,
 )
@@ -55,8 +56,21 @@ RETRIES = Counter(
 )
 RESIDUAL_DISCARDS = Counter(
     "facemedia_residual_gate_discards_total",
-    "De-identified samples discarded because the residual-face gate still found a face",
-    ["profile"],
+    "De-identified research samples discarded by the residual-face gate (fail closed), by "
+    "operator profile and gate reason (residual_face, no_source_face, no_frames, and for k-Same "
+    "face_outside_replaced, too_few_subjects)",
+    ["profile", "reason"],
+)
+RESEARCH_SAMPLING = Counter(
+    "facemedia_research_sampling_total",
+    "Research sampling decisions at job time and in k-Same batches: outcome sampled, staged, "
+    "skipped, discarded or error, with a stable reason code",
+    ["outcome", "reason"],
+)
+KSAME_BATCHES = Counter(
+    "facemedia_ksame_batches_total",
+    "k-Same batch builds: written, too_few (released unwritten), error",
+    ["outcome"],
 )
 
 # Names of the metrics the metrics server computes at scrape time (worker/metrics_server.py);
@@ -128,6 +142,8 @@ def metric_names() -> set[str]:
         STAGE_SECONDS,
         RETRIES,
         RESIDUAL_DISCARDS,
+        RESEARCH_SAMPLING,
+        KSAME_BATCHES,
     ):
         for family in metric.describe():
             names.add(family.name)

@@ -22,6 +22,7 @@ from worker.ledger import audit
 from worker.ledger.db import Database
 from worker.ledger.models import Job, StoredObject
 from worker.ledger.subjects import Consent, SubjectRegistry
+from worker.research.quasi import UnknownAttribute, generalize
 from worker.storage.errors import StorageError
 from worker.storage.vault import Vault, original_key
 
@@ -71,18 +72,29 @@ class JobClient:
         *,
         subject_id: str,
         consent: Consent | None = None,
+        attributes: Mapping[str, str] | None = None,
     ) -> str:
         """Store the original encrypted, record the job ``queued``, enqueue it; return its id.
 
-        Refuses (SubmitRefused) an unknown job type, invalid params or an oversized upload
-        before anything is kept. The caller's subject id is never stored: only its HMAC.
+        Refuses (SubmitRefused) an unknown job type, invalid params, an unknown attribute or an
+        oversized upload before anything is kept. The caller's subject id is never stored: only
+        its HMAC. ``attributes`` (``age``, ``region``, ``device``) are generalized here
+        (:mod:`worker.research.quasi`) and, with research consent, recorded with the job in
+        generalized form only; the raw values are kept nowhere.
         """
         try:
             clean = dict(handler(job_type).validate(dict(params or {})))
         except Exception as exc:
             code = getattr(exc, "code", codes.BAD_PARAMS)
             raise SubmitRefused(str(code), str(exc)) from None
-        ref = self.subjects.ensure(subject_id, consent or Consent())
+        try:
+            quasi = generalize(attributes)
+        except UnknownAttribute as exc:
+            raise SubmitRefused(codes.BAD_PARAMS, str(exc)) from None
+        del attributes
+        consent = consent or Consent()
+        keep_quasi = consent.research and (not consent.is_minor or consent.guardian)
+        ref = self.subjects.ensure(subject_id, consent)
         subject, key_id = ref.id, ref.key_id
         job_id = new_id()
         key = original_key(job_id)
@@ -97,6 +109,7 @@ class JobClient:
                     params=clean,
                     status="queued",
                     created_at=t,
+                    quasi=quasi.to_json() if keep_quasi else None,
                 )
             )
             s.flush()

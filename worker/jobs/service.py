@@ -31,7 +31,7 @@ from worker.jobs.registry import JobOutcome, Tools, handler
 from worker.ledger import audit
 from worker.ledger.db import Database
 from worker.ledger.models import Job, StoredObject, Subject
-from worker.metrics import JOBS, stage, timed_detector
+from worker.metrics import JOBS, RESEARCH_SAMPLING, stage, timed_detector
 from worker.retention.deleter import Deleter, Doomed
 from worker.storage.errors import ObjectMissing, StorageError, TransientStorageError
 from worker.storage.vault import TooBig, Vault, original_key, output_key
@@ -120,8 +120,12 @@ class JobService:
         config: ServiceConfig,
         clock: Callable[[], datetime] = now,
         deleter: Deleter | None = None,
+        sampler: Callable[[str, bytes], object] | None = None,
     ) -> None:
         self.db = db
+        # Research sampling (worker.research.sampling.Sampler.sample): called with the job id
+        # and the decrypted original inside the lease, after the outputs are stored.
+        self.sampler = sampler
         self.vault = vault
         self.deleter = deleter or Deleter(db, vault.store, lambda: self.clock())
         self.tools = tools
@@ -145,8 +149,11 @@ class JobService:
             return self._finish_tail(job_id)
         try:
             with _Lease(self.db, job_id, token, self.config.lease_seconds):
-                outcome = self._run(job)
+                media = self._load(job)
+                outcome = self._run(job, media)
                 versions = self._store_outputs(job, outcome)
+                self._sample(job, media)
+                del media
         except JobFailed as exc:
             self._discard_outputs(job_id)
             self._fail(job_id, token, exc.code, exc.message)
@@ -228,7 +235,8 @@ class JobService:
 
     # ----- the work ----------------------------------------------------------------------------
 
-    def _run(self, job: Job) -> JobOutcome:
+    def _load(self, job: Job) -> bytes:
+        """The decrypted original, in memory (never on disk)."""
         try:
             with stage(job.job_type, "decode"):
                 media = self.vault.read(
@@ -244,6 +252,12 @@ class JobService:
             raise JobFailed(codes.TOO_LARGE, "the original exceeds the size limit") from None
         except CryptoError:
             raise JobFailed(codes.CORRUPT_MEDIA, "the stored original failed to decrypt") from None
+        return media
+
+    def _run(self, job: Job, media: bytes | None = None) -> JobOutcome:
+        """Validate the params and run the handler on the original (loaded if not given)."""
+        if media is None:
+            media = self._load(job)
         try:
             h = handler(job.job_type)
             params = h.validate(job.params or {})
@@ -256,8 +270,6 @@ class JobService:
             raise JobFailed(exc.code, str(exc)) from None
         except UnknownJobType as exc:
             raise JobFailed(codes.BAD_PARAMS, str(exc)) from None
-        finally:
-            del media
         log.info(
             "job.pipeline_done",
             job_id=job.id,
@@ -266,6 +278,22 @@ class JobService:
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
         return outcome
+
+    def _sample(self, job: Job, media: bytes) -> None:
+        """Offer the decrypted original to research sampling; its failures never fail the job."""
+        if self.sampler is None:
+            return
+        try:
+            with stage(job.job_type, "research"):
+                self.sampler(job.id, media)
+        except Exception as exc:  # the sampler catches its own errors; this is the backstop
+            RESEARCH_SAMPLING.labels("error", "sampler_crashed").inc()
+            log.warning(
+                "research.sample_failed",
+                job_id=job.id,
+                reason="sampler_crashed",
+                exc_type=type(exc).__name__,
+            )
 
     def _store_outputs(self, job: Job, outcome: JobOutcome) -> dict[str, str | None]:
         """Encrypt and store each output; return the version id each put created."""
@@ -324,6 +352,7 @@ class JobService:
                     summary={"faces": outcome.faces, **dict(outcome.summary)},
                     error_code=None,
                     error_message=None,
+                    quasi=None,  # sampling is decided: the generalized attributes go
                 ),
             )
             if changed != 1:
@@ -372,6 +401,7 @@ class JobService:
                     error_message=message,
                     finished_at=t,
                     lease_until=None,
+                    quasi=None,
                 ),
             )
             if changed == 1:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 
 from worker.crypto import SubjectKeys
 from worker.ids import new_id
@@ -27,7 +27,9 @@ from worker.ledger.models import (
     AuditEntry,
     DeletionReceipt,
     Job,
+    ResearchSample,
     Revocation,
+    StagedFace,
     StoredObject,
     Subject,
 )
@@ -122,7 +124,19 @@ class SubjectRights:
         deleted = 0
         for start in range(0, len(doomed), 1000):
             deleted += self.deleter.delete(doomed[start : start + 1000], reason=reason).deleted
+        self._forget_research(subject_id)
         return deleted, held
+
+    def _forget_research(self, subject_id: str) -> None:
+        """Remove the research-sample and staged-face rows whose object is now deleted (their
+        generalized quasi-identifiers go with the sample; a staged face can no longer be
+        claimed by a k-Same batch)."""
+        with self.db.session() as s:
+            gone = select(StoredObject.id).where(
+                StoredObject.subject_id == subject_id, StoredObject.deleted_at.is_not(None)
+            )
+            s.execute(delete(StagedFace).where(StagedFace.object_id.in_(gone)))
+            s.execute(delete(ResearchSample).where(ResearchSample.object_id.in_(gone)))
 
     # ----- erasure -----------------------------------------------------------------------------
 
@@ -144,6 +158,7 @@ class SubjectRights:
                     error_code="subject_erased",
                     error_message="the subject was erased",
                     finished_at=t,
+                    quasi=None,
                 )
             )
             del cancelled

@@ -1,0 +1,283 @@
+"""Consent-gated research sampling at job time, while the decrypted original is in memory.
+
+The job service calls :meth:`Sampler.sample` inside the job's lease, after the handler ran and
+its outputs were stored. A sample is kept only if, *read from the subjects row at that moment*
+(so a withdrawal or an erasure recorded before the job runs wins):
+
+* the subject consented to research, and a minor's guardian consented too;
+* the subject is neither erased (or being erased) nor withdrawn;
+
+and the job falls in the sample rate: ``HMAC(service key, domain ‖ job id)`` mapped to [0, 1)
+below ``research.sample_rate``, so every delivery of a job decides the same way.
+
+Only the de-identified derivative is kept, never the original: an image goes through the
+configured operator (``research.operator``; ``mask`` = the default profile) on the faces found
+at :data:`~pipelines.deid.api.DEID_DETECT_THRESHOLD`, then the residual-face gate (fail closed:
+a face left, or no face found in the source, discards it and counts
+``facemedia_residual_gate_discards_total``); a video through ``deidentify_video`` (audio and
+metadata dropped) and the gate on every frame. Kept samples are re-encoded pixels (JPEG) or
+H.264 MP4, encrypted under the subject's key as class ``research``, with the job's quasi-
+identifiers (generalized at submit, :mod:`worker.research.quasi`) and the capture month. Under
+``k_same`` the image's aligned faces are staged for a batch instead
+(:mod:`worker.research.staging`).
+
+Sampling never fails the job: any error is logged with a stable code and counted
+(``facemedia_research_sampling_total{outcome="error"}``), and the job goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import structlog
+
+from pipelines.deid.api import (
+    DEFAULT_PROFILE,
+    DEID_DETECT_THRESHOLD,
+    deidentify_image,
+    deidentify_video_detailed,
+)
+from pipelines.deid.gate import at_threshold, residual_gate, residual_gate_video
+from pipelines.deid.operators.k_same import KSameParams
+from pipelines.deid.registry import get_operator
+from pipelines.errors import PipelineError
+from pipelines.faces.detector import FaceDetector
+from pipelines.faces.tracking import TrackerConfig
+from pipelines.media.image import ImageLimits, decode_image, encode_image, sniff_image_format
+from pipelines.media.video import VideoLimits, sniff_video_container
+from worker.ledger.db import Database
+from worker.ledger.models import Job, Subject
+from worker.research.quasi import QuasiIdentifiers
+from worker.research.staging import Stager, prepare
+from worker.research.store import SampleRecord, SampleWriter, count, discard, ineligible
+
+log = structlog.get_logger("facemedia.research")
+
+Outcome = Literal["sampled", "staged", "skipped", "discarded", "error"]
+_RATE_DOMAIN = "facemedia.research.sample-rate\x00"
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """``rate`` (0-1), ``operator`` (a registered de-identification operator) and ``k`` for
+    ``k_same`` (``settings.research``)."""
+
+    rate: float = 0.1
+    operator: str = "mask"
+    k: int = 5
+    output_quality: int = 90
+
+
+@dataclass(frozen=True)
+class SampleDecision:
+    """What sampling did for one job: the outcome, a stable reason code, the sample's id."""
+
+    outcome: Outcome
+    reason: str
+    sample_id: str | None = None
+
+
+def rate_point(digest_hex: str) -> float:
+    """A hex digest's first 64 bits as a number in [0, 1)."""
+    return int(digest_hex[:16], 16) / float(1 << 64)
+
+
+def media_kind(data: bytes) -> str | None:
+    """``"image"``, ``"video"`` or ``None``, from the magic bytes."""
+    try:
+        sniff_image_format(data)
+        return "image"
+    except PipelineError:
+        pass
+    try:
+        sniff_video_container(data)
+        return "video"
+    except PipelineError:
+        return None
+
+
+class Sampler:
+    """Decides, de-identifies, gates and keeps (or stages) one job's research sample."""
+
+    def __init__(
+        self,
+        db: Database,
+        writer: SampleWriter,
+        stager: Stager,
+        detector: Callable[[], FaceDetector],
+        keyed_hash: Callable[[str], str],
+        config: SamplerConfig,
+        image_limits: ImageLimits | None = None,
+        video_limits: VideoLimits | None = None,
+        tracker: TrackerConfig | None = None,
+    ) -> None:
+        self.db = db
+        self.writer = writer
+        self.stager = stager
+        self.detector = detector
+        self.keyed_hash = keyed_hash
+        self.config = config
+        self.image_limits = image_limits or ImageLimits()
+        self.video_limits = video_limits or VideoLimits()
+        self.tracker = tracker or TrackerConfig()
+
+    def selected(self, job_id: str) -> bool:
+        """Whether ``job_id`` falls in the sample rate (the same answer on every delivery)."""
+        if self.config.rate <= 0.0:
+            return False
+        if self.config.rate >= 1.0:
+            return True
+        return rate_point(self.keyed_hash(_RATE_DOMAIN + job_id)) < self.config.rate
+
+    def profile(self) -> tuple[str, dict[str, Any]]:
+        """The operator and its parameters (the default profile's for ``mask``)."""
+        name = self.config.operator
+        if name == DEFAULT_PROFILE[0]:
+            return name, dict(DEFAULT_PROFILE[1])
+        if name == "k_same":
+            return name, {"k": self.config.k}
+        return name, {}
+
+    def sample(self, job_id: str, media: bytes) -> SampleDecision:
+        """Sample ``job_id`` from its decrypted original; never raises."""
+        try:
+            decision = self._sample(job_id, media)
+        except PipelineError as exc:  # the source cannot be decoded or de-identified
+            decision = SampleDecision("error", str(getattr(exc, "code", "pipeline_error")))
+            log.warning("research.sample_failed", job_id=job_id, reason=decision.reason)
+        except Exception as exc:
+            decision = SampleDecision("error", "sampling_failed")
+            log.warning(
+                "research.sample_failed",
+                job_id=job_id,
+                reason=decision.reason,
+                exc_type=type(exc).__name__,
+            )
+        if decision.outcome in ("skipped", "error"):
+            count(decision.outcome, decision.reason)
+        return decision
+
+    def _sample(self, job_id: str, media: bytes) -> SampleDecision:
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                return SampleDecision("skipped", "no_job")
+            subject = s.get(Subject, job.subject_id)
+            why = ineligible(subject)
+            quasi = QuasiIdentifiers.from_json(job.quasi).with_month(job.created_at).to_json()
+            subject_id, key_id = job.subject_id, None if subject is None else subject.key_id
+        if why is not None or key_id is None:
+            return SampleDecision("skipped", why or "no_subject")
+        if not self.selected(job_id):
+            return SampleDecision("skipped", "not_selected")
+        if self.writer.exists(job_id) or self.stager.exists(job_id):
+            return SampleDecision("skipped", "already_sampled")
+        kind = media_kind(media)
+        if kind is None:
+            return SampleDecision("skipped", "unsupported_media")
+        operator, params = self.profile()
+        if kind == "video":
+            if operator == "k_same":
+                return SampleDecision("skipped", "k_same_video")
+            return self._video(job_id, subject_id, key_id, media, operator, params, quasi)
+        return self._image(job_id, subject_id, key_id, media, operator, params, quasi)
+
+    def _image(
+        self,
+        job_id: str,
+        subject_id: str,
+        key_id: str,
+        media: bytes,
+        operator: str,
+        params: Mapping[str, Any],
+        quasi: dict[str, Any],
+    ) -> SampleDecision:
+        img = decode_image(media, self.image_limits)
+        detector = self.detector()
+        finder = at_threshold(detector, DEID_DETECT_THRESHOLD)
+        faces = [f for f in finder.detect(img) if f.score >= DEID_DETECT_THRESHOLD]
+        if operator == "k_same":
+            if not faces:
+                discard("k_same", "no_source_face", job_id)
+                return SampleDecision("discarded", "no_source_face")
+            checked = get_operator("k_same").validate(params)
+            assert isinstance(checked, KSameParams)
+            material = prepare(img, faces, checked.size, checked.dilation)
+            staged = self.stager.stage(
+                job_id=job_id, subject_id=subject_id, key_id=key_id, material=material, quasi=quasi
+            )
+            if staged is None:
+                return SampleDecision("skipped", "already_sampled")
+            count("staged", "k_same")
+            return SampleDecision("staged", "k_same", staged)
+        result = deidentify_image(img, faces, operator, params)
+        gate = residual_gate(result.image, detector, len(faces))
+        if not gate.passed:
+            discard(operator, gate.reason, job_id)
+            return SampleDecision("discarded", gate.reason)
+        data = encode_image(result.image, "jpeg", self.config.output_quality)
+        return self._keep(
+            SampleRecord(
+                job_id=job_id,
+                subject_id=subject_id,
+                key_id=key_id,
+                media_kind="image",
+                operator=operator,
+                data=data,
+                faces=len(faces),
+                quasi=quasi,
+                params=params,
+                gate=gate.to_json(),
+            )
+        )
+
+    def _video(
+        self,
+        job_id: str,
+        subject_id: str,
+        key_id: str,
+        media: bytes,
+        operator: str,
+        params: Mapping[str, Any],
+        quasi: dict[str, Any],
+    ) -> SampleDecision:
+        detector = self.detector()
+        video = deidentify_video_detailed(
+            media, detector, operator, params, self.video_limits, tracker=self.tracker
+        )
+        gate = residual_gate_video(video.data, detector, video.tracks, limits=self.video_limits)
+        if not gate.passed:
+            discard(operator, gate.reason, job_id)
+            return SampleDecision("discarded", gate.reason)
+        return self._keep(
+            SampleRecord(
+                job_id=job_id,
+                subject_id=subject_id,
+                key_id=key_id,
+                media_kind="video",
+                operator=operator,
+                data=video.data,
+                faces=video.tracks,
+                quasi=quasi,
+                params=params,
+                gate=gate.to_json(),
+            )
+        )
+
+    def _keep(self, record: SampleRecord) -> SampleDecision:
+        sample_id = self.writer.write(record)
+        if sample_id is None:
+            return SampleDecision("skipped", "already_sampled")
+        count("sampled", record.operator)
+        return SampleDecision("sampled", record.operator, sample_id)
+
+
+__all__ = [
+    "SampleDecision",
+    "Sampler",
+    "SamplerConfig",
+    "media_kind",
+    "rate_point",
+]

@@ -1,0 +1,180 @@
+"""Writing research samples: encrypted under the subject's key, one ledger row per source job.
+
+Shared by the job-time sampler (:mod:`worker.research.sampling`) and the k-Same batch builder
+(:mod:`worker.research.staging`). The object key is ``research/{sample_id}`` (a random id: no
+personal data); the encryption context binds it, the class ``research`` and the source job id.
+The store is written first, the ledger second: a crash in between leaves an object with no row,
+which the orphan sweep deletes; a second writer for the same job loses on the unique
+``source_job_id`` and deletes what it wrote, so a redelivered job keeps one sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from worker.ids import new_id
+from worker.ledger import audit
+from worker.ledger.db import Database
+from worker.ledger.models import ResearchSample, StoredObject, Subject
+from worker.metrics import RESEARCH_SAMPLING, RESIDUAL_DISCARDS
+from worker.storage.base import check_key
+from worker.storage.errors import StorageError
+from worker.storage.vault import Vault
+
+log = structlog.get_logger("facemedia.research")
+
+
+def research_key(sample_id: str) -> str:
+    """Where a research sample lives."""
+    return check_key(f"research/{sample_id}")
+
+
+def ineligible(subject: Subject | None) -> str | None:
+    """Why the subject's data may not become a research sample now, or ``None`` if it may.
+
+    Read from the subjects row when the decision is made, so a withdrawal or an erasure recorded
+    before the job (or the batch) runs wins. A minor needs a guardian's consent as well.
+    """
+    if subject is None:
+        return "no_subject"
+    if subject.erased_at is not None or subject.erase_requested_at is not None:
+        return "erased"
+    if subject.consent_withdrawn_at is not None:
+        return "withdrawn"
+    if not subject.research_consent:
+        return "no_consent"
+    if subject.is_minor and not subject.guardian_consent:
+        return "minor_without_guardian"
+    return None
+
+
+def count(outcome: str, reason: str) -> None:
+    """Count one sampling decision (``facemedia_research_sampling_total``)."""
+    RESEARCH_SAMPLING.labels(outcome, reason).inc()
+
+
+def discard(profile: str, reason: str, job_id: str) -> None:
+    """A de-identified derivative failed its gate: count it (both counters) and log the code."""
+    RESIDUAL_DISCARDS.labels(profile, reason).inc()
+    count("discarded", reason)
+    log.info("research.discarded", job_id=job_id, reason=reason)
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """One de-identified derivative to keep, with what the ledger records about it."""
+
+    job_id: str
+    subject_id: str
+    key_id: str
+    media_kind: str
+    operator: str
+    data: bytes
+    faces: int
+    quasi: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    gate: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The file name the sample is exported under."""
+        return "sample.mp4" if self.media_kind == "video" else "sample.jpg"
+
+    @property
+    def content_type(self) -> str:
+        """Its media type."""
+        return "video/mp4" if self.media_kind == "video" else "image/jpeg"
+
+
+class SampleWriter:
+    """Stores research samples and records them once per source job."""
+
+    def __init__(
+        self,
+        db: Database,
+        vault: Vault,
+        ttl: timedelta | None,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.db = db
+        self.vault = vault
+        self.ttl = ttl
+        self.clock = clock
+
+    def exists(self, job_id: str) -> bool:
+        """True if a sample of ``job_id`` is already recorded."""
+        with self.db.session() as s:
+            found = s.scalars(
+                select(ResearchSample.id).where(ResearchSample.source_job_id == job_id)
+            ).first()
+            return found is not None
+
+    def write(self, record: SampleRecord) -> str | None:
+        """Encrypt and store the sample, then record it; its id, or ``None`` if the job already
+        has one (what this call stored is deleted again)."""
+        sample_id = new_id()
+        key = research_key(sample_id)
+        put = self.vault.put(key, "research", record.job_id, record.key_id, record.data)
+        t = self.clock()
+        object_id = new_id()
+        try:
+            with self.db.session() as s:
+                s.add(
+                    StoredObject(
+                        id=object_id,
+                        key=key,
+                        object_class="research",
+                        job_id=record.job_id,
+                        subject_id=record.subject_id,
+                        name=record.name,
+                        content_type=record.content_type,
+                        size=put.size,
+                        created_at=t,
+                        stored_at=t,
+                        expires_at=None if self.ttl is None else t + self.ttl,
+                        version_ids=[put.version_id] if put.version_id else None,
+                    )
+                )
+                s.flush()
+                s.add(
+                    ResearchSample(
+                        id=sample_id,
+                        object_id=object_id,
+                        subject_id=record.subject_id,
+                        source_job_id=record.job_id,
+                        media_kind=record.media_kind,
+                        operator=record.operator,
+                        params=dict(record.params),
+                        faces=record.faces,
+                        gate=dict(record.gate),
+                        quasi=dict(record.quasi),
+                        created_at=t,
+                    )
+                )
+                s.flush()
+                audit.append(s, "research.sampled", object_id, operator=record.operator)
+        except IntegrityError:
+            try:
+                self.vault.delete(key)
+            except StorageError:
+                log.warning("research.undo_failed", job_id=record.job_id)  # orphan sweep
+            return None
+        log.info("research.sampled", job_id=record.job_id, sample_id=sample_id)
+        return sample_id
+
+
+__all__ = [
+    "SampleRecord",
+    "SampleWriter",
+    "count",
+    "discard",
+    "ineligible",
+    "research_key",
+]
