@@ -80,8 +80,9 @@ class SampleDecision:
 
 
 def rate_point(digest_hex: str) -> float:
-    """A hex digest's first 64 bits as a number in [0, 1)."""
-    return int(digest_hex[:16], 16) / float(1 << 64)
+    """A hex digest's first 53 bits as a number in [0, 1) (exact in a float: 64 bits would
+    round the largest values up to 1.0)."""
+    return (int(digest_hex[:14], 16) >> 3) / float(1 << 53)
 
 
 def media_kind(data: bytes) -> str | None:
