@@ -36,7 +36,8 @@ TABLE_POLICY: dict[str, str] = {
     "after erasure (hash kept so a returning user gets a new key; no key, no objects)",
     "subject_keys": "wrapped subject key: bytes destroyed on erasure (crypto-shredding)",
     "service_keys": "wrapped pseudonym key: no personal data; rotated with the KEK",
-    "jobs": "opaque ids, job type, params, state: kept for the audit policy; no media, no names",
+    "jobs": "opaque ids, job type, params, state: kept for the audit policy; no media, no names; "
+    "generalized quasi-identifiers (research consent only) cleared when the job ends",
     "objects": "object keys (opaque ids), class, expiry: the object is deleted at expiry, "
     "the row stays with deleted_at as the record of deletion",
     "deletion_receipts": "object id, class, versions removed: no personal data (audit policy)",
