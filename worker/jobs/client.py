@@ -155,6 +155,7 @@ class JobClient:
             obj = s.get(StoredObject, object_id)
             assert job is not None and obj is not None
             job.status, job.error_code, job.finished_at = "failed", str(code), t
+            job.quasi = None
             job.error_message = (
                 "the upload was refused" if code == codes.TOO_LARGE else "upload failed"
             )
