@@ -12,12 +12,21 @@ from __future__ import annotations
 from typing import Any
 
 from worker.celery_app import app
+from worker.storage.errors import TransientStorageError
 
 BUILD_SHARD = "facemedia.research.build_shard"
 FINISH = "facemedia.research.finish_release"
 
 
-@app.task(name=BUILD_SHARD, ignore_result=True, acks_late=True)
+_RETRY: dict[str, Any] = {
+    "autoretry_for": (TransientStorageError,),
+    "retry_backoff": True,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+
+
+@app.task(name=BUILD_SHARD, ignore_result=True, acks_late=True, **_RETRY)
 def build_shard(release_id: str, index: int) -> bool:
     """Build one shard; True when it completed the set and triggered the finish."""
     from worker.bootstrap import get_container
@@ -25,7 +34,7 @@ def build_shard(release_id: str, index: int) -> bool:
     return bool(get_container().releases.build_shard(release_id, int(index)))
 
 
-@app.task(name=FINISH, ignore_result=True, acks_late=True)
+@app.task(name=FINISH, ignore_result=True, acks_late=True, **_RETRY)
 def finish_release(release_id: str) -> dict[str, Any]:
     """Manifest, documents, signed index; publish."""
     from worker.bootstrap import get_container

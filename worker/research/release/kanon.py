@@ -147,35 +147,40 @@ def _key(g: Mapping[str, str]) -> tuple[str, ...]:
 def anonymize(
     rows: Sequence[Mapping[str, Any]], k: int, max_suppression: float = 0.1
 ) -> Anonymized:
-    """Generalize then suppress so that every kept equivalence class has at least ``k`` rows."""
+    """Generalize then suppress so that every kept equivalence class has at least ``k`` rows.
+
+    Works on the distinct captured combinations with their counts, so the lattice search costs
+    108 x (distinct combinations), not 108 x rows.
+    """
     if k < 1:
         raise ValueError("k must be at least 1")
     n = len(rows)
+    if n == 0:
+        return Anonymized(k, {a: 0 for a in QUASI}, {}, (), 0, ())
     budget = int(max_suppression * n)
-    best: tuple[tuple[int, float, int], dict[str, int], list[dict[str, str]]] | None = None
+    base = [generalize(r, {a: 0 for a in QUASI}) for r in rows]
+    distinct = Counter(_key(g) for g in base)
+    best: tuple[tuple[int, float, int], dict[str, int]] | None = None
     ranges = [range(_HIERARCHY[a][0] + 1) for a in QUASI]
     for combo in itertools.product(*ranges):
         levels = dict(zip(QUASI, combo, strict=True))
-        gen = [generalize(r, levels) for r in rows]
-        sizes = Counter(_key(g) for g in gen)
+        sizes: Counter[tuple[str, ...]] = Counter()
+        for key, count in distinct.items():
+            sizes[_key(generalize(dict(zip(QUASI, key, strict=True)), levels))] += count
         small = sum(c for c in sizes.values() if c < k)
         loss = sum(lv / _HIERARCHY[a][0] for a, lv in levels.items())
         # within budget first, then least generalization, then fewest suppressed
-        rank = (
-            0 if small <= budget and small < n else 1,
-            loss if small <= budget else small,
-            small,
-        )
+        fits = small <= budget and small < n
+        rank = (0 if fits else 1, loss if fits else small, small)
         if best is None or rank < best[0]:
-            best = (rank, levels, gen)
-    assert best is not None or n == 0
-    if best is None:
-        return Anonymized(k, {a: 0 for a in QUASI}, {}, (), 0, ())
-    _, levels, gen = best
-    sizes = Counter(_key(g) for g in gen)
-    kept = {i: g for i, g in enumerate(gen) if sizes[_key(g)] >= k}
+            best = (rank, levels)
+    assert best is not None
+    levels = best[1]
+    gen = [generalize(g, levels) for g in base]
+    counts = Counter(_key(g) for g in gen)
+    kept = {i: g for i, g in enumerate(gen) if counts[_key(g)] >= k}
     suppressed = tuple(i for i in range(n) if i not in kept)
-    kept_sizes = tuple(sorted(c for c in sizes.values() if c >= k))
+    kept_sizes = tuple(sorted(c for c in counts.values() if c >= k))
     return Anonymized(
         k=k,
         levels=levels,

@@ -28,7 +28,18 @@ import structlog
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 
-from worker.crypto import KekRef, Keyring, SecretKey, WrappedKey
+from worker.crypto import (
+    DecryptError,
+    Envelope,
+    InMemorySubjectKeyStore,
+    KekRef,
+    KeyNotFoundError,
+    Keyring,
+    SecretKey,
+    SubjectKeys,
+    WrappedKey,
+    WrappedSubjectKey,
+)
 from worker.ids import new_id
 from worker.ledger import audit
 from worker.ledger.db import Database
@@ -39,10 +50,11 @@ from worker.ledger.models import (
     Revocation,
     StoredObject,
     Subject,
+    SubjectKeyRow,
 )
 from worker.retention.deleter import Deleter, Doomed
 from worker.storage.base import ObjectStore, check_key
-from worker.storage.errors import ObjectMissing
+from worker.storage.errors import ObjectMissing, TransientStorageError
 from worker.storage.vault import Vault
 
 from . import artifacts
@@ -448,6 +460,29 @@ class ReleaseService:
                 s.expunge(sample)
                 s.expunge(obj)
                 s.expunge(subject)
+            # The shard's subject keys in one query (not one ledger round trip per sample);
+            # destroyed keys are left out, so their samples fail as shredded and are dropped.
+            prefetched = InMemorySubjectKeyStore()
+            for key_row in s.scalars(
+                select(SubjectKeyRow).where(
+                    SubjectKeyRow.key_id.in_({sub.key_id for _, _, sub in found.values()}),
+                    SubjectKeyRow.wrapped.is_not(None),
+                    SubjectKeyRow.destroyed_at.is_(None),
+                )
+            ):
+                assert key_row.wrapped is not None
+                prefetched.add(
+                    WrappedSubjectKey(
+                        key_row.key_id,
+                        WrappedKey(
+                            KekRef(key_row.keyring_id, key_row.kek_version), key_row.wrapped
+                        ),
+                    )
+                )
+        vault = Vault(
+            self.store,
+            Envelope(SubjectKeys(self.keyring, prefetched), segment_size=self.config.segment_size),
+        )
         tar_buf = io.BytesIO()
         members: list[dict[str, Any]] = []
         dropped: list[str] = []
@@ -468,10 +503,11 @@ class ReleaseService:
                     dropped.append(e["sample"])  # withdrawn or erased since the plan
                     continue
                 try:
-                    media = self.vault.read(
+                    media = vault.read(
                         obj.key, "research", obj.job_id, self.config.max_sample_bytes
                     )
-                except ObjectMissing:
+                except (ObjectMissing, DecryptError, KeyNotFoundError):
+                    # gone since the plan, or its subject key was shredded (erased)
                     dropped.append(e["sample"])
                     continue
                 rid = e["rid"]
@@ -568,7 +604,25 @@ class ReleaseService:
         return parts
 
     def finish(self, release_id: str) -> ReleaseResult:
-        """Manifest, datasheet, privacy report, signed index; publish. Idempotent."""
+        """Manifest, datasheet, privacy report, signed index; publish. Idempotent.
+
+        A transient storage fault propagates (the task retries); any other failure marks the
+        release ``failed`` (audited) and propagates."""
+        try:
+            return self._finish(release_id)
+        except TransientStorageError:
+            raise
+        except Exception as exc:
+            with self.db.session() as s:
+                live = s.get(Release, release_id)
+                if live is not None and live.status != "published":
+                    live.status = "failed"
+                    code = exc.code if isinstance(exc, ReleaseError) else "internal_error"
+                    audit.append(s, "release.failed", release_id, error_code=code)
+            log.error("release.failed", release_id=release_id, exc_type=type(exc).__name__)
+            raise
+
+    def _finish(self, release_id: str) -> ReleaseResult:
         row = self._load(release_id)
         if row.status == "published":
             return self.result(release_id)
