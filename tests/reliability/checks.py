@@ -38,8 +38,9 @@ def all_versions(endpoint: str, bucket: str, prefix: str = "") -> list[dict[str,
 
 
 def assert_exactly_once(container: Any, job_ids: Iterable[str], endpoint: str, bucket: str) -> None:
-    """Each job: one recorded output set, one succeeded transition, one verified receipt for its
-    original; no version of any original left in the bucket."""
+    """Each job: one recorded output set (at least one output, each name recorded once), one
+    succeeded transition, one verified receipt for its original; no version of any original
+    left in the bucket."""
     from sqlalchemy import select
 
     from worker.ledger.models import AuditEntry, DeletionReceipt, StoredObject
@@ -47,7 +48,7 @@ def assert_exactly_once(container: Any, job_ids: Iterable[str], endpoint: str, b
     ids = list(job_ids)
     with container.db.session() as s:
         outputs = Counter(
-            o.job_id
+            (o.job_id, o.name)
             for o in s.scalars(
                 select(StoredObject).where(
                     StoredObject.job_id.in_(ids), StoredObject.object_class == "output"
@@ -73,7 +74,8 @@ def assert_exactly_once(container: Any, job_ids: Iterable[str], endpoint: str, b
                 )
             )
         )
-    assert all(outputs[j] == 1 for j in ids), {j: outputs[j] for j in ids if outputs[j] != 1}
+    assert {j for j, _ in outputs} == set(ids), set(ids) - {j for j, _ in outputs}
+    assert all(n == 1 for n in outputs.values()), {k: n for k, n in outputs.items() if n != 1}
     assert all(succeeded[j] == 1 for j in ids), {j: succeeded[j] for j in ids if succeeded[j] != 1}
     assert len(originals) == len(ids)
     assert sorted(r.object_id for r in receipts) == sorted(originals)  # one receipt each

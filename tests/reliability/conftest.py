@@ -212,6 +212,14 @@ def slow_jpeg() -> bytes:
     return bytes(buf)
 
 
+@pytest.fixture(scope="session")
+def short_video() -> bytes:
+    """A 4 s MP4 (48 frames, 640x480, one face): ~1.5-2 s of ``ar`` in a worker child."""
+    from tests.fixtures.hostile.build import _video
+
+    return _video(frames=48, size=(640, 480))
+
+
 def job_row(container: Any, job_id: str) -> tuple[str, int, datetime | None]:
     """(status, deliveries, started_at) straight from the ledger."""
     from worker.ledger.models import Job
