@@ -39,7 +39,7 @@ from pipelines.deid.api import (
     deidentify_image,
     deidentify_video_detailed,
 )
-from pipelines.deid.gate import at_threshold, residual_gate, residual_gate_video
+from pipelines.deid.gate import GateResult, at_threshold, residual_gate, residual_gate_video
 from pipelines.deid.operators.k_same import KSameParams
 from pipelines.deid.registry import get_operator
 from pipelines.errors import PipelineError
@@ -182,18 +182,11 @@ class Sampler:
         if kind == "video":
             if operator == "k_same":
                 return SampleDecision("skipped", "k_same_video")
-            return self._video(job_id, subject_id, key_id, media, operator, params, quasi)
-        return self._image(job_id, subject_id, key_id, media, operator, params, quasi)
+            return self._video(_Source(job_id, subject_id, key_id, quasi), media, operator, params)
+        return self._image(_Source(job_id, subject_id, key_id, quasi), media, operator, params)
 
     def _image(
-        self,
-        job_id: str,
-        subject_id: str,
-        key_id: str,
-        media: bytes,
-        operator: str,
-        params: Mapping[str, Any],
-        quasi: dict[str, Any],
+        self, src: _Source, media: bytes, operator: str, params: Mapping[str, Any]
     ) -> SampleDecision:
         img = decode_image(media, self.image_limits)
         detector = self.detector()
@@ -201,13 +194,16 @@ class Sampler:
         faces = [f for f in finder.detect(img) if f.score >= DEID_DETECT_THRESHOLD]
         if operator == "k_same":
             if not faces:
-                discard("k_same", "no_source_face", job_id)
+                discard("k_same", "no_source_face", src.job_id)
                 return SampleDecision("discarded", "no_source_face")
             checked = get_operator("k_same").validate(params)
             assert isinstance(checked, KSameParams)
-            material = prepare(img, faces, checked.size, checked.dilation)
             staged = self.stager.stage(
-                job_id=job_id, subject_id=subject_id, key_id=key_id, material=material, quasi=quasi
+                job_id=src.job_id,
+                subject_id=src.subject_id,
+                key_id=src.key_id,
+                material=prepare(img, faces, checked.size, checked.dilation),
+                quasi=src.quasi,
             )
             if staged is None:
                 return SampleDecision("skipped", "already_sampled")
@@ -215,64 +211,65 @@ class Sampler:
             return SampleDecision("staged", "k_same", staged)
         result = deidentify_image(img, faces, operator, params)
         gate = residual_gate(result.image, detector, len(faces))
-        if not gate.passed:
-            discard(operator, gate.reason, job_id)
-            return SampleDecision("discarded", gate.reason)
-        data = encode_image(result.image, "jpeg", self.config.output_quality)
-        return self._keep(
-            SampleRecord(
-                job_id=job_id,
-                subject_id=subject_id,
-                key_id=key_id,
-                media_kind="image",
-                operator=operator,
-                data=data,
-                faces=len(faces),
-                quasi=quasi,
-                params=params,
-                gate=gate.to_json(),
-            )
+        data = (
+            b""
+            if not gate.passed
+            else encode_image(result.image, "jpeg", self.config.output_quality)
         )
+        return self._keep(src, "image", operator, params, data, len(faces), gate)
 
     def _video(
-        self,
-        job_id: str,
-        subject_id: str,
-        key_id: str,
-        media: bytes,
-        operator: str,
-        params: Mapping[str, Any],
-        quasi: dict[str, Any],
+        self, src: _Source, media: bytes, operator: str, params: Mapping[str, Any]
     ) -> SampleDecision:
         detector = self.detector()
         video = deidentify_video_detailed(
             media, detector, operator, params, self.video_limits, tracker=self.tracker
         )
         gate = residual_gate_video(video.data, detector, video.tracks, limits=self.video_limits)
+        return self._keep(src, "video", operator, params, video.data, video.tracks, gate)
+
+    def _keep(
+        self,
+        src: _Source,
+        kind: str,
+        operator: str,
+        params: Mapping[str, Any],
+        data: bytes,
+        faces: int,
+        gate: GateResult,
+    ) -> SampleDecision:
+        """Keep the derivative if it passed its gate (else discard and count it)."""
         if not gate.passed:
-            discard(operator, gate.reason, job_id)
+            discard(operator, gate.reason, src.job_id)
             return SampleDecision("discarded", gate.reason)
-        return self._keep(
+        sample_id = self.writer.write(
             SampleRecord(
-                job_id=job_id,
-                subject_id=subject_id,
-                key_id=key_id,
-                media_kind="video",
+                job_id=src.job_id,
+                subject_id=src.subject_id,
+                key_id=src.key_id,
+                media_kind=kind,
                 operator=operator,
-                data=video.data,
-                faces=video.tracks,
-                quasi=quasi,
+                data=data,
+                faces=faces,
+                quasi=src.quasi,
                 params=params,
                 gate=gate.to_json(),
             )
         )
-
-    def _keep(self, record: SampleRecord) -> SampleDecision:
-        sample_id = self.writer.write(record)
         if sample_id is None:
             return SampleDecision("skipped", "already_sampled")
-        count("sampled", record.operator)
-        return SampleDecision("sampled", record.operator, sample_id)
+        count("sampled", operator)
+        return SampleDecision("sampled", operator, sample_id)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The job a sample comes from: ids, the subject key id, generalized quasi-identifiers."""
+
+    job_id: str
+    subject_id: str
+    key_id: str
+    quasi: dict[str, Any]
 
 
 __all__ = [

@@ -38,7 +38,6 @@ import numpy as np
 import structlog
 from numpy.typing import NDArray
 from sqlalchemy import CursorResult, Delete, delete, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pipelines.deid.align import AlignTransform, align_face, paste_into
@@ -48,14 +47,20 @@ from pipelines.deid.operators.k_same import k_same
 from pipelines.faces.detector import Face, FaceDetector
 from pipelines.media.image import decode_image, encode_image
 from worker.ids import new_id
-from worker.ledger import audit
 from worker.ledger.db import Database
 from worker.ledger.models import ResearchSample, StagedFace, StoredObject, Subject
 from worker.metrics import KSAME_BATCHES
-from worker.research.store import SampleRecord, SampleWriter, count, discard, ineligible
+from worker.research.store import (
+    SampleRecord,
+    SampleWriter,
+    StoredItem,
+    count,
+    discard,
+    ineligible,
+    store_once,
+)
 from worker.retention.deleter import Deleter, Doomed
 from worker.storage.base import check_key
-from worker.storage.errors import StorageError
 from worker.storage.vault import Vault
 
 log = structlog.get_logger("facemedia.research")
@@ -259,48 +264,32 @@ class Stager:
         """Encrypt and store the material, record the row; its id, or ``None`` if the job was
         staged already (what this call stored is deleted again)."""
         staged_id = new_id()
-        key = staging_key(staged_id)
-        put = self.vault.put(key, "staging", job_id, key_id, pack(material))
-        t = self.clock()
-        object_id = new_id()
-        try:
-            with self.db.session() as s:
-                s.add(
-                    StoredObject(
-                        id=object_id,
-                        key=key,
-                        object_class="staging",
-                        job_id=job_id,
-                        subject_id=subject_id,
-                        name="staged.npz",
-                        content_type="application/octet-stream",
-                        size=put.size,
-                        created_at=t,
-                        stored_at=t,
-                        expires_at=t + self.ttl,
-                        version_ids=[put.version_id] if put.version_id else None,
-                    )
-                )
-                s.flush()
-                s.add(
-                    StagedFace(
-                        id=staged_id,
-                        object_id=object_id,
-                        subject_id=subject_id,
-                        source_job_id=job_id,
-                        media_kind="image",
-                        quasi=quasi,
-                        created_at=t,
-                        expires_at=t + self.ttl,
-                    )
-                )
-                s.flush()
-                audit.append(s, "research.staged", object_id, faces=len(material.faces))
-        except IntegrityError:
-            try:
-                self.vault.delete(key)
-            except StorageError:
-                log.warning("research.undo_failed", job_id=job_id)
+
+        def row(object_id: str, t: datetime) -> StagedFace:
+            return StagedFace(
+                id=staged_id,
+                object_id=object_id,
+                subject_id=subject_id,
+                source_job_id=job_id,
+                media_kind="image",
+                quasi=quasi,
+                created_at=t,
+                expires_at=t + self.ttl,
+            )
+
+        item = StoredItem(
+            key=staging_key(staged_id),
+            object_class="staging",
+            job_id=job_id,
+            subject_id=subject_id,
+            key_id=key_id,
+            name="staged.npz",
+            content_type="application/octet-stream",
+            ttl=self.ttl,
+        )
+        if not store_once(
+            self.db, self.vault, item, pack(material), row, self.clock, "research.staged"
+        ):
             return None
         log.info("research.staged", job_id=job_id, faces=len(material.faces))
         return staged_id

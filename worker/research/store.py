@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from worker.ids import new_id
 from worker.ledger import audit
 from worker.ledger.db import Database
-from worker.ledger.models import ResearchSample, StoredObject, Subject
+from worker.ledger.models import Base, ResearchSample, StoredObject, Subject
 from worker.metrics import RESEARCH_SAMPLING, RESIDUAL_DISCARDS
 from worker.storage.base import check_key
 from worker.storage.errors import StorageError
@@ -120,61 +120,113 @@ class SampleWriter:
         """Encrypt and store the sample, then record it; its id, or ``None`` if the job already
         has one (what this call stored is deleted again)."""
         sample_id = new_id()
-        key = research_key(sample_id)
-        put = self.vault.put(key, "research", record.job_id, record.key_id, record.data)
-        t = self.clock()
-        object_id = new_id()
-        try:
-            with self.db.session() as s:
-                s.add(
-                    StoredObject(
-                        id=object_id,
-                        key=key,
-                        object_class="research",
-                        job_id=record.job_id,
-                        subject_id=record.subject_id,
-                        name=record.name,
-                        content_type=record.content_type,
-                        size=put.size,
-                        created_at=t,
-                        stored_at=t,
-                        expires_at=None if self.ttl is None else t + self.ttl,
-                        version_ids=[put.version_id] if put.version_id else None,
-                    )
-                )
-                s.flush()
-                s.add(
-                    ResearchSample(
-                        id=sample_id,
-                        object_id=object_id,
-                        subject_id=record.subject_id,
-                        source_job_id=record.job_id,
-                        media_kind=record.media_kind,
-                        operator=record.operator,
-                        params=dict(record.params),
-                        faces=record.faces,
-                        gate=dict(record.gate),
-                        quasi=dict(record.quasi),
-                        created_at=t,
-                    )
-                )
-                s.flush()
-                audit.append(s, "research.sampled", object_id, operator=record.operator)
-        except IntegrityError:
-            try:
-                self.vault.delete(key)
-            except StorageError:
-                log.warning("research.undo_failed", job_id=record.job_id)  # orphan sweep
+
+        def row(object_id: str, t: datetime) -> ResearchSample:
+            return ResearchSample(
+                id=sample_id,
+                object_id=object_id,
+                subject_id=record.subject_id,
+                source_job_id=record.job_id,
+                media_kind=record.media_kind,
+                operator=record.operator,
+                params=dict(record.params),
+                faces=record.faces,
+                gate=dict(record.gate),
+                quasi=dict(record.quasi),
+                created_at=t,
+            )
+
+        stored = store_once(
+            self.db,
+            self.vault,
+            StoredItem(
+                key=research_key(sample_id),
+                object_class="research",
+                job_id=record.job_id,
+                subject_id=record.subject_id,
+                key_id=record.key_id,
+                name=record.name,
+                content_type=record.content_type,
+                ttl=self.ttl,
+            ),
+            record.data,
+            row,
+            self.clock,
+            audit_event="research.sampled",
+        )
+        if not stored:
             return None
         log.info("research.sampled", job_id=record.job_id, sample_id=sample_id)
         return sample_id
 
 
+@dataclass(frozen=True)
+class StoredItem:
+    """Where and how one research or staging object is stored (no personal data in the key)."""
+
+    key: str
+    object_class: str
+    job_id: str
+    subject_id: str
+    key_id: str
+    name: str
+    content_type: str
+    ttl: timedelta | None
+
+
+def store_once(
+    db: Database,
+    vault: Vault,
+    item: StoredItem,
+    data: bytes,
+    row: Callable[[str, datetime], Base],
+    clock: Callable[[], datetime],
+    audit_event: str,
+) -> bool:
+    """Encrypt and store ``data``, then record its object row and ``row(object_id, now)`` in one
+    transaction. False when the row's unique source job says this job was already recorded: the
+    object just stored is deleted again (or left to the orphan sweep if that fails)."""
+    put = vault.put(item.key, item.object_class, item.job_id, item.key_id, data)
+    t = clock()
+    object_id = new_id()
+    try:
+        with db.session() as s:
+            s.add(
+                StoredObject(
+                    id=object_id,
+                    key=item.key,
+                    object_class=item.object_class,
+                    job_id=item.job_id,
+                    subject_id=item.subject_id,
+                    name=item.name,
+                    content_type=item.content_type,
+                    size=put.size,
+                    created_at=t,
+                    stored_at=t,
+                    expires_at=None if item.ttl is None else t + item.ttl,
+                    version_ids=[put.version_id] if put.version_id else None,
+                )
+            )
+            s.flush()
+            s.add(row(object_id, t))
+            s.flush()
+            audit.append(s, audit_event, object_id, object_class=item.object_class)
+    except IntegrityError:
+        try:
+            vault.delete(item.key)
+        except StorageError:
+            log.warning("research.undo_failed", job_id=item.job_id)
+        return False
+    return True
+
+
 __all__ = [
     "SampleRecord",
     "SampleWriter",
+    "StoredItem",
     "count",
     "discard",
     "ineligible",
     "research_key",
+    "store_once",
 ]
