@@ -237,3 +237,32 @@ def test_two_builders_on_postgresql_claim_disjoint_batches(
         batches = {row[0]: row[1] for row in s.execute(select(StagedFace.id, StagedFace.batch_id))}
     assert {batches[i] for i in claims[0]} == {f"{0:032x}"}
     assert {batches[i] for i in claims[1]} == {f"{1:032x}"}
+
+
+@pytest.mark.slow
+@pytest.mark.services
+def test_on_a_versioned_bucket_no_version_of_a_staged_object_is_left(
+    ksame: Any, people: list[bytes], pg_url: str, moto_endpoint: str, s3_bucket: str
+) -> None:
+    import boto3
+
+    from tests.conftest import REGION
+
+    c = ksame(
+        database_url=pg_url,
+        store_url=f"s3://{s3_bucket}/p",
+        s3_endpoint_url=moto_endpoint,
+        s3_region=REGION,
+    )
+    _submit_all(c, people[:K], "s3")
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
+    staged = s3.list_object_versions(Bucket=s3_bucket, Prefix="p/staging/")
+    assert len(staged.get("Versions", [])) == K
+    [report] = c.ksame.build()
+    assert (report.written, report.deleted) == (K, K)
+    left = s3.list_object_versions(Bucket=s3_bucket, Prefix="p/staging/")
+    assert left.get("Versions", []) == [] and left.get("DeleteMarkers", []) == []
+    research = s3.list_object_versions(Bucket=s3_bucket, Prefix="p/research/")
+    assert len(research.get("Versions", [])) == K
+    originals = s3.list_object_versions(Bucket=s3_bucket, Prefix="p/originals/")
+    assert originals.get("Versions", []) == [] and originals.get("DeleteMarkers", []) == []
