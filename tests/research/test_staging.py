@@ -20,6 +20,7 @@ from worker.ledger.subjects import Consent
 from worker.research.staging import k_same_gate, pack, prepare, unpack
 
 K = 3
+REGION = "cn-north-1"  # the allowed region the shared fixtures create buckets in
 
 
 @pytest.fixture(scope="module")
@@ -245,8 +246,6 @@ def test_on_a_versioned_bucket_no_version_of_a_staged_object_is_left(
     ksame: Any, people: list[bytes], pg_url: str, moto_endpoint: str, s3_bucket: str
 ) -> None:
     import boto3
-
-    from tests.conftest import REGION
 
     c = ksame(
         database_url=pg_url,
