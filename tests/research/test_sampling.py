@@ -265,3 +265,29 @@ def test_video_sample_passes_the_gate_and_drops_audio(research: Any, face_jpeg: 
     data = c.vault.read(obj.key, "research", job_id)
     with av.open(io.BytesIO(data)) as container:
         assert not container.streams.audio and container.streams.video
+
+
+def test_a_withdrawal_racing_the_write_keeps_nothing(research: Any, face_jpeg: bytes) -> None:
+    """The subject withdraws after the decision but before the sample is recorded: the write
+    re-reads the subject in its transaction and keeps nothing (the stored object is removed)."""
+    c = research()
+    write = c.sampler.writer.write
+    decisions: list[Any] = []
+
+    def withdraw_then_write(record: Any) -> Any:
+        c.rights.withdraw_consent(record.subject_id)
+        return write(record)
+
+    c.sampler.writer.write = withdraw_then_write
+    sample = c.sampler.sample
+
+    def spy(job_id: str, media: bytes) -> Any:
+        decisions.append(sample(job_id, media))
+        return decisions[-1]
+
+    c.service.sampler = spy
+    job_id = c.client.submit(face_jpeg, "detect", subject_id="race", consent=Consent(research=True))
+    assert c.service.status(job_id)["status"] == "succeeded"
+    assert [(d.outcome, d.reason) for d in decisions] == [("skipped", "withdrawn")]
+    assert _samples(c) == [] and _research_objects(c, live=False) == []
+    assert list(c.store.keys("research/")) == []

@@ -51,7 +51,14 @@ from worker.ledger.db import Database
 from worker.ledger.models import Job, Subject
 from worker.research.quasi import QuasiIdentifiers
 from worker.research.staging import Stager, prepare
-from worker.research.store import SampleRecord, SampleWriter, count, discard, ineligible
+from worker.research.store import (
+    NotEligible,
+    SampleRecord,
+    SampleWriter,
+    count,
+    discard,
+    ineligible,
+)
 
 log = structlog.get_logger("facemedia.research")
 
@@ -145,6 +152,8 @@ class Sampler:
         """Sample ``job_id`` from its decrypted original; never raises."""
         try:
             decision = self._sample(job_id, media)
+        except NotEligible as exc:  # withdrew or erased while this job was being sampled
+            decision = SampleDecision("skipped", exc.reason)
         except PipelineError as exc:  # the source cannot be decoded or de-identified
             decision = SampleDecision("error", str(getattr(exc, "code", "pipeline_error")))
             log.warning("research.sample_failed", job_id=job_id, reason=decision.reason)

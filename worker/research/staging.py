@@ -51,6 +51,7 @@ from worker.ledger.db import Database
 from worker.ledger.models import ResearchSample, StagedFace, StoredObject, Subject
 from worker.metrics import KSAME_BATCHES
 from worker.research.store import (
+    NotEligible,
     SampleRecord,
     SampleWriter,
     StoredItem,
@@ -526,24 +527,28 @@ class KSameBatcher:
                 continue
             if self.writer.exists(m.job_id):
                 continue  # an earlier, interrupted build of this batch wrote it
-            sample = self.writer.write(
-                SampleRecord(
-                    job_id=m.job_id,
-                    subject_id=m.subject_id,
-                    key_id=key_id,
-                    media_kind="image",
-                    operator="k_same",
-                    data=encode_image(out, "jpeg", 90),
-                    faces=len(mat.faces),
-                    quasi=m.quasi,
-                    params={
-                        "k": self.config.k,
-                        "size": mat.transforms[0].size,
-                        "dilation": mat.dilation,
-                    },
-                    gate=verdict.to_json(),
+            try:
+                sample = self.writer.write(
+                    SampleRecord(
+                        job_id=m.job_id,
+                        subject_id=m.subject_id,
+                        key_id=key_id,
+                        media_kind="image",
+                        operator="k_same",
+                        data=encode_image(out, "jpeg", 90),
+                        faces=len(mat.faces),
+                        quasi=m.quasi,
+                        params={
+                            "k": self.config.k,
+                            "size": mat.transforms[0].size,
+                            "dilation": mat.dilation,
+                        },
+                        gate=verdict.to_json(),
+                    )
                 )
-            )
+            except NotEligible as exc:  # withdrew or erased since the claim: not kept
+                count("skipped", exc.reason)
+                continue
             if sample is not None:
                 written += 1
                 count("sampled", "k_same")

@@ -55,6 +55,15 @@ def ineligible(subject: Subject | None) -> str | None:
     return None
 
 
+class NotEligible(Exception):
+    """The subject became ineligible (withdrew, erased) between the decision and the write;
+    nothing was kept. ``reason`` is the stable code of :func:`ineligible`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def count(outcome: str, reason: str) -> None:
     """Count one sampling decision (``facemedia_research_sampling_total``)."""
     RESEARCH_SAMPLING.labels(outcome, reason).inc()
@@ -118,7 +127,8 @@ class SampleWriter:
 
     def write(self, record: SampleRecord) -> str | None:
         """Encrypt and store the sample, then record it; its id, or ``None`` if the job already
-        has one (what this call stored is deleted again)."""
+        has one (what this call stored is deleted again). Raises :class:`NotEligible` if the
+        subject withdrew or is being erased by now."""
         sample_id = new_id()
 
         def row(object_id: str, t: datetime) -> ResearchSample:
@@ -185,12 +195,21 @@ def store_once(
 ) -> bool:
     """Encrypt and store ``data``, then record its object row and ``row(object_id, now)`` in one
     transaction. False when the row's unique source job says this job was already recorded: the
-    object just stored is deleted again (or left to the orphan sweep if that fails)."""
+    object just stored is deleted again (or left to the orphan sweep if that fails).
+
+    The transaction re-reads the subject (``FOR UPDATE`` on PostgreSQL; SQLite's writers are
+    serialised) and raises :class:`NotEligible` if it withdrew or is being erased: a withdrawal
+    either commits first (and nothing is kept) or after (and its deletion finds this object).
+    """
     put = vault.put(item.key, item.object_class, item.job_id, item.key_id, data)
     t = clock()
     object_id = new_id()
+    why: str | None = None
     try:
         with db.session() as s:
+            why = ineligible(s.get(Subject, item.subject_id, with_for_update=True))
+            if why is not None:
+                raise NotEligible(why)
             s.add(
                 StoredObject(
                     id=object_id,
@@ -211,16 +230,19 @@ def store_once(
             s.add(row(object_id, t))
             s.flush()
             audit.append(s, audit_event, object_id, object_class=item.object_class)
-    except IntegrityError:
+    except (IntegrityError, NotEligible):
         try:
             vault.delete(item.key)
         except StorageError:
             log.warning("research.undo_failed", job_id=item.job_id)
+        if why is not None:
+            raise NotEligible(why) from None
         return False
     return True
 
 
 __all__ = [
+    "NotEligible",
     "SampleRecord",
     "SampleWriter",
     "StoredItem",
