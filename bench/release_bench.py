@@ -13,6 +13,9 @@ vhost). A release is built with ``shard_samples`` = ``--shard``:
   warmed up with one build before the clock starts); the clock runs from ``create`` (planning
   here, then a group of shard tasks) to the release being ``published`` in the ledger.
 
+Each mode is timed ``--rounds`` times, interleaved (inline, 1 worker, 2 workers, then again),
+and the median reported with the minimum and the load average.
+
 Gate: on ``--scenes`` generated 960x540 scenes with three pasted astronaut faces, the
 de-identification (CenterFace detection at 0.3 + the default ``mask`` operator) against the
 residual-face gate (CenterFace at 0.2 over the whole output), medians of interleaved timings.
@@ -189,6 +192,7 @@ def main() -> None:
     ap.add_argument("--shard", type=int, default=64)
     ap.add_argument("--scenes", type=int, default=12)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
 
     import psycopg
@@ -216,56 +220,59 @@ def main() -> None:
         "store_url": f"file://{tmp / 'store'}",
         "research__shard_samples": args.shard,
     }
-    rows: list[tuple[str, float, Any]] = []
-    workers = contextlib.ExitStack()
+    times: dict[str, list[float]] = {"inline": [], "1 worker": [], "2 workers": []}
+    shards = samples = 0
+    load_before = os.getloadavg()[0]
     try:
         plain = {k: v for k, v in common.items() if k != "research__shard_samples"}
         inline = Container(load_settings(**plain, research={"shard_samples": args.shard}))
         t0 = time.perf_counter()
         populate(inline, args.samples)
         print(f"populated {args.samples} samples in {time.perf_counter() - t0:.1f} s", flush=True)
-        build(inline, "warm-inline")  # warm-up: imports, connections, the signing key
-        secs, res = build(inline, "inline")
-        rows.append(("inline (this process)", secs, res))
-        print(rows[-1][:2], flush=True)
+        broker = AMQP.rstrip("/") + "/" + vhost
         fanned = Container(
-            load_settings(
-                **plain,
-                broker_url=AMQP.rstrip("/") + "/" + vhost,
-                research={"shard_samples": args.shard},
-            )
+            load_settings(**plain, broker_url=broker, research={"shard_samples": args.shard})
         )
-        worker_settings = {**common, "broker_url": AMQP.rstrip("/") + "/" + vhost}
-        for n in (1, 2):
-            log = tmp / f"w{n}.log"
-            workers.enter_context(celery_worker(worker_settings, log, "research", concurrency=1))
-            deadline = time.monotonic() + 60
-            while b"ready." not in log.read_bytes() and time.monotonic() < deadline:
-                time.sleep(0.2)
-            build(fanned, f"warm-{n}")  # warm-up: imports, connections, the signing key
-            secs, res = build(fanned, f"workers-{n}")
-            rows.append((f"{n} worker{'s' if n > 1 else ''} (-c 1 each)", secs, res))
-            print(rows[-1][:2], flush=True)
+        worker_settings = {**common, "broker_url": broker}
+        build(inline, "warm-inline")  # warm-up: imports, connections, the signing key
+        for r in range(args.rounds):  # interleaved rounds: a busy machine hits every mode
+            secs, res = build(inline, f"inline-{r}")
+            times["inline"].append(secs)
+            shards, samples = res.shards, res.samples
+            with contextlib.ExitStack() as workers:
+                for n in (1, 2):
+                    log = tmp / f"r{r}w{n}.log"
+                    workers.enter_context(
+                        celery_worker(worker_settings, log, "research", concurrency=1)
+                    )
+                    deadline = time.monotonic() + 60
+                    while b"ready." not in log.read_bytes() and time.monotonic() < deadline:
+                        time.sleep(0.2)
+                    build(fanned, f"warm-{r}-{n}")  # warm-up of the new worker process
+                    secs, _ = build(fanned, f"workers-{r}-{n}")
+                    times["1 worker" if n == 1 else "2 workers"].append(secs)
+            print({k: [round(x, 2) for x in v] for k, v in times.items()}, flush=True)
         inline.close()
         fanned.close()
     finally:
-        workers.close()
         subprocess.run([ctl, "delete_vhost", vhost], capture_output=True)
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         shutil.rmtree(tmp, ignore_errors=True)
     print()
-    print(f"{args.samples} samples, shard_samples {args.shard}, k=5, nproc {os.cpu_count()}")
+    print(
+        f"{samples} samples released of {args.samples}, {shards} shards of {args.shard}, k=5, "
+        f"nproc {os.cpu_count()}, {args.rounds} interleaved rounds, load average "
+        f"{load_before:.1f} before / {os.getloadavg()[0]:.1f} after"
+    )
     print()
-    print("| build | samples | shards | seconds | samples/s | vs inline |")
-    print("|---|---:|---:|---:|---:|---:|")
-    base_rate = rows[0][2].samples / rows[0][1]
-    for label, secs, res in rows:
-        rate = res.samples / secs
-        print(
-            f"| {label} | {res.samples} | {res.shards} | {secs:.2f} | {rate:.0f} | "
-            f"{rate / base_rate:.2f}x |"
-        )
+    print("| build | median s | min s | samples/s (median) | vs inline |")
+    print("|---|---:|---:|---:|---:|")
+    base_rate = samples / statistics.median(times["inline"])
+    for label, values in times.items():
+        med = statistics.median(values)
+        rate = samples / med
+        print(f"| {label} | {med:.2f} | {min(values):.2f} | {rate:.0f} | {rate / base_rate:.2f}x |")
     g = gate_cost(args.scenes, args.repeat)
     print()
     print(f"gate on {args.scenes} scenes x {args.repeat} (960x540, 3 faces), medians:")
