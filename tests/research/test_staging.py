@@ -265,3 +265,19 @@ def test_on_a_versioned_bucket_no_version_of_a_staged_object_is_left(
     assert len(research.get("Versions", [])) == K
     originals = s3.list_object_versions(Bucket=s3_bucket, Prefix="p/originals/")
     assert originals.get("Versions", []) == [] and originals.get("DeleteMarkers", []) == []
+
+
+def test_the_batch_task_runs_inline_and_is_in_beat(
+    ksame: Any, people: list[bytes], make_settings: Callable[..., Any]
+) -> None:
+    from worker.celery_app import celery_config
+    from worker.tasks.sampling import BUILD_KSAME, build_ksame_batches
+
+    c = ksame()
+    _submit_all(c, people[:K], "task")
+    [report] = build_ksame_batches.apply(throw=True).get()
+    assert (report["outcome"], report["written"]) == ("written", K)
+    conf = celery_config(make_settings())
+    entry = next(e for e in conf["beat_schedule"].values() if e["task"] == BUILD_KSAME)
+    assert entry["options"]["queue"] == "research" and entry["schedule"] <= 600
+    assert "worker.tasks.sampling" in conf["imports"]
