@@ -291,3 +291,13 @@ def test_a_withdrawal_racing_the_write_keeps_nothing(research: Any, face_jpeg: b
     assert [(d.outcome, d.reason) for d in decisions] == [("skipped", "withdrawn")]
     assert _samples(c) == [] and _research_objects(c, live=False) == []
     assert list(c.store.keys("research/")) == []
+
+
+def test_export_holds_the_subjects_sample(research: Any, face_jpeg: bytes, tmp_path: Any) -> None:
+    c = research()
+    c.client.submit(face_jpeg, "detect", subject_id="export-me", consent=Consent(research=True))
+    ref = c.client.subject_ref("export-me")
+    report = c.rights.export(ref, tmp_path / "out")
+    research_files = [f for f in report["files"] if f.startswith("research/")]
+    assert len(research_files) == 1 and research_files[0].endswith("sample.jpg")
+    assert (tmp_path / "out" / research_files[0]).read_bytes()[:3] == b"\xff\xd8\xff"
