@@ -81,9 +81,15 @@ def release(
     operator: Annotated[
         str | None, typer.Option("--operator", help="Only samples de-identified by this operator")
     ] = None,
+    wait: Annotated[
+        float,
+        typer.Option("--wait", help="With a broker: wait up to this many seconds for publication"),
+    ] = 0.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build a release from the eligible research samples."""
+    """Build a release from the eligible research samples (fanned out with a broker)."""
+    import time
+
     from worker.research.release import ReleaseRequest
 
     container = _container()
@@ -91,8 +97,11 @@ def release(
         lambda: container.releases.create(ReleaseRequest(name=name, k=k, operator=operator)),
         as_json,
     )
-    data = result.to_json()
-    _emit(data, as_json, "release")
+    deadline = time.monotonic() + wait
+    while result.status in ("building", "finishing") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        result = container.releases.result(result.release_id)
+    _emit(result.to_json(), as_json, "release")
 
 
 @research_app.command("status")

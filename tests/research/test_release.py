@@ -79,7 +79,12 @@ class Population:
 
 
 def add_sample(
-    container: Any, subject_ref: Any, image: bytes, quasi: dict[str, Any], op: str = "mask"
+    container: Any,
+    subject_ref: Any,
+    image: bytes,
+    quasi: dict[str, Any],
+    op: str = "mask",
+    media_kind: str = "image",
 ) -> str:
     """One research sample of a subject: encrypted object + rows."""
     sample_id = new_id()
@@ -103,7 +108,7 @@ def add_sample(
                 id=sample_id,
                 object_id=object_id,
                 subject_id=subject_ref.id,
-                media_kind="image",
+                media_kind=media_kind,
                 operator=op,
                 params={},
                 faces=1,
@@ -306,6 +311,34 @@ def test_webdataset_reads_pulled_shards(built: dict[str, Any]) -> None:
         assert record["gate"]["passed"] is True
         seen += 1
     assert seen == built["result"].samples
+
+
+def test_video_samples_are_mp4_members(embedded: Any, tmp_path: Path) -> None:
+    import av
+    import numpy as np
+    import webdataset as wds
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for i in range(6):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 30, np.uint8), "rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    clip = buf.getvalue()
+    for i in range(3):
+        ref = embedded.subjects.ensure(f"vid-{i}", Consent(research=True))
+        add_sample(embedded, ref, clip, QUASI_POOL[1], media_kind="video")
+    res = embedded.releases.create(ReleaseRequest(name="videos", k=3))
+    priv, pub = researcher(tmp_path, "dave")
+    embedded.releases.grant("videos", pub)
+    out = tmp_path / "v"
+    pull(embedded.store, res.release_id, priv, out)
+    got = list(wds.WebDataset(str(out / "shard-000000.tar"), shardshuffle=False))
+    assert len(got) == 3 and all(x["mp4"] == clip for x in got)
+    assert all(json.loads(x["json"])["media_kind"] == "video" for x in got)
 
 
 def test_store_holds_no_plaintext_and_no_grant_cannot_decrypt(

@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ Progress = Callable[[str, int, int], None]
 """``progress(file name, bytes done, bytes total)``."""
 
 _CHUNK = 1 << 20
+_FILE_NAME = re.compile(r"^[a-z0-9_-][a-z0-9_.-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,10 @@ def _load_index(data: bytes, sig: bytes, signer: bytes, release_id: str | None) 
         release_id and index.get("release_id") != release_id
     ):
         raise ReleaseError("bad_signature", "index.json is not this release's index")
+    names = [str(f.get("name", "")) for f in index.get("files", [])]
+    if any(not _FILE_NAME.match(n) for n in names) or len(set(names)) != len(names):
+        # signed, but a file name must never reach outside DIR or shadow another file
+        raise ReleaseError("bad_request", "index.json lists an invalid file name")
     return index
 
 
@@ -379,6 +385,8 @@ def verify(out: Path, *, signer: bytes | None = None) -> VerifyResult:
     index = _load_index(index_bytes, (out / "index.sig").read_bytes(), trusted, None)
     release_id = str(index["release_id"])
     if (out / "revocations.json").is_file():
+        if not (out / "revocations.sig").is_file():
+            raise ReleaseError("missing_file", "revocations.sig is missing", path="revocations.sig")
         _load_revocations(
             (out / "revocations.json").read_bytes(),
             (out / "revocations.sig").read_bytes(),
