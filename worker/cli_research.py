@@ -158,6 +158,13 @@ def grant(release: str, pubkey_file: Path, as_json: JsonOpt = False) -> None:
     _emit(_run(lambda: container.releases.grant(release, data), as_json), as_json, "grant")
 
 
+@research_app.command("revoke")
+def revoke(release: str, as_json: JsonOpt = False) -> None:
+    """Withdraw a whole release: delete every object of it from the store (audited)."""
+    container = _container()
+    _emit(_run(lambda: container.releases.revoke(release), as_json), as_json, "revoke")
+
+
 @research_app.command("signing-key")
 def signing_key(
     out: Annotated[Path, typer.Option("--out", help="Where to write the public key (PEM)")],

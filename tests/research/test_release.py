@@ -462,6 +462,22 @@ def test_revocation_removes_the_sample_at_next_pull_and_resume_skips(
     assert fifth.downloaded == 0 and fifth.removed_samples == 0
 
 
+def test_revoking_a_release_deletes_it(
+    embedded: Any, built: dict[str, Any], tmp_path: Path
+) -> None:
+    release_id = built["result"].release_id
+    got = embedded.releases.revoke(release_id)
+    assert got["deleted"] > 0 and not list(embedded.store.keys(f"releases/{release_id}/"))
+    with pytest.raises(ReleaseError) as info:
+        pull(embedded.store, release_id, built["priv"], tmp_path / "late")
+    assert info.value.code == "not_found"
+    assert embedded.releases.result(release_id).status == "revoked"
+    assert embedded.releases.refresh_revocations() == []  # nothing left to re-sign
+    with pytest.raises(ReleaseError) as info:
+        embedded.releases.grant(release_id, built["pub"])
+    assert info.value.code == "not_published"
+
+
 def test_cli_commands_json(embedded: Any, sample_images: list[bytes], tmp_path: Path) -> None:
     from worker.cli import app
 

@@ -862,6 +862,33 @@ class ReleaseService:
             audit.append(s, "release.granted", release_id, fingerprint=fp)
         return {"release_id": release_id, "fingerprint": fp, "new": exists is None}
 
+    def revoke(self, ref: str) -> dict[str, Any]:
+        """Withdraw a whole release: every object under its prefix deleted through the deleter
+        (every version, receipts), status ``revoked``; audited. Copies already pulled are the
+        holders' to delete (the datasheet says so)."""
+        release_id = self.find(ref)
+        prefix = release_prefix(release_id) + "/"
+        with self.db.session() as s:
+            rows = list(
+                s.scalars(
+                    select(StoredObject).where(
+                        StoredObject.key.like(prefix + "%"), StoredObject.deleted_at.is_(None)
+                    )
+                )
+            )
+            doomed = [Doomed.of(r) for r in rows]
+        deleted = 0
+        for start in range(0, len(doomed), 1000):
+            deleted += self.deleter.delete(doomed[start : start + 1000], "release_revoked").deleted
+        with self.db.session() as s:
+            live = s.get(Release, release_id)
+            assert live is not None
+            already = live.revoked_at is not None
+            live.revoked_at = live.revoked_at or self.clock()
+            live.status = "revoked"
+            audit.append(s, "release.revoked", release_id, deleted=deleted)
+        return {"release_id": release_id, "deleted": deleted, "already_revoked": already}
+
     # ----- revocations ---------------------------------------------------------------------
 
     def _write_revocations(self, release_id: str, *, force: bool = False) -> int | None:
