@@ -165,6 +165,13 @@ def revoke(release: str, as_json: JsonOpt = False) -> None:
     _emit(_run(lambda: container.releases.revoke(release), as_json), as_json, "revoke")
 
 
+@research_app.command("rewrap")
+def rewrap(as_json: JsonOpt = False) -> None:
+    """Re-wrap release keys and the signing key under the current KEK (after `keys rotate`)."""
+    count = _container().releases.rewrap()
+    _emit({"rewrapped": count}, as_json, "rewrap")
+
+
 @research_app.command("signing-key")
 def signing_key(
     out: Annotated[Path, typer.Option("--out", help="Where to write the public key (PEM)")],

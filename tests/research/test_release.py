@@ -478,6 +478,22 @@ def test_revoking_a_release_deletes_it(
     assert info.value.code == "not_published"
 
 
+def test_release_keys_survive_kek_rotation(
+    embedded: Any, built: dict[str, Any], tmp_path: Path
+) -> None:
+    from worker.research.release.keys import SigningKeys
+
+    old = embedded.keyring.current().version
+    pem = embedded.releases.signing.public_pem()
+    embedded.keyring.rotate()
+    assert embedded.releases.rewrap() == 1
+    embedded.keyring.retire(old)
+    assert SigningKeys(embedded.db, embedded.keyring).public_pem() == pem
+    priv, pub = researcher(tmp_path, "frank")
+    embedded.releases.grant(built["result"].release_id, pub)  # unwraps under the new KEK
+    assert pull(embedded.store, built["result"].release_id, priv, tmp_path / "f").samples == 15
+
+
 def test_cli_commands_json(embedded: Any, sample_images: list[bytes], tmp_path: Path) -> None:
     from worker.cli import app
 

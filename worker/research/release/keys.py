@@ -287,6 +287,24 @@ class SigningKeys:
         )
         return self._key
 
+    def rewrap(self) -> bool:
+        """Re-wrap the signing key under the keyring's current KEK (after a rotation)."""
+        key = self._load()
+        raw = key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        wrapped = self.keyring.wrap(raw, _SIGNING_CONTEXT)
+        with self.db.session() as s:
+            row = s.get(ServiceKeyRow, SIGNING_KEY_NAME)
+            if row is None:
+                return False
+            row.keyring_id = wrapped.kek.keyring_id
+            row.kek_version = wrapped.kek.version
+            row.wrapped = wrapped.blob
+        return True
+
     def public(self) -> Ed25519PublicKey:
         """The public half (published next to each release)."""
         return self._load().public_key()

@@ -889,6 +889,33 @@ class ReleaseService:
             audit.append(s, "release.revoked", release_id, deleted=deleted)
         return {"release_id": release_id, "deleted": deleted, "already_revoked": already}
 
+    def rewrap(self) -> int:
+        """Re-wrap every live release's data and pseudonym keys, and the signing key, under the
+        keyring's current KEK (run after ``facemedia keys rotate``, before retiring the old
+        KEK version); returns the number of releases re-wrapped."""
+        with self.db.session() as s:
+            ids = list(s.scalars(select(Release.id).where(Release.revoked_at.is_(None))))
+        count = 0
+        for release_id in ids:
+            row = self._load(release_id)
+            keys = self._keys(row)
+            data = self.keyring.wrap(keys.data.raw(), release_key_context(release_id, "data"))
+            pseud = self.keyring.wrap(
+                keys.pseudonym.raw(), release_key_context(release_id, "pseudonym")
+            )
+            with self.db.session() as s:
+                live = s.get(Release, release_id)
+                assert live is not None
+                live.keyring_id = data.kek.keyring_id
+                live.kek_version = data.kek.version
+                live.wrapped_data_key = data.blob
+                live.wrapped_pseudonym_key = pseud.blob
+            count += 1
+        self.signing.rewrap()
+        with self.db.session() as s:
+            audit.append(s, "release.keys_rewrapped", None, count=count)
+        return count
+
     # ----- revocations ---------------------------------------------------------------------
 
     def _write_revocations(self, release_id: str, *, force: bool = False) -> int | None:
