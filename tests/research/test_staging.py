@@ -281,3 +281,14 @@ def test_the_batch_task_runs_inline_and_is_in_beat(
     entry = next(e for e in conf["beat_schedule"].values() if e["task"] == BUILD_KSAME)
     assert entry["options"]["queue"] == "research" and entry["schedule"] <= 600
     assert "worker.tasks.sampling" in conf["imports"]
+
+
+def test_held_staged_faces_are_neither_batched_nor_deleted(ksame: Any, people: list[bytes]) -> None:
+    c = ksame()
+    _submit_all(c, people[:K], "held")
+    c.rights.hold(subject_id=c.client.subject_ref("held-0"), reason="court order 1")
+    assert c.ksame.build() == []  # K - 1 unheld subjects: no batch
+    assert len(list(c.store.keys("staging/"))) == K
+    c.rights.hold(subject_id=c.client.subject_ref("held-0"), release=True)
+    [report] = c.ksame.build()
+    assert (report.written, report.deleted) == (K, K)

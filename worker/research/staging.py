@@ -48,7 +48,7 @@ from pipelines.faces.detector import Face, FaceDetector
 from pipelines.media.image import decode_image, encode_image
 from worker.ids import new_id
 from worker.ledger.db import Database
-from worker.ledger.models import ResearchSample, StagedFace, StoredObject, Subject
+from worker.ledger.models import Job, ResearchSample, StagedFace, StoredObject, Subject
 from worker.metrics import KSAME_BATCHES
 from worker.research.store import (
     NotEligible,
@@ -378,10 +378,15 @@ class KSameBatcher:
         return (
             select(StagedFace.id)
             .join(StoredObject, StoredObject.id == StagedFace.object_id)
+            .join(Subject, Subject.id == StagedFace.subject_id)
+            .outerjoin(Job, Job.id == StoredObject.job_id)
             .where(
                 StoredObject.deleted_at.is_(None),
                 StagedFace.expires_at > now,
                 or_(StagedFace.claim_until.is_(None), StagedFace.claim_until < now),
+                # held material is neither batched nor deleted here (the hold keeps it)
+                ~Subject.legal_hold,
+                or_(Job.id.is_(None), ~Job.legal_hold),
             )
         )
 
