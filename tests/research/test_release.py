@@ -494,6 +494,15 @@ def test_release_keys_survive_kek_rotation(
     assert pull(embedded.store, built["result"].release_id, priv, tmp_path / "f").samples == 15
 
 
+def test_a_redelivered_shard_task_rewrites_nothing(embedded: Any, built: dict[str, Any]) -> None:
+    release_id = built["result"].release_id
+    key = f"releases/{release_id}/files/shard-000000.tar"
+    before = embedded.store.get(key).read()
+    assert embedded.releases.build_shard(release_id, 0) is False
+    assert embedded.store.get(key).read() == before
+    assert verify(built["out"]).files > 0
+
+
 def test_cli_commands_json(embedded: Any, sample_images: list[bytes], tmp_path: Path) -> None:
     from worker.cli import app
 

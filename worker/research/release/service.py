@@ -435,11 +435,48 @@ class ReleaseService:
 
     def build_shard(self, release_id: str, index: int, *, trigger_finish: bool = True) -> bool:
         """Write shard ``index`` and its part record; True if this call completed the set and
-        triggered the finish. Idempotent: a re-run rewrites the same keys."""
+        triggered the finish.
+
+        The task form (``trigger_finish``) runs only while the release is ``building`` and does
+        not rewrite a shard whose part record exists (a redelivered task only re-checks
+        completion), so nothing is rewritten under a finish that has read it. The finish itself
+        rebuilds shards with ``trigger_finish=False``."""
         row = self._load(release_id)
         plan = (row.summary or {}).get("plan")
-        if row.status not in ("building", "finishing") or plan is None:
+        if plan is None or row.status not in ("building", "finishing"):
             return False
+        if not trigger_finish:
+            self._write_shard(row, index)
+            return False
+        if row.status != "building":
+            return False
+        prefix = release_prefix(release_id)
+        if not self.store.exists(f"{prefix}/parts/{index:06d}.json"):
+            self._write_shard(row, index)
+        done = sum(1 for _ in self.store.keys(f"{prefix}/parts/"))
+        if done < len(plan["shards"]):
+            return False
+        with self.db.session() as s:
+            won = cast(
+                CursorResult[Any],
+                s.execute(
+                    update(Release)
+                    .where(Release.id == release_id, Release.status == "building")
+                    .values(status="finishing")
+                ),
+            ).rowcount
+        if won != 1:
+            return False
+        if self.finish_later is not None:
+            self.finish_later(release_id)
+        else:
+            self.finish(release_id)
+        return True
+
+    def _write_shard(self, row: Release, index: int) -> None:
+        """Build, encrypt and store one shard and its (encrypted) part record."""
+        release_id = row.id
+        plan = (row.summary or {})["plan"]
         shards: list[list[dict[str, Any]]] = plan["shards"]
         excluded = set((row.summary or {}).get("excluded", []))
         keys = self._keys(row)
@@ -571,27 +608,6 @@ class ReleaseService:
         part_key = f"{prefix}/parts/{index:06d}.json"
         self._put(part_key, cipher.seal(part_key, json.dumps(part).encode()))
         log.info("release.shard_built", release_id=release_id, count=len(members) // 2)
-        if not trigger_finish:
-            return False
-        done = sum(1 for _ in self.store.keys(f"{prefix}/parts/"))
-        if done < len(shards):
-            return False
-        with self.db.session() as s:
-            won = cast(
-                CursorResult[Any],
-                s.execute(
-                    update(Release)
-                    .where(Release.id == release_id, Release.status == "building")
-                    .values(status="finishing")
-                ),
-            ).rowcount
-        if won != 1:
-            return False
-        if self.finish_later is not None:
-            self.finish_later(release_id)
-        else:
-            self.finish(release_id)
-        return True
 
     # ----- finishing -----------------------------------------------------------------------
 
