@@ -656,7 +656,8 @@ def test_release_fans_out_on_a_real_worker(
         populate(container, sample_images, n_ok=10, tag="w")
         with celery_worker(settings, tmp_path / "w.log", queues="research", concurrency=2):
             res = container.releases.create(ReleaseRequest(name="fan", k=2))
-            assert res.status == "building" and res.shards == 3
+            # planned here, built by the worker (a fast worker may already be finishing)
+            assert res.status in ("building", "finishing", "published") and res.shards == 3
 
             def published() -> bool:
                 return container.releases.result(res.release_id).status == "published"

@@ -641,6 +641,7 @@ class ReleaseService:
     def _finish(self, release_id: str) -> ReleaseResult:
         row = self._load(release_id)
         if row.status == "published":
+            self._drop_parts(release_id)  # a finish interrupted after publishing
             return self.result(release_id)
         summary = dict(row.summary or {})
         plan = summary["plan"]["shards"]
@@ -762,10 +763,14 @@ class ReleaseService:
         self._put(f"{prefix}/signer.pub", signer)
         self._put(f"{prefix}/index.json", body)
         self._put(f"{prefix}/index.sig", self.signing.sign(body))
+        # The revocation list exists before the release is published (a pull right after
+        # publication finds it); a withdrawal in between is caught by the refresh below.
+        revoked = self._revoked_in(keys, subjects)
+        self._sign_revocations(release_id, revoked)
         t = self.clock()
         final = {k2: v for k2, v in public.items() if k2 not in ("name", "release_id")}
         final["subject_pseudonyms"] = subjects
-        final["revoked"] = []
+        final["revoked"] = revoked
         with self.db.session() as s:
             live = s.get(Release, release_id)
             assert live is not None
@@ -785,24 +790,27 @@ class ReleaseService:
                 suppressed=public["suppressed"],
                 manifest_sha256=manifest_sha,
             )
-        self._write_revocations(release_id, force=True)
+        self._write_revocations(release_id)
         self._drop_parts(release_id)
         log.info("release.published", release_id=release_id, count=len(media))
         return self.result(release_id)
 
-    def _drop_parts(self, release_id: str) -> None:
-        prefix = release_prefix(release_id) + "/parts/"
+    def _delete_prefix(self, prefix: str, reason: str) -> int:
+        """Delete every live object under ``prefix`` through the deleter; the count deleted."""
         with self.db.session() as s:
-            rows = list(
-                s.scalars(
-                    select(StoredObject).where(
-                        StoredObject.key.like(prefix + "%"), StoredObject.deleted_at.is_(None)
-                    )
+            rows = s.scalars(
+                select(StoredObject).where(
+                    StoredObject.key.like(prefix + "%"), StoredObject.deleted_at.is_(None)
                 )
             )
             doomed = [Doomed.of(r) for r in rows]
-        if doomed:
-            self.deleter.delete(doomed, reason="release_build")
+        deleted = 0
+        for start in range(0, len(doomed), 1000):
+            deleted += self.deleter.delete(doomed[start : start + 1000], reason).deleted
+        return deleted
+
+    def _drop_parts(self, release_id: str) -> None:
+        self._delete_prefix(release_prefix(release_id) + "/parts/", "release_build")
 
     def result(self, release_id: str) -> ReleaseResult:
         """The release's current figures."""
@@ -883,19 +891,7 @@ class ReleaseService:
         (every version, receipts), status ``revoked``; audited. Copies already pulled are the
         holders' to delete (the datasheet says so)."""
         release_id = self.find(ref)
-        prefix = release_prefix(release_id) + "/"
-        with self.db.session() as s:
-            rows = list(
-                s.scalars(
-                    select(StoredObject).where(
-                        StoredObject.key.like(prefix + "%"), StoredObject.deleted_at.is_(None)
-                    )
-                )
-            )
-            doomed = [Doomed.of(r) for r in rows]
-        deleted = 0
-        for start in range(0, len(doomed), 1000):
-            deleted += self.deleter.delete(doomed[start : start + 1000], "release_revoked").deleted
+        deleted = self._delete_prefix(release_prefix(release_id) + "/", "release_revoked")
         with self.db.session() as s:
             live = s.get(Release, release_id)
             assert live is not None
@@ -934,22 +930,19 @@ class ReleaseService:
 
     # ----- revocations ---------------------------------------------------------------------
 
-    def _write_revocations(self, release_id: str, *, force: bool = False) -> int | None:
-        row = self._load(release_id)
-        if row.status != "published" or row.revoked_at is not None:
-            return None
-        summary = dict(row.summary or {})
-        members = set(summary.get("subject_pseudonyms", []))
-        keys = self._keys(row)
+    def _revoked_in(self, keys: _Keys, members: Iterable[str]) -> list[str]:
+        """The release pseudonyms, among ``members``, of every subject on the revocation list."""
+        present = set(members)
         with self.db.session() as s:
             subjects = list(s.scalars(select(Revocation.subject_id)))
-        revoked = sorted(
+        return sorted(
             p
             for p in (self.subject_pseudonym(keys.pseudonym, sid) for sid in subjects)
-            if p in members
+            if p in present
         )
-        if not force and revoked == summary.get("revoked", []):
-            return len(revoked)
+
+    def _sign_revocations(self, release_id: str, revoked: list[str]) -> None:
+        """Write ``revocations.json`` and its signature."""
         doc = {
             "format": REVOCATIONS_FORMAT,
             "version": 1,
@@ -961,6 +954,16 @@ class ReleaseService:
         prefix = release_prefix(release_id)
         self._put(f"{prefix}/revocations.json", body)
         self._put(f"{prefix}/revocations.sig", self.signing.sign(body))
+
+    def _write_revocations(self, release_id: str, *, force: bool = False) -> int | None:
+        row = self._load(release_id)
+        if row.status != "published" or row.revoked_at is not None:
+            return None
+        summary = dict(row.summary or {})
+        revoked = self._revoked_in(self._keys(row), summary.get("subject_pseudonyms", []))
+        if not force and revoked == summary.get("revoked", []):
+            return len(revoked)
+        self._sign_revocations(release_id, revoked)
         summary["revoked"] = revoked
         with self.db.session() as s:
             live = s.get(Release, release_id)
