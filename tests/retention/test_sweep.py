@@ -247,3 +247,23 @@ def test_cli_sweep_hold_erase_export(embedded: Any, astronaut_jpeg: bytes, tmp_p
     assert run(app, ["erase", "nobody-known"]).exit_code == 2
     assert run(app, ["hold", "set", "--subject", "sw-cli"]).exit_code == 2  # no reason
     assert run(app, ["consent", "withdraw", "sw-cli", "--json"]).exit_code == 0
+
+
+def test_sweep_claims_several_batches_and_caps_them(make_settings: Any) -> None:
+    """Claims of two DeleteObjects batches, two batches in the store at once: ``max_batches``
+    still caps the store batches, and every object is deleted and receipted exactly once."""
+    from worker.bootstrap import Container
+
+    c = Container(make_settings(sweep_batch=4))
+    try:
+        seed_objects(c, 25)
+        first = c.sweeper.run(max_batches=3)
+        assert (first.deleted, first.batches, first.more) == (12, 3, True)
+        rest = c.sweeper.run()
+        assert (rest.deleted, rest.batches, rest.more) == (13, 4, False)
+        assert list(c.store.keys()) == []
+        with c.db.session() as s:
+            ids = list(s.scalars(select(DeletionReceipt.object_id)))
+        assert len(ids) == len(set(ids)) == 25
+    finally:
+        c.close()

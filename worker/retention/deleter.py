@@ -11,9 +11,22 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import insert, literal, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    Table,
+    any_,
+    bindparam,
+    insert,
+    literal,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from worker.ledger import audit
 from worker.ledger.db import Database
@@ -22,6 +35,19 @@ from worker.metrics import DELETION_FAILURES, DELETIONS
 from worker.storage.base import DeleteResult, ObjectStore
 
 log = structlog.get_logger("facemedia.retention")
+
+# Core tables: the bulk statements below skip the ORM's per-statement bookkeeping.
+_OBJECTS = cast(Table, StoredObject.__table__)
+_RECEIPTS = cast(Table, DeletionReceipt.__table__)
+_JOBS = cast(Table, Job.__table__)
+
+
+def id_in(db: Database, column: ColumnElement[Any], ids: Sequence[str]) -> ColumnElement[bool]:
+    """``column IN ids`` as one array parameter on PostgreSQL (``= ANY(%s)``: one bind, and a
+    query text the driver has seen before) and as an expanding ``IN`` elsewhere."""
+    if db.dialect == "postgresql":
+        return column == any_(bindparam(None, list(ids), type_=ARRAY(String())))
+    return column.in_(list(ids))
 
 
 @dataclass(frozen=True)
@@ -86,14 +112,15 @@ class Deleter:
             # Compare-and-set in bulk (one UPDATE per distinct version count, usually one):
             # only rows still undeleted are stamped, so each object gets one receipt, ever.
             open_rows: dict[str, str | None] = {}
+            objects = _OBJECTS.c
             for count, ids in by_count.items():
                 for row in s.execute(
-                    update(StoredObject)
-                    .where(StoredObject.id.in_(ids), StoredObject.deleted_at.is_(None))
+                    update(_OBJECTS)
+                    .where(id_in(self.db, objects.id, ids), objects.deleted_at.is_(None))
                     .values(
                         deleted_at=t, versions_deleted=count, claim_token=None, claim_until=None
                     )
-                    .returning(StoredObject.id, StoredObject.job_id)
+                    .returning(objects.id, objects.job_id)
                 ):
                     open_rows[row.id] = row.job_id
             fresh = [d for d in verified if d.object_id in open_rows]
@@ -104,11 +131,15 @@ class Deleter:
                     if d.object_class == "original" and open_rows[d.object_id]
                 ]
                 if jobs:
-                    s.execute(update(Job).where(Job.id.in_(jobs)).values(original_deleted_at=t))
+                    s.execute(
+                        update(_JOBS)
+                        .where(id_in(self.db, _JOBS.c.id, [j for j in jobs if j]))
+                        .values(original_deleted_at=t)
+                    )
                 # Receipts built in the database from the rows just stamped (receipt id = object
                 # id: one receipt per object), no per-row round trip through Python.
                 s.execute(
-                    insert(DeletionReceipt).from_select(
+                    insert(_RECEIPTS).from_select(
                         [
                             "id",
                             "object_id",
@@ -119,14 +150,14 @@ class Deleter:
                             "deleted_at",
                         ],
                         select(
-                            StoredObject.id,
-                            StoredObject.id,
-                            StoredObject.object_class,
-                            StoredObject.versions_deleted,
+                            objects.id,
+                            objects.id,
+                            objects.object_class,
+                            objects.versions_deleted,
                             true(),
                             literal(reason),
                             literal(t, UtcDateTime()),
-                        ).where(StoredObject.id.in_(list(open_rows))),
+                        ).where(id_in(self.db, objects.id, list(open_rows))),
                     )
                 )
                 entity = doomed[0].object_id if len(doomed) == 1 else None

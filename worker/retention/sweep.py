@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, Table, and_, func, or_, select, update
 
 from worker.ledger import audit
 from worker.ledger.db import Database
@@ -29,6 +30,10 @@ from worker.storage.base import DeleteResult, ObjectStore
 log = structlog.get_logger("facemedia.retention")
 
 ACTIVE = ("queued", "processing")
+_OBJECTS = cast(Table, StoredObject.__table__)
+
+# A claim in the store's hands: its objects and the pending DeleteObjects batches.
+_Claim = tuple[list[Doomed], list[Future[dict[str, DeleteResult]]]]
 
 
 def utcnow() -> datetime:
@@ -45,6 +50,12 @@ class SweepConfig:
     original_ttl: timedelta | None = timedelta(hours=24)
     requeue_after: timedelta = timedelta(minutes=15)
     orphan_grace: timedelta = timedelta(hours=24)
+    # DeleteObjects calls in flight at once (a thread each): the store is another process or
+    # service, so a second call keeps it busy while this process claims, sends and records.
+    store_threads: int = 2
+    # Store batches per ledger claim: one claim, one record and one audit entry per this many
+    # DeleteObjects calls.
+    claim_batches: int = 2
 
 
 @dataclass(frozen=True)
@@ -133,30 +144,46 @@ class Sweeper:
             due, held = self._counts(as_of)
             deleted = versions = unverified = already = batches = 0
             more = False
-            # Pipelined: while the store deletes batch N, the ledger claims batch N+1 and
-            # records batch N-1. Each batch is still claimed, removed, then recorded, in order.
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sweep-store") as pool:
-                pending: tuple[list[Doomed], Future[dict[str, DeleteResult]]] | None = None
-                while True:
-                    doomed: list[Doomed] = []
-                    if max_batches is None or batches < max_batches:
-                        doomed = self._claim(as_of)
-                    in_flight = None
-                    if doomed:
-                        in_flight = (doomed, pool.submit(self.deleter.remove, doomed))
-                        batches += 1
-                    if pending is not None:
-                        batch = self.deleter.record(
-                            pending[0], pending[1].result(), reason="retention"
-                        )
+            # Pipelined: while the store works through the last two claims (each split into
+            # DeleteObjects batches, ``store_threads`` at a time), the ledger records the older
+            # one as soon as all its batches are back, then claims the next. Each object is
+            # still claimed, removed, then recorded, in that order.
+            size = self.config.batch
+            per_claim = max(1, self.config.claim_batches)
+            threads = max(1, self.config.store_threads)
+            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sweep-store") as pool:
+                in_flight: deque[_Claim] = deque()
+                exhausted = False
+                try:
+                    while True:
+                        while not exhausted and len(in_flight) < 2:
+                            allowed = per_claim if max_batches is None else max_batches - batches
+                            doomed = self._claim(as_of, size * min(per_claim, allowed))
+                            if not doomed:
+                                exhausted = True
+                                break
+                            chunks = [doomed[i : i + size] for i in range(0, len(doomed), size)]
+                            in_flight.append(
+                                (doomed, [pool.submit(self.deleter.remove, c) for c in chunks])
+                            )
+                            batches += len(chunks)
+                        if not in_flight:
+                            break
+                        oldest, removals = in_flight.popleft()
+                        results: dict[str, DeleteResult] = {}
+                        for removal in removals:
+                            results.update(removal.result())
+                        batch = self.deleter.record(oldest, results, reason="retention")
                         deleted += batch.deleted
                         versions += batch.versions
                         unverified += len(batch.unverified)
                         already += batch.already
                         lock.renew()
-                    pending = in_flight
-                    if pending is None:
-                        break
+                except BaseException:
+                    # Batches not yet sent stay claimed (the claim lapses, the next sweep
+                    # takes them); only the ones already in the store's hands finish.
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
             if max_batches is not None and batches >= max_batches:
                 more = self._counts(as_of)[0] > 0
         finally:
@@ -222,10 +249,13 @@ class Sweeper:
             oldest = oldest.replace(tzinfo=UTC)
         return float(max(0.0, (as_of - oldest).total_seconds()))
 
-    def _claim(self, as_of: datetime) -> list[Doomed]:
-        """Atomically claim up to one batch of due, unheld, unclaimed objects."""
+    def _claim(self, as_of: datetime, limit: int | None = None) -> list[Doomed]:
+        """Atomically claim up to ``limit`` (default: one batch) due, unheld, unclaimed objects."""
+        if limit is not None and limit <= 0:
+            return []
         now = self.clock()
         token = uuid.uuid4().hex
+        objects = _OBJECTS.c
         with self.db.session() as s:
             candidates = (
                 _due_query(as_of)
@@ -233,21 +263,17 @@ class Sweeper:
                 .where(or_(StoredObject.claim_until.is_(None), StoredObject.claim_until < now))
                 .with_only_columns(StoredObject.id)
                 .order_by(StoredObject.key)
-                .limit(self.config.batch)
+                .limit(limit or self.config.batch)
             )
             if self.db.dialect == "postgresql":
                 candidates = candidates.with_for_update(skip_locked=True, of=StoredObject)
             # One statement claims the batch: UPDATE ... WHERE id IN (SELECT ... SKIP LOCKED)
+            # (on the Core table: no ORM bookkeeping for a bulk statement).
             claimed = s.execute(
-                update(StoredObject)
-                .where(StoredObject.id.in_(candidates.scalar_subquery()))
+                update(_OBJECTS)
+                .where(objects.id.in_(candidates.scalar_subquery()))
                 .values(claim_token=token, claim_until=now + self.config.lock_ttl)
-                .returning(
-                    StoredObject.id,
-                    StoredObject.key,
-                    StoredObject.object_class,
-                    StoredObject.version_ids,
-                )
+                .returning(objects.id, objects.key, objects.object_class, objects.version_ids)
             ).all()
             return sorted(
                 (

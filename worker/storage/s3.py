@@ -251,12 +251,18 @@ class S3Store(ObjectStore):
         removed: dict[str, int],
         confirmed: set[tuple[str, str]],
     ) -> None:
-        """DeleteObjects in calls of ≤ 1000 versions; any per-key error raises."""
+        """DeleteObjects in calls of ≤ 1000 versions; any per-key error raises.
+
+        ``Quiet``: S3 then reports only the entries that failed, and every entry it does not
+        report was deleted. A verbose ``Deleted`` entry would prove no more (S3 confirms a
+        version id that did not exist just the same) and costs the server an XML element per
+        version (on moto, half of its time per call).
+        """
         for start in range(0, len(doomed), _MAX_DELETE):
             batch = doomed[start : start + _MAX_DELETE]
             with _translate():
                 response = self.client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": False}
+                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
                 )
             errors = response.get("Errors", [])
             if errors:
@@ -264,9 +270,9 @@ class S3Store(ObjectStore):
                 if set(codes) & _TRANSIENT_CODES:
                     raise TransientStorageError(f"delete incomplete ({', '.join(codes)})")
                 raise StorageError(f"delete refused ({', '.join(codes)})")
-            for deleted in response.get("Deleted", []):
-                removed[deleted["Key"]] = removed.get(deleted["Key"], 0) + 1
-                confirmed.add((deleted["Key"], str(deleted.get("VersionId", ""))))
+            for entry in batch:
+                removed[entry["Key"]] = removed.get(entry["Key"], 0) + 1
+                confirmed.add((entry["Key"], entry["VersionId"]))
 
     def exists(self, key: str) -> bool:
         """True while any version or delete marker of the key remains."""
