@@ -1,21 +1,31 @@
 """Sweep throughput on moto's S3 server (versioned bucket) against raw boto3 deletes.
 
-    .venv/bin/python bench/retention_bench.py [--objects 100000] [--naive 2000] [--json]
+    .venv/bin/python bench/retention_bench.py [--objects 100000] [--rounds 4] [--naive 2000]
+        [--listing 10000] [--parallel 20000] [--json]
 
-Three ways to delete N due objects from the same server in the same run:
-- raw: a bare boto3 loop of DeleteObjects calls with 1000 keys each (version ids known, no
-  listing, no verification, no ledger) — the floor;
-- sweep: `Sweeper.run()` — claims in the ledger (PostgreSQL), deletes every recorded version,
-  verifies (DeleteObjects confirmations, or a listing after the delete), writes a receipt per
-  object; verify=listing is run on --listing objects because moto's ListObjectVersions costs
-  time in proportion to the whole bucket on every call (real S3 pages in constant time);
-- naive: one DeleteObject per object with its version id (measured on --naive objects).
+Ways to delete due objects from the same server in the same run:
+- raw: a bare boto3 loop of DeleteObjects calls with 1000 keys each and ``Quiet`` (version ids
+  known, no listing, no verification, no ledger) — the floor the goal is measured against;
+- sweep: ``Sweeper.run()`` — claims in the ledger (PostgreSQL), deletes every recorded version,
+  checks per-key errors, verifies (verify=confirmations: no error for any recorded version;
+  verify=listing: also a listing after the delete), writes a receipt per object;
+- raw, 2 threads: the raw loop split over two threads (the sweep keeps two batches in flight,
+  so this says how much of its figure is that concurrency) — on ``--parallel`` objects;
+- naive: one DeleteObject per object with its version id — on ``--naive`` objects.
+
+Raw and sweep (verify=confirmations) each get ``--objects`` objects, deleted in ``--rounds``
+interleaved rounds (raw chunk, sweep of one due group, alternating which goes first), so both
+see the same machine load; each round's sweep is a whole ``Sweeper.run(as_of=...)`` timed from
+outside (lock, counts and audit included). verify=listing runs on ``--listing`` objects in a
+bucket of its own because moto's ListObjectVersions costs time in proportion to the whole bucket
+on every call (real S3 pages in constant time).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -32,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 REGION = "cn-north-1"
+BATCH = 1000
 
 
 def _put_many(s3: Any, bucket: str, keys: list[str]) -> list[dict[str, str]]:
@@ -45,17 +56,30 @@ def _put_many(s3: Any, bucket: str, keys: list[str]) -> list[dict[str, str]]:
         return list(pool.map(put, keys))
 
 
-def _sweep(s3: Any, bucket: str, endpoint: str, db: str, count: int, verify: str) -> float:
-    """Seed ``count`` due objects (store + ledger, version ids recorded) and sweep them."""
-    from worker.bootstrap import Container
-    from worker.ids import new_id
-    from worker.ledger.models import StoredObject
-    from worker.settings import load_settings
+def _raw(s3: Any, bucket: str, objs: list[dict[str, str]]) -> float:
+    """The floor: DeleteObjects of 1000 known versions per call, ``Quiet``; seconds taken."""
+    t0 = time.perf_counter()
+    for start in range(0, len(objs), BATCH):
+        s3.delete_objects(
+            Bucket=bucket, Delete={"Objects": objs[start : start + BATCH], "Quiet": True}
+        )
+    return time.perf_counter() - t0
 
-    with tempfile.TemporaryDirectory() as tmp:
-        container = Container(
+
+class SweepTarget:
+    """A container on its own bucket whose ledger holds due objects in ``groups`` due groups
+    (group i is due at ``due[i]`` and not before), so sweeps can be interleaved with raw runs."""
+
+    def __init__(
+        self, s3: Any, bucket: str, endpoint: str, db: str, verify: str, tmp: Path
+    ) -> None:
+        from worker.bootstrap import Container
+        from worker.settings import load_settings
+
+        self.s3, self.bucket = s3, bucket
+        self.container = Container(
             load_settings(
-                home=Path(tmp),
+                home=tmp,
                 database_url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}",
                 store_url=f"s3://{bucket}/p",
                 s3_endpoint_url=endpoint,
@@ -64,34 +88,57 @@ def _sweep(s3: Any, bucket: str, endpoint: str, db: str, count: int, verify: str
                 delete_verify=verify,
             )
         )
+        self.due: list[datetime] = []
+
+    def seed(self, count: int, groups: int) -> None:
+        """Store ``count`` objects and their ledger rows (version ids recorded)."""
+        from worker.ids import new_id
+        from worker.ledger.models import StoredObject
+
         keys = [f"outputs/{new_id()}/o" for _ in range(count)]
-        puts = _put_many(s3, bucket, [f"p/{k}" for k in keys])
-        past = datetime.now(UTC) - timedelta(days=1)
-        with container.db.session() as s:
+        puts = _put_many(self.s3, self.bucket, [f"p/{k}" for k in keys])
+        base = datetime.now(UTC) - timedelta(days=groups + 1)
+        self.due = [base + timedelta(days=i) for i in range(groups)]
+        size = -(-count // groups)
+        with self.container.db.session() as s:
             s.add_all(
                 StoredObject(
                     id=new_id(),
                     key=k,
                     object_class="output",
-                    created_at=past,
-                    stored_at=past,
-                    expires_at=past,
+                    created_at=base,
+                    stored_at=base,
+                    expires_at=self.due[i // size],
                     version_ids=[p["VersionId"]],
                 )
-                for k, p in zip(keys, puts, strict=True)
+                for i, (k, p) in enumerate(zip(keys, puts, strict=True))
             )
-        report = container.sweeper.run()
-        assert report.deleted == count and report.unverified == 0, report
-        left = s3.list_object_versions(Bucket=bucket)
-        assert not left.get("Versions") and not left.get("DeleteMarkers")
-        container.close()
-        return float(report.deleted / report.seconds)
+
+    def sweep(self, group: int) -> tuple[int, float]:
+        """Sweep what is due at group ``group``'s time; (objects deleted, seconds)."""
+        t0 = time.perf_counter()
+        report = self.container.sweeper.run(as_of=self.due[group])
+        seconds = time.perf_counter() - t0
+        assert report.unverified == 0 and report.already_deleted == 0, report
+        return report.deleted, seconds
+
+    def check_empty(self) -> None:
+        """No version or delete marker left in the bucket."""
+        left = self.s3.list_object_versions(Bucket=self.bucket)
+        assert not left.get("Versions") and not left.get("DeleteMarkers"), "versions left"
+
+    def close(self) -> None:
+        """Release the container's connections."""
+        self.container.close()
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f}/{five:.2f}"
 
 
 def main() -> None:
-    """Seed, delete three ways, print a markdown table."""
-    import os
-
+    """Seed, delete every way, print a markdown table."""
     import boto3
     import psycopg
     from botocore.config import Config
@@ -101,9 +148,11 @@ def main() -> None:
     from worker.logs import configure_logging
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--objects", type=int, default=100_000)
+    parser.add_argument("--objects", type=int, default=100_000, help="raw and sweep, each")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved raw/sweep rounds")
     parser.add_argument("--naive", type=int, default=2000)
     parser.add_argument("--listing", type=int, default=10000, help="objects for verify=listing")
+    parser.add_argument("--parallel", type=int, default=20000, help="objects for raw, 2 threads")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     configure_logging("WARNING")
@@ -124,15 +173,16 @@ def main() -> None:
             time.sleep(0.1)
     endpoint = f"http://127.0.0.1:{port}"
     s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=REGION,
-        config=Config(max_pool_connections=32),
+        "s3", endpoint_url=endpoint, region_name=REGION, config=Config(max_pool_connections=32)
     )
     results: dict[str, float] = {}
+    rounds: list[dict[str, float]] = []
+    load: dict[str, str] = {"start": _load()}
     db = f"fm_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
+    tmp = tempfile.TemporaryDirectory()
+    targets: list[SweepTarget] = []
     try:
 
         def bucket() -> str:
@@ -141,48 +191,96 @@ def main() -> None:
             s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
             return name
 
-        # raw floor
+        def seed(name: str, count: int) -> list[dict[str, str]]:
+            return _put_many(s3, name, [f"p/outputs/{new_id()}/o" for _ in range(count)])
+
+        # seeding (not timed, except to report it)
+        t0 = time.perf_counter()
         raw_bucket = bucket()
-        t0 = time.perf_counter()
-        objs = _put_many(s3, raw_bucket, [f"p/outputs/{new_id()}/o" for _ in range(args.objects)])
+        raw_objs = seed(raw_bucket, args.objects)
         seed_rate = args.objects / (time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for start in range(0, len(objs), 1000):
-            s3.delete_objects(
-                Bucket=raw_bucket, Delete={"Objects": objs[start : start + 1000], "Quiet": True}
-            )
-        results["raw DeleteObjects loop (1000/call)"] = args.objects / (time.perf_counter() - t0)
+        sweep = SweepTarget(s3, bucket(), endpoint, db, "confirmations", Path(tmp.name) / "c")
+        targets.append(sweep)
+        sweep.seed(args.objects, args.rounds)
+        load["seeded"] = _load()
 
-        # naive per-object
-        naive_bucket = bucket()
-        objs = _put_many(s3, naive_bucket, [f"p/outputs/{new_id()}/o" for _ in range(args.naive)])
-        t0 = time.perf_counter()
-        for obj in objs:
-            s3.delete_object(Bucket=naive_bucket, Key=obj["Key"], VersionId=obj["VersionId"])
-        results["naive DeleteObject per object"] = args.naive / (time.perf_counter() - t0)
-
-        for verify in ("confirmations", "listing"):
-            count = args.objects if verify == "confirmations" else args.listing
-            results[f"facemedia sweep, verify={verify}"] = _sweep(
-                s3, bucket(), endpoint, db, count, verify
+        # raw and sweep, interleaved
+        chunk = -(-args.objects // args.rounds)
+        raw_s = sweep_s = 0.0
+        swept = 0
+        for r in range(args.rounds):
+            objs = raw_objs[r * chunk : (r + 1) * chunk]
+            if r % 2 == 0:
+                raw_t = _raw(s3, raw_bucket, objs)
+                n, sweep_t = sweep.sweep(r)
+            else:
+                n, sweep_t = sweep.sweep(r)
+                raw_t = _raw(s3, raw_bucket, objs)
+            raw_s, sweep_s, swept = raw_s + raw_t, sweep_s + sweep_t, swept + n
+            rounds.append(
+                {"raw": len(objs) / raw_t, "sweep": n / sweep_t, "ratio": raw_t / sweep_t}
             )
+        assert swept == args.objects, swept
+        sweep.check_empty()
+        left = s3.list_object_versions(Bucket=raw_bucket)
+        assert not left.get("Versions") and not left.get("DeleteMarkers")
+        results["raw DeleteObjects loop (1000/call)"] = args.objects / raw_s
+        results["facemedia sweep, verify=confirmations"] = args.objects / sweep_s
+        load["interleaved"] = _load()
+
+        if args.parallel:
+            par_bucket = bucket()
+            objs = seed(par_bucket, args.parallel)
+            half = (len(objs) // 2 // BATCH + 1) * BATCH
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                list(pool.map(lambda part: _raw(s3, par_bucket, part), [objs[:half], objs[half:]]))
+            results["raw loop, 2 threads"] = args.parallel / (time.perf_counter() - t0)
+
+        if args.naive:
+            naive_bucket = bucket()
+            objs = seed(naive_bucket, args.naive)
+            t0 = time.perf_counter()
+            for obj in objs:
+                s3.delete_object(Bucket=naive_bucket, Key=obj["Key"], VersionId=obj["VersionId"])
+            results["naive DeleteObject per object"] = args.naive / (time.perf_counter() - t0)
+
+        if args.listing:
+            listing = SweepTarget(s3, bucket(), endpoint, db, "listing", Path(tmp.name) / "l")
+            targets.append(listing)
+            listing.seed(args.listing, 1)
+            n, seconds = listing.sweep(0)
+            assert n == args.listing, n
+            listing.check_empty()
+            results["facemedia sweep, verify=listing"] = n / seconds
+        load["end"] = _load()
     finally:
+        for target in targets:
+            target.close()
+        tmp.cleanup()
         server.kill()  # never mask the real error behind a slow shutdown
         server.wait(timeout=30)
         with psycopg.connect(PG, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     raw = results["raw DeleteObjects loop (1000/call)"]
     if args.json:
-        print(json.dumps(results))
+        print(json.dumps({"results": results, "rounds": rounds, "load": load}))
         return
     print(
-        f"objects: {args.objects} (naive: {args.naive}, verify=listing: {args.listing}); "
-        f"seeding ran at {seed_rate:.0f} puts/s\n"
+        f"objects: {args.objects} raw + {args.objects} sweep in {args.rounds} interleaved rounds "
+        f"(raw 2 threads: {args.parallel}, naive: {args.naive}, verify=listing: {args.listing}); "
+        f"seeding ran at {seed_rate:.0f} puts/s; load average (1/5 min) "
+        + ", ".join(f"{k} {v}" for k, v in load.items())
+        + "\n"
     )
     print("| method | deletions/s | ratio to raw |")
     print("|---|---:|---:|")
     for name, rate in results.items():
         print(f"| {name} | {rate:,.0f} | {rate / raw:.2f}x |")
+    print(
+        "\nper round (raw/s, sweep/s, ratio): "
+        + "; ".join(f"{r['raw']:,.0f}, {r['sweep']:,.0f}, {r['ratio']:.2f}x" for r in rounds)
+    )
 
 
 if __name__ == "__main__":
