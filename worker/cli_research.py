@@ -81,6 +81,15 @@ def release(
     operator: Annotated[
         str | None, typer.Option("--operator", help="Only samples de-identified by this operator")
     ] = None,
+    max_suppression: Annotated[
+        float,
+        typer.Option(
+            "--max-suppression",
+            min=0.0,
+            max=1.0,
+            help="Share of samples suppression may remove before generalizing further",
+        ),
+    ] = 0.1,
     wait: Annotated[
         float,
         typer.Option("--wait", help="With a broker: wait up to this many seconds for publication"),
@@ -94,7 +103,9 @@ def release(
 
     container = _container()
     result = _run(
-        lambda: container.releases.create(ReleaseRequest(name=name, k=k, operator=operator)),
+        lambda: container.releases.create(
+            ReleaseRequest(name=name, k=k, operator=operator, max_suppression=max_suppression)
+        ),
         as_json,
     )
     deadline = time.monotonic() + wait

@@ -294,6 +294,8 @@ class ReleaseService:
         k = request.k if request.k is not None else self.config.default_k
         if k < 1:
             raise ReleaseError("bad_request", "k must be at least 1")
+        if not 0.0 <= request.max_suppression <= 1.0:
+            raise ReleaseError("bad_request", "max_suppression is a share from 0 to 1")
         release_id = new_id()
         data_key, pseud_key = os.urandom(32), os.urandom(32)
         wrapped_data = self.keyring.wrap(data_key, release_key_context(release_id, "data"))
