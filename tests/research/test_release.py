@@ -243,6 +243,29 @@ def test_release_is_k_anonymous_and_excludes_the_ineligible(
     assert {"release.created", "release.published", "release.granted"} <= events
 
 
+def test_release_holds_no_ledger_ids(embedded: Any, built: dict[str, Any]) -> None:
+    """Nothing in the pulled release (or the store's release objects) names a ledger subject,
+    sample, object or key id: only this release's pseudonyms."""
+    from sqlalchemy import select
+
+    from worker.ledger.models import Subject
+
+    with embedded.db.session() as s:
+        ids = set(s.scalars(select(ResearchSample.id))) | set(s.scalars(select(Subject.id)))
+        ids |= set(s.scalars(select(Subject.key_id))) | set(s.scalars(select(StoredObject.id)))
+    blobs = [p.read_bytes() for p in built["out"].iterdir() if p.is_file()]
+    for shard in built["out"].glob("shard-*.tar"):
+        with tarfile.open(shard) as tar:
+            blobs += [tar.extractfile(m).read() for m in tar if m.isfile()]  # type: ignore[union-attr]
+    release_id = built["result"].release_id
+    blobs += [embedded.store.get(k).read() for k in embedded.store.keys(f"releases/{release_id}/")]
+    for blob in blobs:
+        for ident in ids:
+            assert ident.encode() not in blob
+    for row in read_manifest(built["out"]):  # compressed on disk: check the values too
+        assert not {str(v) for v in row.values()} & ids
+
+
 def test_suppressed_count_is_reported(embedded: Any, sample_images: list[bytes]) -> None:
     for i in range(6):
         ref = embedded.subjects.ensure(f"sup-{i}", Consent(research=True))
