@@ -209,7 +209,7 @@ class S3Store(ObjectStore):
         delete. Verification: with ``verify_by_listing`` (the default) a range listing after the
         delete must show no version or marker of any key, and whatever it still finds (a version
         the ledger never heard of) is deleted in another round; without it, DeleteObjects must
-        confirm each known version, and only keys of unknown versions are listed.
+        report no error for any known version, and only keys of unknown versions are listed.
         """
         if not keys:
             return {}
