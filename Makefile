@@ -20,10 +20,13 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
-# The long reliability runs (>= 50 SIGKILLs, 1,000-job load, service restarts: these stop and
-# restart the local Redis and PostgreSQL). `make test` runs their bounded subset.
+# The long reliability runs (52 SIGKILLs per broker, 1,000-job load, service restarts: these
+# stop and restart the local Redis, RabbitMQ and PostgreSQL). `make test` runs their bounded
+# subset. Figures: one JSON line each, also appended to $(REL_REPORT).
+REL_REPORT ?= bench/reliability-figures.jsonl
 test-long: install
-	FACEMEDIA_LONG=1 FACEMEDIA_RESTART_SERVICES=1 $(PY) -m pytest -q -s -m reliability
+	FACEMEDIA_LONG=1 FACEMEDIA_RESTART_SERVICES=1 FACEMEDIA_REL_REPORT=$(REL_REPORT) \
+		$(PY) -m pytest -q -s -m reliability
 
 test-fast: install
 	$(PY) -m pytest -q -m "not services and not slow"

@@ -1,16 +1,16 @@
 """The long reliability runs; figures go to docs/RELIABILITY.md.
 
-    .venv/bin/python bench/reliability_bench.py crash      # >= 50 SIGKILLs (Redis + RabbitMQ)
+    .venv/bin/python bench/reliability_bench.py crash      # 52 SIGKILLs per broker (Redis, RabbitMQ)
     .venv/bin/python bench/reliability_bench.py load       # 1,000 jobs, two worker processes
     .venv/bin/python bench/reliability_bench.py faults     # 200 jobs through the fault proxy
-    .venv/bin/python bench/reliability_bench.py restarts   # Redis and PostgreSQL restarted mid-run
+    .venv/bin/python bench/reliability_bench.py restarts   # Redis, RabbitMQ, PostgreSQL restarted mid-run
     .venv/bin/python bench/reliability_bench.py fuzz --seconds 300   # atheris, each harness
     .venv/bin/python bench/reliability_bench.py all
 
 Each run prints its figures as JSON lines (also appended to --report, default
 bench/reliability-figures.jsonl). With no argument (``make bench``) it runs only a quick fuzz.
-``restarts`` stops and restarts the local Redis and PostgreSQL: never run it against shared
-services in use.
+``restarts`` stops and restarts the local Redis, RabbitMQ and PostgreSQL: never run it against
+shared services in use.
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
-"""Restart the broker (Redis) and PostgreSQL under a running worker: it reconnects and no job is
-lost. These stop shared services, so they run only with ``FACEMEDIA_RESTART_SERVICES=1``; each
-service is started again in a ``finally`` whatever happens.
+"""Restart the broker (Redis or RabbitMQ) and PostgreSQL under a running worker: it reconnects
+and no job is lost. These stop shared services, so they run only with
+``FACEMEDIA_RESTART_SERVICES=1``; each service is started again in a ``finally`` whatever
+happens.
 
 Redis is shut down with SAVE (a broker without persistence loses its queue on a restart: run
 production Redis with AOF or RDB) and the dump is removed once it has been loaded again.
+RabbitMQ's application is stopped and started (``rabbitmqctl stop_app`` / ``start_app``: every
+connection is dropped, the quorum queues are recovered from disk); if it does not answer a ping
+afterwards the node is started the way .ci/run does (``rabbitmq-server -detached``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,13 @@ import pytest
 
 from tests.conftest import need, port_open
 from tests.reliability.checks import assert_exactly_once, report
-from tests.reliability.conftest import Worker, distributed_settings, purge_broker, rel_redis_url
+from tests.reliability.conftest import (
+    Worker,
+    amqp_url,
+    distributed_settings,
+    purge_broker,
+    rel_redis_url,
+)
 from tests.workers import wait_for
 
 pytestmark = [
@@ -72,6 +82,26 @@ def _restart_redis(down_s: float) -> float:
     return time.monotonic() - t
 
 
+def _rabbit_up() -> bool:
+    ping = ["rabbitmq-diagnostics", "-q", "ping"]
+    return subprocess.run(ping, capture_output=True, timeout=60, check=False).returncode == 0
+
+
+def _restart_rabbitmq(down_s: float) -> float:
+    """Stop RabbitMQ's application (all connections drop), wait, start it again (always)."""
+    t = time.monotonic()
+    subprocess.run(["rabbitmqctl", "stop_app"], capture_output=True, timeout=120, check=False)
+    try:
+        time.sleep(down_s)
+    finally:
+        subprocess.run(["rabbitmqctl", "start_app"], capture_output=True, timeout=120, check=False)
+        if not wait_for(_rabbit_up, timeout=60, interval=2):
+            subprocess.run(["rabbitmq-server", "-detached"], check=False, timeout=60)
+        assert wait_for(_rabbit_up, timeout=120, interval=2)
+        assert wait_for(lambda: port_open("127.0.0.1", 5672), timeout=30)
+    return time.monotonic() - t
+
+
 def _restart_postgres(down_s: float) -> float:
     version, name = _pg_cluster()
     t = time.monotonic()
@@ -93,17 +123,22 @@ def _restart_postgres(down_s: float) -> float:
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("service", ["redis", "postgresql"])
+@pytest.mark.parametrize("service", ["redis", "rabbitmq", "postgresql"])
 def test_a_service_restart_mid_run_loses_nothing(
     service: str, pg_url: str, s3_bucket: str, moto_endpoint: str, tmp_path: Path, slow_jpeg: bytes
 ) -> None:
     from worker.bootstrap import Container
     from worker.settings import load_settings
 
-    need("redis", port_open("127.0.0.1", 6379), "nothing listens on 127.0.0.1:6379")
-    purge_broker(rel_redis_url())
+    if service == "rabbitmq":
+        need("rabbitmq", port_open("127.0.0.1", 5672), "nothing listens on 127.0.0.1:5672")
+        broker = amqp_url()
+    else:
+        need("redis", port_open("127.0.0.1", 6379), "nothing listens on 127.0.0.1:6379")
+        broker = rel_redis_url()
+    purge_broker(broker)
     settings = distributed_settings(
-        rel_redis_url(),
+        broker,
         pg_url,
         s3_bucket,
         moto_endpoint,
@@ -131,7 +166,12 @@ def test_a_service_restart_mid_run_loses_nothing(
             )
 
         assert wait_for(lambda: ended() >= 4, timeout=120)
-        outage = _restart_redis(5) if service == "redis" else _restart_postgres(5)
+        restart = {
+            "redis": _restart_redis,
+            "rabbitmq": _restart_rabbitmq,
+            "postgresql": _restart_postgres,
+        }
+        outage = restart[service](5)
 
         def done() -> bool:
             try:
