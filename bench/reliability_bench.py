@@ -1,9 +1,9 @@
 """The long reliability runs; figures go to docs/RELIABILITY.md.
 
-    .venv/bin/python bench/reliability_bench.py crash      # 52 SIGKILLs per broker (Redis, RabbitMQ)
+    .venv/bin/python bench/reliability_bench.py crash      # 52 SIGKILLs per broker
     .venv/bin/python bench/reliability_bench.py load       # 1,000 jobs, two worker processes
     .venv/bin/python bench/reliability_bench.py faults     # 200 jobs through the fault proxy
-    .venv/bin/python bench/reliability_bench.py restarts   # Redis, RabbitMQ, PostgreSQL restarted mid-run
+    .venv/bin/python bench/reliability_bench.py restarts   # broker and ledger restarts
     .venv/bin/python bench/reliability_bench.py fuzz --seconds 300   # atheris, each harness
     .venv/bin/python bench/reliability_bench.py all
 
