@@ -32,7 +32,7 @@ STAR = "*"
 # Macro-regions of the PRC (the usual seven-region division, with Hong Kong, Macau and Taiwan
 # in South and East China).
 _MACRO: dict[str, tuple[str, ...]] = {
-    "North China": ("Beijing", "Tianjin", "Hebei", "Shanxi", "Inner Mongolia"),
+    "North China": ("Beijing", "Tianjin", "Hebei", "Shanxi", "Inner Mongolia", "Nei Mongol"),
     "Northeast China": ("Liaoning", "Jilin", "Heilongjiang"),
     "East China": (
         "Shanghai",
@@ -53,8 +53,9 @@ _MACRO: dict[str, tuple[str, ...]] = {
         "Hainan",
         "Hong Kong",
         "Macau",
+        "Macao",
     ),
-    "Southwest China": ("Chongqing", "Sichuan", "Guizhou", "Yunnan", "Tibet"),
+    "Southwest China": ("Chongqing", "Sichuan", "Guizhou", "Yunnan", "Tibet", "Xizang"),
     "Northwest China": ("Shaanxi", "Gansu", "Qinghai", "Ningxia", "Xinjiang"),
 }
 _PROVINCE_TO_MACRO = {p.lower(): m for m, ps in _MACRO.items() for p in ps}
@@ -112,12 +113,19 @@ _HIERARCHY: dict[str, tuple[int, Callable[[str, int], str]]] = {
 }
 
 
+# Names the sampler stores the same attributes under (``worker.research.quasi``).
+_ALIASES = {"device_family": "device", "capture_month": "month"}
+
+
 def generalize(quasi: Mapping[str, Any], levels: Mapping[str, int]) -> dict[str, str]:
-    """The quasi-identifiers of one sample at the given levels (missing → ``*``)."""
+    """The quasi-identifiers of one sample at the given levels (missing → ``*``). Reads
+    ``device``/``month`` as well as ``device_family``/``capture_month``."""
     out: dict[str, str] = {}
     for attr in QUASI:
         top, fn = _HIERARCHY[attr]
         value = quasi.get(attr)
+        if value is None and attr in _ALIASES:
+            value = quasi.get(_ALIASES[attr])
         level = min(max(int(levels.get(attr, 0)), 0), top)
         out[attr] = STAR if value is None or str(value) == "" else fn(str(value), level)
     return out
