@@ -227,9 +227,7 @@ class Container:
             self.vault,
             self.subject_keys,
             self.deleter,
-            on_consent_withdrawn=lambda subject_id: self.releases.on_consent_withdrawn(
-                subject_id
-            ),
+            on_revoked=lambda subject_id: self.releases.on_revoked(subject_id),
         )
 
     @cached_property

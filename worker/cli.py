@@ -396,16 +396,21 @@ def crypto_decrypt(
 
 @keys_app.command("rotate")
 def keys_rotate(as_json: JsonOpt = False) -> None:
-    """New KEK version; re-wrap every subject key and service key (objects are untouched)."""
+    """New KEK version; re-wrap every subject key, service key and release key (objects are
+    untouched), so the old KEK version can be retired."""
     from worker.ledger import audit
 
     container = _container()
     count = container.subject_keys.rotate_kek()
     container.pseudonyms.rewrap()
+    releases = container.releases.rewrap()
     current = container.keyring.current()
     with container.db.session() as s:
         audit.append(s, "keys.rotated", None, count=count)
-    _emit({"rewrapped": count, "kek_version": current.version}, as_json)
+    _emit(
+        {"rewrapped": count, "releases_rewrapped": releases, "kek_version": current.version},
+        as_json,
+    )
 
 
 @db_app.command("upgrade")

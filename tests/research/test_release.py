@@ -530,6 +530,17 @@ def test_revocation_removes_the_sample_at_next_pull_and_resume_skips(
     assert fifth.downloaded == 0 and fifth.removed_samples == 0
 
 
+def test_erasure_reaches_published_revocation_lists(embedded: Any, built: dict[str, Any]) -> None:
+    release_id = built["result"].release_id
+    victim = built["pop"].ok[1]
+    embedded.rights.erase(victim)
+    pseud = embedded.releases.subject_pseudonym(pseudonym_key(embedded, release_id), victim)
+    rev = json.loads(embedded.store.get(f"releases/{release_id}/revocations.json").read())
+    assert rev["subjects"] == [pseud]
+    pulled = pull(embedded.store, release_id, built["priv"], built["out"])
+    assert pulled.removed_samples == 1
+
+
 def test_revoking_a_release_deletes_it(
     embedded: Any, built: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -549,12 +560,14 @@ def test_revoking_a_release_deletes_it(
 def test_release_keys_survive_kek_rotation(
     embedded: Any, built: dict[str, Any], tmp_path: Path
 ) -> None:
+    from worker.cli import app
     from worker.research.release.keys import SigningKeys
 
     old = embedded.keyring.current().version
     pem = embedded.releases.signing.public_pem()
-    embedded.keyring.rotate()
-    assert embedded.releases.rewrap() == 1
+    res = CliRunner().invoke(app, ["keys", "rotate", "--json"])  # the operator's one command
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["releases_rewrapped"] == 1
     embedded.keyring.retire(old)
     assert SigningKeys(embedded.db, embedded.keyring).public_pem() == pem
     priv, pub = researcher(tmp_path, "frank")

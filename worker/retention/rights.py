@@ -77,7 +77,7 @@ class SubjectRights:
         keys: SubjectKeys,
         deleter: Deleter,
         clock: Callable[[], datetime] = utcnow,
-        on_consent_withdrawn: Callable[[str], None] | None = None,
+        on_revoked: Callable[[str], None] | None = None,
     ) -> None:
         self.db = db
         self.vault = vault
@@ -86,7 +86,7 @@ class SubjectRights:
         self.clock = clock
         # Refreshes the signed revocation lists of published releases (injected by the
         # container, so this module does not import the release package).
-        self.on_consent_withdrawn = on_consent_withdrawn
+        self.on_revoked = on_revoked
 
     # ----- helpers -----------------------------------------------------------------------------
 
@@ -165,9 +165,16 @@ class SubjectRights:
             self._revoke(s, subject_id, "erasure", t)
             audit.append(s, "subject.erase_requested", subject_id)
         deleted, held = self._delete_unheld(subject_id, None, reason="erasure")
+        self._announce_revocation(subject_id)
         pending = held > 0 or not self._finish_erasure(subject_id)
         log.info("subject.erase", count=deleted, status="pending" if pending else "erased")
         return RightsResult(subject_id, "erase", deleted, held, pending, False)
+
+    def _announce_revocation(self, subject_id: str) -> None:
+        """Tell published releases (``on_revoked``: re-sign their revocation lists) that the
+        subject is revoked, by withdrawal or by erasure."""
+        if self.on_revoked is not None:
+            self.on_revoked(subject_id)
 
     def _finish_erasure(self, subject_id: str) -> bool:
         """Destroy the key and mark erased once nothing live remains. True if erased."""
@@ -224,8 +231,7 @@ class SubjectRights:
             self._revoke(s, subject_id, "consent_withdrawn", t)
             audit.append(s, "subject.consent_withdrawn", subject_id)
         deleted, held = self._delete_unheld(subject_id, ("research", "staging"), "withdrawal")
-        if self.on_consent_withdrawn is not None:
-            self.on_consent_withdrawn(subject_id)
+        self._announce_revocation(subject_id)
         return RightsResult(subject_id, "withdraw_consent", deleted, held, held > 0, already)
 
     # ----- holds -------------------------------------------------------------------------------

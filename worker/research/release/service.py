@@ -996,6 +996,7 @@ class ReleaseService:
                 out.append({"release_id": rid, "revoked": n})
         return out
 
-    def on_consent_withdrawn(self, subject_id: str) -> None:
-        """Hook for :class:`SubjectRights`: refresh the published revocation lists."""
+    def on_revoked(self, subject_id: str) -> None:
+        """Hook for :class:`SubjectRights` (consent withdrawn or subject erased): refresh the
+        published revocation lists."""
         self.refresh_revocations()
