@@ -9,71 +9,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from datetime import UTC, datetime
 
-from sqlalchemy.exc import IntegrityError
-
-from worker.crypto import KekRef, Keyring, SecretKey, WrappedKey
+from worker.crypto import Keyring
 from worker.ledger.db import Database
-from worker.ledger.models import ServiceKeyRow
+from worker.ledger.service_keys import ServiceSecret
 
 _NAME = "subject-pseudonym"
-_CONTEXT = {"purpose": _NAME}
 
 
 class Pseudonymizer:
     """Turns an upstream subject id into the ledger's opaque subject hash."""
 
     def __init__(self, db: Database, keyring: Keyring) -> None:
-        self.db = db
-        self.keyring = keyring
-        self._key: SecretKey | None = None
-
-    def _load(self) -> SecretKey:
-        if self._key is not None:
-            return self._key
-        with self.db.session() as s:
-            row = s.get(ServiceKeyRow, _NAME)
-            wrapped = (
-                None
-                if row is None
-                else WrappedKey(KekRef(row.keyring_id, row.kek_version), row.wrapped)
-            )
-        if wrapped is None:
-            raw = os.urandom(32)
-            wrapped = self.keyring.wrap(raw, _CONTEXT)
-            try:
-                with self.db.session() as s:
-                    s.add(
-                        ServiceKeyRow(
-                            name=_NAME,
-                            keyring_id=wrapped.kek.keyring_id,
-                            kek_version=wrapped.kek.version,
-                            wrapped=wrapped.blob,
-                            created_at=datetime.now(UTC),
-                        )
-                    )
-            except IntegrityError:  # another process created it first: use theirs
-                return self._load()
-        self._key = SecretKey(self.keyring.unwrap(wrapped, _CONTEXT))
-        return self._key
+        self._secret = ServiceSecret(db, keyring, _NAME, lambda: os.urandom(32))
 
     def subject_hash(self, subject_id: str) -> str:
         """The hex HMAC of ``subject_id``; stable for the life of the service key."""
         if not subject_id:
             raise ValueError("subject id must not be empty")
-        key = self._load()
+        key = self._secret.get()
         return hmac.new(key.raw(), subject_id.encode(), hashlib.sha256).hexdigest()
 
     def rewrap(self) -> bool:
         """Re-wrap the service key under the keyring's current KEK (after a rotation)."""
-        key = self._load()
-        wrapped = self.keyring.wrap(key.raw(), _CONTEXT)
-        with self.db.session() as s:
-            row = s.get(ServiceKeyRow, _NAME)
-            if row is None:
-                return False
-            row.keyring_id = wrapped.kek.keyring_id
-            row.kek_version = wrapped.kek.version
-            row.wrapped = wrapped.blob
-        return True
+        return self._secret.rewrap()

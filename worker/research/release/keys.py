@@ -18,7 +18,6 @@ import io
 import json
 import os
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, BinaryIO, cast
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -28,12 +27,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy.exc import IntegrityError
 
-from worker.crypto import Envelope, KekRef, Keyring, SecretKey, SubjectKeys, WrappedKey
+from worker.crypto import Envelope, KekRef, Keyring, SecretKey, SubjectKeys
 from worker.crypto.errors import KeyNotFoundError
 from worker.ledger.db import Database
-from worker.ledger.models import ServiceKeyRow
+from worker.ledger.service_keys import ServiceSecret
 
 from .errors import ReleaseError
 
@@ -53,7 +51,6 @@ __all__ = [
 
 GRANT_INFO = b"facemedia release grant v1"
 SIGNING_KEY_NAME = "release-signing"
-_SIGNING_CONTEXT = {"purpose": SIGNING_KEY_NAME}
 
 
 def release_key_context(release_id: str, which: str) -> dict[str, str]:
@@ -243,67 +240,27 @@ def verify_signature(pub: Ed25519PublicKey, data: bytes, signature: bytes, what:
         raise ReleaseError("bad_signature", f"the signature of {what} does not verify") from None
 
 
+def _new_signing_key() -> bytes:
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+
+
 class SigningKeys:
     """The service's Ed25519 signing key: generated once, stored wrapped in ``service_keys``."""
 
     def __init__(self, db: Database, keyring: Keyring) -> None:
-        self.db = db
-        self.keyring = keyring
+        self._secret = ServiceSecret(db, keyring, SIGNING_KEY_NAME, _new_signing_key)
         self._key: Ed25519PrivateKey | None = None
 
     def _load(self) -> Ed25519PrivateKey:
-        if self._key is not None:
-            return self._key
-        with self.db.session() as s:
-            row = s.get(ServiceKeyRow, SIGNING_KEY_NAME)
-            wrapped = (
-                None
-                if row is None
-                else WrappedKey(KekRef(row.keyring_id, row.kek_version), row.wrapped)
-            )
-        if wrapped is None:
-            fresh = Ed25519PrivateKey.generate()
-            raw = fresh.private_bytes(
-                serialization.Encoding.Raw,
-                serialization.PrivateFormat.Raw,
-                serialization.NoEncryption(),
-            )
-            wrapped = self.keyring.wrap(raw, _SIGNING_CONTEXT)
-            try:
-                with self.db.session() as s:
-                    s.add(
-                        ServiceKeyRow(
-                            name=SIGNING_KEY_NAME,
-                            keyring_id=wrapped.kek.keyring_id,
-                            kek_version=wrapped.kek.version,
-                            wrapped=wrapped.blob,
-                            created_at=datetime.now(UTC),
-                        )
-                    )
-            except IntegrityError:  # another process created it first: use theirs
-                return self._load()
-        self._key = Ed25519PrivateKey.from_private_bytes(
-            self.keyring.unwrap(wrapped, _SIGNING_CONTEXT)
-        )
+        if self._key is None:
+            self._key = Ed25519PrivateKey.from_private_bytes(self._secret.get().raw())
         return self._key
 
     def rewrap(self) -> bool:
         """Re-wrap the signing key under the keyring's current KEK (after a rotation)."""
-        key = self._load()
-        raw = key.private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        )
-        wrapped = self.keyring.wrap(raw, _SIGNING_CONTEXT)
-        with self.db.session() as s:
-            row = s.get(ServiceKeyRow, SIGNING_KEY_NAME)
-            if row is None:
-                return False
-            row.keyring_id = wrapped.kek.keyring_id
-            row.kek_version = wrapped.kek.version
-            row.wrapped = wrapped.blob
-        return True
+        return self._secret.rewrap()
 
     def public(self) -> Ed25519PublicKey:
         """The public half (published next to each release)."""

@@ -1,0 +1,72 @@
+"""Service secrets (the subject-pseudonym HMAC key, the release signing key): generated once,
+stored only wrapped by the keyring's KEK in the ``service_keys`` table, unwrapped into memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import IntegrityError
+
+from worker.crypto import KekRef, Keyring, SecretKey, WrappedKey
+from worker.ledger.db import Database
+from worker.ledger.models import ServiceKeyRow
+
+
+class ServiceSecret:
+    """One named service secret: load-or-create (the first writer wins a race), re-wrap."""
+
+    def __init__(
+        self, db: Database, keyring: Keyring, name: str, generate: Callable[[], bytes]
+    ) -> None:
+        self.db = db
+        self.keyring = keyring
+        self.name = name
+        self._generate = generate
+        self._context = {"purpose": name}
+        self._key: SecretKey | None = None
+
+    def get(self) -> SecretKey:
+        """The secret, created and stored wrapped on first use."""
+        if self._key is not None:
+            return self._key
+        with self.db.session() as s:
+            row = s.get(ServiceKeyRow, self.name)
+            wrapped = (
+                None
+                if row is None
+                else WrappedKey(KekRef(row.keyring_id, row.kek_version), row.wrapped)
+            )
+        if wrapped is None:
+            wrapped = self.keyring.wrap(self._generate(), self._context)
+            try:
+                with self.db.session() as s:
+                    s.add(
+                        ServiceKeyRow(
+                            name=self.name,
+                            keyring_id=wrapped.kek.keyring_id,
+                            kek_version=wrapped.kek.version,
+                            wrapped=wrapped.blob,
+                            created_at=datetime.now(UTC),
+                        )
+                    )
+            except IntegrityError:  # another process created it first: use theirs
+                return self.get()
+        self._key = SecretKey(self.keyring.unwrap(wrapped, self._context))
+        return self._key
+
+    def rewrap(self) -> bool:
+        """Re-wrap the secret under the keyring's current KEK (after a rotation)."""
+        wrapped = self.keyring.wrap(self.get().raw(), self._context)
+        with self.db.session() as s:
+            row = s.get(ServiceKeyRow, self.name)
+            if row is None:
+                return False
+            row.keyring_id = wrapped.kek.keyring_id
+            row.kek_version = wrapped.kek.version
+            row.wrapped = wrapped.blob
+        return True
+
+    def __repr__(self) -> str:
+        return f"ServiceSecret({self.name!r}, <wrapped in service_keys>)"
