@@ -21,7 +21,7 @@ from tests.workers import CELERY, ROOT, celery_worker, settings_env, wait_for
 pytestmark = pytest.mark.services
 
 
-@pytest.mark.parametrize(("window", "expect"), [(12.0, "finished"), (1.0, "handed_back")])
+@pytest.mark.parametrize(("window", "expect"), [(25.0, "finished"), (1.0, "handed_back")])
 def test_sigterm_mid_job(
     window: float,
     expect: str,
