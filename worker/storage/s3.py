@@ -254,9 +254,9 @@ class S3Store(ObjectStore):
         """DeleteObjects in calls of ≤ 1000 versions; any per-key error raises.
 
         ``Quiet``: S3 then reports only the entries that failed, and every entry it does not
-        report was deleted. A verbose ``Deleted`` entry would prove no more (S3 confirms a
-        version id that did not exist just the same) and costs the server an XML element per
-        version (on moto, half of its time per call).
+        report was deleted. A verbose ``Deleted`` entry would prove no more (a delete of a
+        version that does not exist is a success too) and costs the server an XML element per
+        version (moto 5.2.5 ignores ``Quiet`` and sends them anyway).
         """
         for start in range(0, len(doomed), _MAX_DELETE):
             batch = doomed[start : start + _MAX_DELETE]
