@@ -114,6 +114,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "schedule": 300.0,
                 "options": {"queue": "privacy", "expires": 290},
             },
+            "lease-rescue": {
+                "task": "facemedia.privacy.rescue",
+                "schedule": settings.rescue_interval,
+                "options": {"queue": "privacy", "expires": settings.rescue_interval},
+            },
             "ksame-batches": {
                 "task": "facemedia.research.build_ksame_batches",
                 "schedule": 300.0,

@@ -267,3 +267,42 @@ def test_sweep_claims_several_batches_and_caps_them(make_settings: Any) -> None:
         assert len(ids) == len(set(ids)) == 25
     finally:
         c.close()
+
+
+def test_rescue_queues_a_job_whose_worker_stopped_heartbeating(
+    make_settings: Any, astronaut_jpeg: bytes
+) -> None:
+    from worker.bootstrap import Container
+    from worker.ledger.models import Job
+
+    c = Container(make_settings())
+    try:
+        sent: list[str] = []
+        c.client.enqueue = sent.append  # not run: a worker "claims" it below and dies
+        job_id = c.client.submit(astronaut_jpeg, "detect", subject_id="sw-rescue")
+        live = c.client.submit(astronaut_jpeg, "detect", subject_id="sw-rescue")
+        t = datetime.now(UTC)
+        with c.db.session() as s:
+            leases = ((job_id, t - timedelta(seconds=10)), (live, t + timedelta(seconds=60)))
+            for jid, until in leases:
+                row = s.get(Job, jid)
+                assert row is not None
+                row.status, row.lease_token, row.lease_until = "processing", "dead" + jid, until
+        assert c.sweeper.rescue(as_of=t) == [job_id]  # the live lease is left alone
+        assert c.sweeper.rescue(as_of=t) == []  # once
+        with c.db.session() as s:
+            row = s.get(Job, job_id)
+            assert row is not None
+            assert (row.status, row.lease_token, row.lease_until) == ("queued", None, None)
+        # the next delivery claims and finishes it; the dead holder's token is gone
+        result = c.service.process(job_id)
+        assert result.status == "succeeded" and result.ran
+        from sqlalchemy import select
+
+        from worker.ledger.models import AuditEntry
+
+        with c.db.session() as s:
+            events = list(s.scalars(select(AuditEntry.event).where(AuditEntry.entity == job_id)))
+        assert events.count("job.rescued") == 1
+    finally:
+        c.close()

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Select, Table, and_, func, or_, select, update
+from sqlalchemy import CursorResult, Select, Table, and_, func, or_, select, update
 
 from worker.ledger import audit
 from worker.ledger.db import Database
@@ -49,6 +49,9 @@ class SweepConfig:
     lock_ttl: timedelta = timedelta(minutes=10)
     original_ttl: timedelta | None = timedelta(hours=24)
     requeue_after: timedelta = timedelta(minutes=15)
+    # A processing job whose lease lapsed this long ago lost its worker (heartbeats stopped):
+    # :meth:`Sweeper.rescue` hands it back to the queue.
+    rescue_grace: timedelta = timedelta(seconds=3)
     orphan_grace: timedelta = timedelta(hours=24)
     # DeleteObjects calls in flight at once (a thread each): the store is another process or
     # service, so a second call keeps it busy while this process claims, sends and records.
@@ -333,6 +336,45 @@ class Sweeper:
                 job.started_at = as_of
                 audit.append(s, "job.requeued", job.id)
         return requeue, expired
+
+    def rescue(self, as_of: datetime | None = None) -> list[str]:
+        """Hand back every ``processing`` job whose lease lapsed more than ``rescue_grace`` ago
+        (its worker stopped heartbeating: it died, with the whole process on Redis, where the
+        broker would only redeliver after its visibility timeout). Each is set ``queued`` with
+        no lease, compare-and-set on its old token, audited; returns the ids to enqueue again.
+
+        A worker that is alive but lost its lease finds its token gone at its next
+        compare-and-set and discards its work, as after any takeover.
+        """
+        t = as_of or self.clock()
+        before = t - self.config.rescue_grace
+        with self.db.session() as s:
+            lapsed = list(
+                s.execute(
+                    select(Job.id, Job.lease_token).where(
+                        Job.status == "processing", Job.lease_until < before
+                    )
+                )
+            )
+        rescued: list[str] = []
+        for job_id, token in lapsed:
+            with self.db.session() as s:
+                changed = s.execute(
+                    update(Job)
+                    .where(
+                        Job.id == job_id,
+                        Job.status == "processing",
+                        Job.lease_token == token,
+                        Job.lease_until < before,
+                    )
+                    .values(status="queued", lease_token=None, lease_until=None, started_at=t)
+                )
+                if cast(CursorResult[Any], changed).rowcount == 1:
+                    audit.append(s, "job.rescued", job_id)
+                    rescued.append(job_id)
+        if rescued:
+            log.info("jobs.rescued", count=len(rescued))
+        return rescued
 
     # ----- orphans -----------------------------------------------------------------------------
 

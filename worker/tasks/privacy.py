@@ -2,8 +2,8 @@
 
 Contract (JSON args): ``facemedia.privacy.sweep`` [] or [as_of ISO-8601];
 ``facemedia.privacy.orphans`` []; ``facemedia.privacy.erase`` [ledger_subject_id];
-``facemedia.privacy.withdraw_consent`` [ledger_subject_id]. Subject ids are the ledger's opaque
-ids (``JobClient.subject_ref``), never the upstream's.
+``facemedia.privacy.withdraw_consent`` [ledger_subject_id]; ``facemedia.privacy.rescue`` [].
+Subject ids are the ledger's opaque ids (``JobClient.subject_ref``), never the upstream's.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ SWEEP = "facemedia.privacy.sweep"
 ORPHANS = "facemedia.privacy.orphans"
 ERASE = "facemedia.privacy.erase"
 WITHDRAW = "facemedia.privacy.withdraw_consent"
+RESCUE = "facemedia.privacy.rescue"
 SWEEP_BATCHES_PER_TASK = 20
 
 
@@ -35,6 +36,18 @@ def sweep(self: Task, as_of: str | None = None) -> dict[str, Any]:
     if report.more and not self.request.is_eager:
         self.apply_async(args=[as_of] if as_of else [], queue="privacy")
     return report.to_json()
+
+
+@app.task(name=RESCUE, ignore_result=True)
+def rescue() -> int:
+    """Queue again every job whose worker stopped heartbeating (beat, every rescue_interval)."""
+    from worker.bootstrap import get_container
+
+    container = get_container()
+    rescued = container.sweeper.rescue()
+    for job_id in rescued:
+        container.enqueue(job_id)
+    return len(rescued)
 
 
 @app.task(name=ORPHANS, ignore_result=True, acks_late=True)
