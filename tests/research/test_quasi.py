@@ -168,8 +168,8 @@ def test_submit_generalizes_and_raw_values_are_nowhere(
         assert sample.quasi == {
             "age_band": "30-39",
             "region": "Zhejiang",
-            "device": "ios",
-            "month": month,
+            "device_family": "ios",
+            "capture_month": month,
         }
         assert job.quasi is None  # the job's copy goes when the job ends
     logs = capfd.readouterr()
@@ -241,7 +241,11 @@ def test_cli_submit_attr_flags(research: Any, flipped_astronaut: bytes, tmp_path
     with research.db.session() as s:
         sample = s.scalars(select(ResearchSample).where(ResearchSample.source_job_id == job_id))
         quasi = sample.one().quasi
-    assert (quasi["age_band"], quasi["region"], quasi["device"]) == ("10-19", "Zhejiang", "android")
+    assert (quasi["age_band"], quasi["region"], quasi["device_family"]) == (
+        "10-19",
+        "Zhejiang",
+        "android",
+    )
 
 
 @pytest.fixture(scope="module")

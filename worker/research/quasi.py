@@ -254,16 +254,16 @@ class QuasiIdentifiers:
 
     age_band: str | None = None
     region: str | None = None
-    device: str | None = None
-    month: str | None = None
+    device_family: str | None = None
+    capture_month: str | None = None
 
     def to_json(self) -> dict[str, str | None]:
-        """A JSON-ready dict (every key present)."""
+        """A JSON-ready dict (every key present; the names releases use)."""
         return {
             "age_band": self.age_band,
             "region": self.region,
-            "device": self.device,
-            "month": self.month,
+            "device_family": self.device_family,
+            "capture_month": self.capture_month,
         }
 
     @classmethod
@@ -275,11 +275,13 @@ class QuasiIdentifiers:
             value = data.get(key)
             return value if isinstance(value, str) else None
 
-        return cls(get("age_band"), get("region"), get("device"), get("month"))
+        return cls(get("age_band"), get("region"), get("device_family"), get("capture_month"))
 
     def with_month(self, created: datetime) -> QuasiIdentifiers:
         """A copy with the capture month of ``created``."""
-        return QuasiIdentifiers(self.age_band, self.region, self.device, capture_month(created))
+        return QuasiIdentifiers(
+            self.age_band, self.region, self.device_family, capture_month(created)
+        )
 
 
 def generalize(
@@ -296,8 +298,8 @@ def generalize(
     return QuasiIdentifiers(
         age_band=generalize_age(attrs["age"]) if "age" in attrs else None,
         region=generalize_region(str(attrs["region"])) if "region" in attrs else None,
-        device=generalize_device(str(attrs["device"])) if "device" in attrs else None,
-        month=None if created is None else capture_month(created),
+        device_family=generalize_device(str(attrs["device"])) if "device" in attrs else None,
+        capture_month=None if created is None else capture_month(created),
     )
 
 

@@ -113,19 +113,12 @@ _HIERARCHY: dict[str, tuple[int, Callable[[str, int], str]]] = {
 }
 
 
-# Names the sampler stores the same attributes under (``worker.research.quasi``).
-_ALIASES = {"device_family": "device", "capture_month": "month"}
-
-
 def generalize(quasi: Mapping[str, Any], levels: Mapping[str, int]) -> dict[str, str]:
-    """The quasi-identifiers of one sample at the given levels (missing → ``*``). Reads
-    ``device``/``month`` as well as ``device_family``/``capture_month``."""
+    """The quasi-identifiers of one sample at the given levels (missing → ``*``)."""
     out: dict[str, str] = {}
     for attr in QUASI:
         top, fn = _HIERARCHY[attr]
         value = quasi.get(attr)
-        if value is None and attr in _ALIASES:
-            value = quasi.get(_ALIASES[attr])
         level = min(max(int(levels.get(attr, 0)), 0), top)
         out[attr] = STAR if value is None or str(value) == "" else fn(str(value), level)
     return out
