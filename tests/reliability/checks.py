@@ -8,6 +8,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +153,25 @@ def assert_logs_clean(log: bytes, secrets: Iterable[str]) -> int:
             checked += 1
             assert not IPV4.search(line), line[:200]
     return checked
+
+
+DELIVERY_EVENTS = frozenset({"job.claimed", "job.leased_elsewhere"})
+
+
+def delivery_times(log: bytes) -> dict[str, list[datetime]]:
+    """job id → the times a worker logged a delivery of it (structlog JSON lines with
+    ``job.claimed`` or ``job.leased_elsewhere``); other lines are ignored."""
+    seen: dict[str, list[datetime]] = {}
+    for line in log.splitlines():
+        if not line.startswith(b"{"):
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("event") in DELIVERY_EVENTS and entry.get("job_id") and entry.get("timestamp"):
+            when = datetime.fromisoformat(str(entry["timestamp"]).replace("Z", "+00:00"))
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            seen.setdefault(str(entry["job_id"]), []).append(when)
+    return seen

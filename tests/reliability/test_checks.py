@@ -39,3 +39,24 @@ def test_a_foreign_mp4_shares_boilerplate_but_not_the_distinctive_middle() -> No
     assert [h for h in plaintext_hits(foreign, [distinctive(ours)]) if h.startswith("input")] == []
     leaked = b"tmpfile" + ours + b"trailer"  # a real plaintext copy is still caught
     assert [h for h in plaintext_hits(leaked, [distinctive(ours)]) if h.startswith("input")]
+
+
+def test_delivery_times_reads_the_workers_json_lines() -> None:
+    from datetime import UTC, datetime
+
+    from tests.reliability.checks import delivery_times
+
+    log = (
+        b"[2026-11-29 05:00:00,000: INFO/MainProcess] Task facemedia.media.process[x] received\n"
+        b'{"job_id": "j1", "event": "job.leased_elsewhere", "timestamp": "2026-11-29T05:00:01.5"}'
+        b"\n"
+        b'{"job_id": "j1", "event": "job.claimed", "timestamp": "2026-11-29T05:00:05Z"}\n'
+        b'{"job_id": "j2", "event": "job.pipeline_done", "timestamp": "2026-11-29T05:00:06Z"}\n'
+        b"{not json\n"
+    )
+    got = delivery_times(log)
+    assert set(got) == {"j1"}
+    assert got["j1"] == [
+        datetime(2026, 11, 29, 5, 0, 1, 500000, tzinfo=UTC),
+        datetime(2026, 11, 29, 5, 0, 5, tzinfo=UTC),
+    ]

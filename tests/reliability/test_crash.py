@@ -31,6 +31,7 @@ from tests.reliability.checks import (
     assert_logs_clean,
     assert_no_input_in_files,
     assert_no_plaintext,
+    delivery_times,
     distinctive,
     files_under,
     report,
@@ -234,6 +235,7 @@ def test_sigkill_mid_job_every_job_finishes_once(
                     "job": job_id,
                     "kind": kind_of[job_id].label,
                     "seconds": (s1 - t_kill).total_seconds(),
+                    "t_kill": t_kill,
                 }
             )
             worker.wait_children()
@@ -277,8 +279,17 @@ def test_sigkill_mid_job_every_job_finishes_once(
     lines = assert_logs_clean(logs, [subject])
     assert lines > 0
 
+    # The message's own return: the first delivery of the job after the kill, as the worker
+    # logged it (a delivery that finds the dead holder's lease still live logs
+    # job.leased_elsewhere and waits for the lease; one that finds it lapsed logs job.claimed).
+    seen = delivery_times(logs)
+    for k in kills:
+        after_kill = [t for t in seen.get(k["job"], []) if t > k["t_kill"]]
+        k["message_seconds"] = (
+            (min(after_kill) - k["t_kill"]).total_seconds() if after_kill else None
+        )
     by_mode = {m: sorted(k["seconds"] for k in kills if k["mode"] == m) for m in ("child", "whole")}
-    figures = {
+    figures: dict[str, dict[str, Any]] = {
         m: {
             "kills": len(v),
             "median_s": round(statistics.median(v), 2),
@@ -287,6 +298,12 @@ def test_sigkill_mid_job_every_job_finishes_once(
         for m, v in by_mode.items()
         if v
     }
+    for m, fig in figures.items():
+        msg = [k["message_seconds"] for k in kills if k["mode"] == m]
+        known = sorted(x for x in msg if x is not None)
+        fig["message_back_median_s"] = round(statistics.median(known), 2) if known else None
+        fig["message_back_max_s"] = round(max(known), 2) if known else None
+        fig["message_back_unseen"] = len(msg) - len(known)
     report(
         "crash",
         broker=broker,

@@ -72,7 +72,8 @@ def test_rescue_recovers_a_whole_worker_crash_on_redis_before_the_visibility_tim
             started = job_row(container, job_id)[2]
             assert started is not None
             redelivery = (started - killed).total_seconds()
-            assert wait_for(lambda: job_row(container, job_id)[0] == "succeeded", 90)
+            # succeeded is committed first, the original deleted right after (the job's tail)
+            assert wait_for(lambda: container.service.status(job_id)["original_deleted"], 90)
         status, deliveries, _ = job_row(container, job_id)
         assert (status, deliveries) == ("succeeded", 2)
         assert redelivery <= 30, redelivery

@@ -59,6 +59,7 @@ def run_once(container: Any, job_id: str, attempt: int = 0) -> Step:
         wait = backoff(exc.attempt, container.settings.retry_backoff_seconds)
         return Step(job_id, "queued", retry_in=wait)
     if result.retry_in is not None:  # leased by another worker: look again when it lapses
+        log.info("job.leased_elsewhere", job_id=job_id)
         return Step(job_id, result.status, retry_in=result.retry_in, leased_elsewhere=True)
     return Step(job_id, result.status)
 
