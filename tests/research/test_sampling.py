@@ -5,7 +5,7 @@ sample per job, ciphertext only, and erasure/withdrawal."""
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -46,25 +46,14 @@ def faceless_jpeg() -> bytes:
 
 
 @pytest.fixture
-def research(make_settings: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+def research(containers: Callable[..., Any]) -> Callable[..., Any]:
     """Build embedded containers with ``[research]`` overrides (sample_rate 1 by default)."""
-    from worker.bootstrap import Container, set_container
-
-    built: list[Any] = []
 
     def build(**research: Any) -> Any:
         research.setdefault("sample_rate", 1.0)
-        container = Container(make_settings(research=research))
-        set_container(container)
-        built.append(container)
-        return container
+        return containers(research=research)
 
-    try:
-        yield build
-    finally:
-        for container in built:
-            container.close()
-        set_container(None)
+    return build
 
 
 def _samples(c: Any) -> list[ResearchSample]:

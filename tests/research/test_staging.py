@@ -5,7 +5,7 @@ two builders on PostgreSQL claim disjoint batches."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,28 +44,15 @@ def people() -> list[bytes]:
 
 
 @pytest.fixture
-def ksame(make_settings: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+def ksame(containers: Callable[..., Any]) -> Callable[..., Any]:
     """Embedded containers whose research operator is k_same (k = 3, every job sampled)."""
-    from worker.bootstrap import Container, set_container
-
-    built: list[Any] = []
 
     def build(**overrides: Any) -> Any:
-        container = Container(
-            make_settings(
-                research={"sample_rate": 1.0, "operator": "k_same", "k_same_k": K}, **overrides
-            )
+        return containers(
+            research={"sample_rate": 1.0, "operator": "k_same", "k_same_k": K}, **overrides
         )
-        set_container(container)
-        built.append(container)
-        return container
 
-    try:
-        yield build
-    finally:
-        for container in built:
-            container.close()
-        set_container(None)
+    return build
 
 
 def _rows(c: Any, model: Any) -> list[Any]:
