@@ -26,6 +26,19 @@ from worker.ledger.models import AuditEntry, DeletionReceipt, StoredObject
 pytestmark = pytest.mark.services
 
 
+def _live(container: Any) -> int:
+    """Objects not yet stamped deleted."""
+    with container.db.session() as s:
+        return int(
+            s.scalar(
+                select(func.count())
+                .select_from(StoredObject)
+                .where(StoredObject.deleted_at.is_(None))
+            )
+            or 0
+        )
+
+
 def test_two_sweepers_never_claim_the_same_object(make_settings: Any, pg_url: str) -> None:
     from worker.bootstrap import Container
 
@@ -36,9 +49,9 @@ def test_two_sweepers_never_claim_the_same_object(make_settings: Any, pg_url: st
         claimed: dict[str, list[str]] = {"a": [], "b": []}
 
         def drain(name: str, container: Any) -> None:
-            while batch := container.sweeper._claim(datetime.now(UTC)):
-                claimed[name] += [d.object_id for d in batch]
-                container.deleter.delete(batch, reason="retention")
+            while claim := container.sweeper.claim(datetime.now(UTC)):
+                claimed[name] += [d.object_id for d in claim.doomed]
+                container.sweeper.finish(claim, container.deleter.remove(claim.doomed))
 
         threads = [
             threading.Thread(target=drain, args=("a", a)),
@@ -53,12 +66,50 @@ def test_two_sweepers_never_claim_the_same_object(make_settings: Any, pg_url: st
         assert claimed["a"] and claimed["b"], "both sweepers should have taken work"
         with a.db.session() as s:
             assert s.scalar(select(func.count()).select_from(DeletionReceipt)) == 400
-            left = s.scalar(
+        assert _live(a) == 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_postgresql_claim_is_a_row_lock_released_by_commit_or_rollback(
+    make_settings: Any, pg_url: str
+) -> None:
+    """On PostgreSQL a claim writes nothing: its open transaction locks the rows (another
+    sweeper skips them), finishing commits the stamp and receipts in that transaction, and a
+    claim given back (or whose process died) frees its rows at once, with no expiry to wait."""
+    from worker.bootstrap import Container
+
+    a = Container(make_settings(database_url=pg_url, sweep_batch=50))
+    b = Container(make_settings(database_url=pg_url, sweep_batch=50))
+    try:
+        seed_objects(a, 60)
+        now = datetime.now(UTC)
+        first = a.sweeper.claim(now)
+        assert first is not None and len(first.doomed) == 50
+        with b.db.session() as s:  # nothing written to claim them
+            marked = s.scalar(
                 select(func.count())
                 .select_from(StoredObject)
-                .where(StoredObject.deleted_at.is_(None))
+                .where(StoredObject.claim_token.is_not(None))
             )
-            assert left == 0
+        assert marked == 0
+        rest = b.sweeper.claim(now)  # skips the 50 locked rows
+        assert rest is not None and len(rest.doomed) == 10
+        assert not {d.object_id for d in rest.doomed} & {d.object_id for d in first.doomed}
+        first.abandon()
+        again = b.sweeper.claim(now)  # free at once
+        assert again is not None
+        assert {d.object_id for d in again.doomed} == {d.object_id for d in first.doomed}
+        for claim in (rest, again):
+            batch = b.sweeper.finish(claim, b.deleter.remove(claim.doomed))
+            assert batch.deleted == len(claim.doomed) and batch.versions == len(claim.doomed)
+        assert b.sweeper.claim(now) is None
+        with a.db.session() as s:
+            receipts = list(s.scalars(select(DeletionReceipt)))
+            assert len(receipts) == 60 == len({r.object_id for r in receipts})
+            assert all(r.versions_removed == 1 and r.reason == "retention" for r in receipts)
+        assert _live(a) == 0
     finally:
         a.close()
         b.close()

@@ -128,7 +128,14 @@ class StoredObject(Base):
 
     __tablename__ = "objects"
     __table_args__ = (
-        Index("ix_objects_due", "deleted_at", "expires_at"),
+        # Live objects by due time (a deleted row leaves the index: the sweep's stamp only
+        # removes from it).
+        Index(
+            "ix_objects_live_due",
+            "expires_at",
+            postgresql_where=text("deleted_at IS NULL"),
+            sqlite_where=text("deleted_at IS NULL"),
+        ),
         # Live objects in key order: the sweep claims a batch of neighbouring due keys without
         # sorting (or walking past) the rows already deleted.
         Index(

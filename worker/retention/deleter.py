@@ -9,6 +9,7 @@ nothing is recorded twice.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -23,10 +24,12 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    text,
     true,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Session
 
 from worker.ledger import audit
 from worker.ledger.db import Database
@@ -97,76 +100,136 @@ class Deleter:
         return self.store.delete_many([d.key for d in doomed], known)
 
     def record(
-        self, doomed: Sequence[Doomed], results: Mapping[str, DeleteResult], reason: str
+        self,
+        doomed: Sequence[Doomed],
+        results: Mapping[str, DeleteResult],
+        reason: str,
+        session: Session | None = None,
     ) -> DeletionBatch:
-        """The ledger half: stamp verified objects deleted (once) and write their receipts."""
+        """The ledger half: stamp verified objects deleted (once) and write their receipts —
+        in ``session``'s transaction if given (the caller commits), else in one of its own."""
         if not doomed:
             return DeletionBatch()
         t = self.clock()
         verified = [d for d in doomed if results[d.key].verified]
         unverified = tuple(d.object_id for d in doomed if not results[d.key].verified)
-        by_count: dict[int, list[str]] = {}
-        for d in verified:
-            by_count.setdefault(results[d.key].versions_removed, []).append(d.object_id)
-        with self.db.session() as s:
-            # Compare-and-set in bulk (one UPDATE per distinct version count, usually one):
-            # only rows still undeleted are stamped, so each object gets one receipt, ever.
-            open_rows: dict[str, str | None] = {}
-            objects = _OBJECTS.c
-            for count, ids in by_count.items():
-                for row in s.execute(
-                    update(_OBJECTS)
-                    .where(id_in(self.db, objects.id, ids), objects.deleted_at.is_(None))
-                    .values(
-                        deleted_at=t, versions_deleted=count, claim_token=None, claim_until=None
-                    )
-                    .returning(objects.id, objects.job_id)
-                ):
-                    open_rows[row.id] = row.job_id
-            fresh = [d for d in verified if d.object_id in open_rows]
-            if fresh:
-                jobs = [
-                    open_rows[d.object_id]
-                    for d in fresh
-                    if d.object_class == "original" and open_rows[d.object_id]
-                ]
-                if jobs:
-                    s.execute(
-                        update(_JOBS)
-                        .where(id_in(self.db, _JOBS.c.id, [j for j in jobs if j]))
-                        .values(original_deleted_at=t)
-                    )
-                # Receipts built in the database from the rows just stamped (receipt id = object
-                # id: one receipt per object), no per-row round trip through Python.
-                s.execute(
-                    insert(_RECEIPTS).from_select(
-                        [
-                            "id",
-                            "object_id",
-                            "object_class",
-                            "versions_removed",
-                            "verified",
-                            "reason",
-                            "deleted_at",
-                        ],
-                        select(
-                            objects.id,
-                            objects.id,
-                            objects.object_class,
-                            objects.versions_deleted,
-                            true(),
-                            literal(reason),
-                            literal(t, UtcDateTime()),
-                        ).where(id_in(self.db, objects.id, list(open_rows))),
-                    )
-                )
+        stamp = self._stamp_postgresql if self.db.dialect == "postgresql" else self._stamp
+        with nullcontext(session) if session is not None else self.db.session() as s:
+            # Compare-and-set: only rows still undeleted are stamped, so each object gets one
+            # receipt, ever (receipt id = object id).
+            deleted, versions = stamp(s, verified, results, reason, t) if verified else (0, 0)
+            if deleted:
                 entity = doomed[0].object_id if len(doomed) == 1 else None
-                audit.append(s, "objects.deleted", entity, count=len(fresh), reason=reason)
-        deleted = len(fresh)
-        versions = sum(results[d.key].versions_removed for d in fresh)
+                audit.append(s, "objects.deleted", entity, count=deleted, reason=reason)
         already = len(verified) - deleted
         DELETIONS.labels(reason).inc(deleted)
         if unverified:
             DELETION_FAILURES.labels(reason).inc(len(unverified))
         log.info("objects.deleted", count=deleted, versions=versions, reason=reason)
         return DeletionBatch(deleted, versions, unverified, already)
+
+    def _stamp_postgresql(
+        self,
+        s: Session,
+        verified: Sequence[Doomed],
+        results: Mapping[str, DeleteResult],
+        reason: str,
+        t: datetime,
+    ) -> tuple[int, int]:
+        """Stamp, write receipts and mark originals' jobs in one statement; (stamped, versions).
+
+        The ids and version counts go as two comma-joined strings (ids are hex: no comma), so
+        neither side converts a list element by element.
+        """
+        row = s.execute(
+            _PG_STAMP,
+            {
+                "ids": ",".join(d.object_id for d in verified),
+                "counts": ",".join(str(results[d.key].versions_removed) for d in verified),
+                "t": t,
+                "reason": reason,
+            },
+        ).one()
+        return int(row.deleted), int(row.versions)
+
+    def _stamp(
+        self,
+        s: Session,
+        verified: Sequence[Doomed],
+        results: Mapping[str, DeleteResult],
+        reason: str,
+        t: datetime,
+    ) -> tuple[int, int]:
+        """The same in portable statements (SQLite has no data-modifying WITH): one UPDATE per
+        distinct version count (usually one), then the jobs and the receipts."""
+        by_count: dict[int, list[str]] = {}
+        for d in verified:
+            by_count.setdefault(results[d.key].versions_removed, []).append(d.object_id)
+        objects = _OBJECTS.c
+        stamped: dict[str, tuple[str | None, str, int]] = {}
+        for count, ids in by_count.items():
+            for row in s.execute(
+                update(_OBJECTS)
+                .where(id_in(self.db, objects.id, ids), objects.deleted_at.is_(None))
+                .values(deleted_at=t, versions_deleted=count, claim_token=None, claim_until=None)
+                .returning(objects.id, objects.job_id, objects.object_class)
+            ):
+                stamped[row.id] = (row.job_id, row.object_class, count)
+        if not stamped:
+            return 0, 0
+        jobs = [job for job, cls, _ in stamped.values() if cls == "original" and job]
+        if jobs:
+            s.execute(
+                update(_JOBS).where(id_in(self.db, _JOBS.c.id, jobs)).values(original_deleted_at=t)
+            )
+        s.execute(
+            insert(_RECEIPTS).from_select(
+                [
+                    "id",
+                    "object_id",
+                    "object_class",
+                    "versions_removed",
+                    "verified",
+                    "reason",
+                    "deleted_at",
+                ],
+                select(
+                    objects.id,
+                    objects.id,
+                    objects.object_class,
+                    objects.versions_deleted,
+                    true(),
+                    literal(reason),
+                    literal(t, UtcDateTime()),
+                ).where(id_in(self.db, objects.id, list(stamped))),
+            )
+        )
+        return len(stamped), sum(n for _, _, n in stamped.values())
+
+
+# Stamp (compare-and-set on deleted_at IS NULL), receipts from the stamped rows, and the jobs of
+# stamped originals, in one statement: the rows are read once, nothing comes back but two sums.
+_PG_STAMP = text(
+    """
+    WITH done(id, n) AS (
+        SELECT * FROM unnest(string_to_array(:ids, ','), string_to_array(:counts, ',')::int[])
+    ), stamped AS (
+        UPDATE objects AS o
+        SET deleted_at = :t, versions_deleted = done.n, claim_token = NULL, claim_until = NULL
+        FROM done
+        -- ANY keeps the plan on the primary key (a join alone lets the planner scan the
+        -- whole table, a cost that grows with the ledger)
+        WHERE o.id = ANY(string_to_array(:ids, ',')) AND o.id = done.id
+            AND o.deleted_at IS NULL
+        RETURNING o.id, o.job_id, o.object_class, o.versions_deleted
+    ), receipts AS (
+        INSERT INTO deletion_receipts
+            (id, object_id, object_class, versions_removed, verified, reason, deleted_at)
+        SELECT id, id, object_class, versions_deleted, true, :reason, :t FROM stamped
+    ), originals AS (
+        UPDATE jobs SET original_deleted_at = :t
+        WHERE id IN (SELECT job_id FROM stamped WHERE object_class = 'original')
+    )
+    SELECT count(*) AS deleted, coalesce(sum(versions_deleted), 0) AS versions FROM stamped
+    """
+)

@@ -12,18 +12,21 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import structlog
 from sqlalchemy import CursorResult, Select, Table, and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.orm import Session
 
 from worker.ledger import audit
 from worker.ledger.db import Database
 from worker.ledger.models import Job, StoredObject, Subject
 from worker.metrics import DELETION_LAG, DELETION_RATE
-from worker.retention.deleter import Deleter, Doomed
+from worker.retention.deleter import Deleter, DeletionBatch, Doomed
 from worker.retention.locks import LedgerLock
 from worker.storage.base import DeleteResult, ObjectStore
 
@@ -32,8 +35,34 @@ log = structlog.get_logger("facemedia.retention")
 ACTIVE = ("queued", "processing")
 _OBJECTS = cast(Table, StoredObject.__table__)
 
-# A claim in the store's hands: its objects and the pending DeleteObjects batches.
-_Claim = tuple[list[Doomed], list[Future[dict[str, DeleteResult]]]]
+
+@dataclass
+class Claim:
+    """Objects one sweeper holds until it records their deletion.
+
+    On PostgreSQL the hold is the claim's own open transaction: its rows are locked ``FOR
+    UPDATE`` (other sweepers ``SKIP LOCKED`` past them) until :meth:`Sweeper.finish` stamps
+    them deleted and commits in that same transaction; a sweeper that dies drops the
+    connection, the transaction rolls back, and the rows are free at once. Nothing is written
+    to claim. On SQLite (one writer at a time: no transaction can stay open across a store
+    call) the claim is written — a token and an expiry on each row — and lapses on its own.
+    """
+
+    doomed: list[Doomed]
+    session: Session | None = None
+    _tx: ExitStack = field(default_factory=ExitStack, repr=False)
+    removals: list[Future[dict[str, DeleteResult]]] = field(default_factory=list, repr=False)
+
+    def abandon(self) -> None:
+        """Give the objects back unrecorded (roll the claim's transaction back, if any).
+
+        Called while another error propagates: a rollback that fails too (the connection is
+        gone, and with it the transaction and its locks) is logged, not raised over it.
+        """
+        try:
+            self._tx.__exit__(RuntimeError, RuntimeError("claim abandoned"), None)
+        except Exception as exc:  # the original error matters more
+            log.warning("sweep.claim_rollback_failed", exc_type=type(exc).__name__)
 
 
 def utcnow() -> datetime:
@@ -57,8 +86,8 @@ class SweepConfig:
     # service, so a second call keeps it busy while this process claims, sends and records.
     store_threads: int = 2
     # Store batches per ledger claim: one claim, one record and one audit entry per this many
-    # DeleteObjects calls.
-    claim_batches: int = 2
+    # DeleteObjects calls (4: measured 0.64-0.67x raw on moto against 0.58-0.60x with 2).
+    claim_batches: int = 4
 
 
 @dataclass(frozen=True)
@@ -95,6 +124,14 @@ def _not_held() -> Any:
     return and_(
         or_(StoredObject.subject_id.is_(None), ~Subject.legal_hold),
         or_(StoredObject.job_id.is_(None), ~Job.legal_hold),
+    )
+
+
+def _doomed(rows: Any) -> list[Doomed]:
+    """Claimed rows (id, key, class, version ids), in key order."""
+    return sorted(
+        (Doomed(r.id, r.key, r.object_class, tuple(r.version_ids or ()) or None) for r in rows),
+        key=lambda d: d.key,
     )
 
 
@@ -155,37 +192,42 @@ class Sweeper:
             per_claim = max(1, self.config.claim_batches)
             threads = max(1, self.config.store_threads)
             with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sweep-store") as pool:
-                in_flight: deque[_Claim] = deque()
+                in_flight: deque[Claim] = deque()
                 exhausted = False
                 try:
                     while True:
                         while not exhausted and len(in_flight) < 2:
                             allowed = per_claim if max_batches is None else max_batches - batches
-                            doomed = self._claim(as_of, size * min(per_claim, allowed))
-                            if not doomed:
+                            claim = self.claim(as_of, size * min(per_claim, allowed))
+                            if claim is None:
                                 exhausted = True
                                 break
-                            chunks = [doomed[i : i + size] for i in range(0, len(doomed), size)]
-                            in_flight.append(
-                                (doomed, [pool.submit(self.deleter.remove, c) for c in chunks])
-                            )
-                            batches += len(chunks)
+                            doomed = claim.doomed
+                            in_flight.append(claim)
+                            claim.removals = [
+                                pool.submit(self.deleter.remove, doomed[i : i + size])
+                                for i in range(0, len(doomed), size)
+                            ]
+                            batches += len(claim.removals)
                         if not in_flight:
                             break
-                        oldest, removals = in_flight.popleft()
+                        oldest = in_flight[0]
                         results: dict[str, DeleteResult] = {}
-                        for removal in removals:
+                        for removal in oldest.removals:
                             results.update(removal.result())
-                        batch = self.deleter.record(oldest, results, reason="retention")
+                        batch = self.finish(in_flight.popleft(), results)
                         deleted += batch.deleted
                         versions += batch.versions
                         unverified += len(batch.unverified)
                         already += batch.already
                         lock.renew()
                 except BaseException:
-                    # Batches not yet sent stay claimed (the claim lapses, the next sweep
-                    # takes them); only the ones already in the store's hands finish.
+                    # Batches not yet sent stay unrecorded (their claims are given back, or
+                    # lapse on SQLite: the next sweep takes them); only the ones already in
+                    # the store's hands finish.
                     pool.shutdown(wait=True, cancel_futures=True)
+                    for claim in in_flight:
+                        claim.abandon()
                     raise
             if max_batches is not None and batches >= max_batches:
                 more = self._counts(as_of)[0] > 0
@@ -252,39 +294,81 @@ class Sweeper:
             oldest = oldest.replace(tzinfo=UTC)
         return float(max(0.0, (as_of - oldest).total_seconds()))
 
-    def _claim(self, as_of: datetime, limit: int | None = None) -> list[Doomed]:
-        """Atomically claim up to ``limit`` (default: one batch) due, unheld, unclaimed objects."""
+    def claim(self, as_of: datetime, limit: int | None = None) -> Claim | None:
+        """Atomically claim up to ``limit`` (default: one batch) due, unheld, unclaimed
+        objects, in key order; None when nothing is left. See :class:`Claim` for how each
+        dialect holds them; :meth:`finish` records their deletion and lets go."""
         if limit is not None and limit <= 0:
-            return []
+            return None
         now = self.clock()
-        token = uuid.uuid4().hex
         objects = _OBJECTS.c
-        with self.db.session() as s:
-            candidates = (
-                _due_query(as_of)
-                .where(_not_held())
-                .where(or_(StoredObject.claim_until.is_(None), StoredObject.claim_until < now))
-                .with_only_columns(StoredObject.id)
-                .order_by(StoredObject.key)
-                .limit(limit or self.config.batch)
+        candidates = (
+            _due_query(as_of)
+            .where(_not_held())
+            .where(or_(StoredObject.claim_until.is_(None), StoredObject.claim_until < now))
+            .order_by(StoredObject.key)
+            .limit(limit or self.config.batch)
+        )
+        if self.db.dialect == "postgresql":
+            tx = ExitStack()
+            session = tx.enter_context(self.db.session())
+            locked = (
+                candidates.with_only_columns(
+                    objects.id, objects.key, objects.object_class, objects.version_ids
+                )
+                .with_for_update(skip_locked=True, of=_OBJECTS)
+                .subquery()
             )
-            if self.db.dialect == "postgresql":
-                candidates = candidates.with_for_update(skip_locked=True, of=StoredObject)
-            # One statement claims the batch: UPDATE ... WHERE id IN (SELECT ... SKIP LOCKED)
-            # (on the Core table: no ORM bookkeeping for a bulk statement).
-            claimed = s.execute(
+            try:
+                # The whole claim comes back as one JSON array, decoded in one call: no
+                # per-row conversion while the store threads want the interpreter.
+                rows = session.scalar(
+                    select(
+                        func.json_agg(
+                            aggregate_order_by(
+                                func.json_build_array(
+                                    locked.c.id,
+                                    locked.c.key,
+                                    locked.c.object_class,
+                                    locked.c.version_ids,
+                                ),
+                                locked.c.key,
+                            )
+                        )
+                    )
+                )
+            except BaseException as exc:
+                tx.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+            if not rows:
+                tx.close()
+                return None
+            doomed = [Doomed(i, k, c, tuple(v) if v else None) for i, k, c, v in rows]
+            return Claim(doomed, session, tx)
+        with self.db.session() as s:
+            # One statement claims the batch: UPDATE ... WHERE id IN (SELECT ...) under
+            # BEGIN IMMEDIATE (on the Core table: no ORM bookkeeping for a bulk statement).
+            rows = s.execute(
                 update(_OBJECTS)
-                .where(objects.id.in_(candidates.scalar_subquery()))
-                .values(claim_token=token, claim_until=now + self.config.lock_ttl)
+                .where(
+                    objects.id.in_(candidates.with_only_columns(StoredObject.id).scalar_subquery())
+                )
+                .values(claim_token=uuid.uuid4().hex, claim_until=now + self.config.lock_ttl)
                 .returning(objects.id, objects.key, objects.object_class, objects.version_ids)
             ).all()
-            return sorted(
-                (
-                    Doomed(r.id, r.key, r.object_class, tuple(r.version_ids or ()) or None)
-                    for r in claimed
-                ),
-                key=lambda d: d.key,
+        return Claim(_doomed(rows)) if rows else None
+
+    def finish(self, claim: Claim, results: dict[str, DeleteResult]) -> DeletionBatch:
+        """Record a claim's deletions (in its own transaction on PostgreSQL) and let go."""
+        try:
+            batch = self.deleter.record(
+                claim.doomed, results, reason="retention", session=claim.session
             )
+        except BaseException as exc:
+            claim._tx.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        claim._tx.close()
+        return batch
 
     def _jobs(self, as_of: datetime) -> tuple[list[str], int]:
         """Expire jobs whose original is past its maximum age; re-queue stuck ones.
