@@ -136,21 +136,21 @@ class Deleter:
         reason: str,
         t: datetime,
     ) -> tuple[int, int]:
-        """Stamp, write receipts and mark originals' jobs in one statement; (stamped, versions).
+        """Stamp, write receipts and mark originals' jobs in one statement per distinct version
+        count (usually one); (stamped, versions).
 
-        The ids and version counts go as two comma-joined strings (ids are hex: no comma), so
-        neither side converts a list element by element.
+        The ids go as one comma-joined string (ids are hex: no comma), so neither side converts
+        a list element by element; ``id = ANY(...)`` keeps every plan, custom or generic, on
+        the primary key (a join against the id list let a generic plan loop over the table).
         """
-        row = s.execute(
-            _PG_STAMP,
-            {
-                "ids": ",".join(d.object_id for d in verified),
-                "counts": ",".join(str(results[d.key].versions_removed) for d in verified),
-                "t": t,
-                "reason": reason,
-            },
-        ).one()
-        return int(row.deleted), int(row.versions)
+        deleted = versions = 0
+        for count, ids in _by_count(verified, results).items():
+            row = s.execute(
+                _PG_STAMP, {"ids": ",".join(ids), "n": count, "t": t, "reason": reason}
+            ).one()
+            deleted += int(row.deleted)
+            versions += int(row.deleted) * count
+        return deleted, versions
 
     def _stamp(
         self,
@@ -162,12 +162,9 @@ class Deleter:
     ) -> tuple[int, int]:
         """The same in portable statements (SQLite has no data-modifying WITH): one UPDATE per
         distinct version count (usually one), then the jobs and the receipts."""
-        by_count: dict[int, list[str]] = {}
-        for d in verified:
-            by_count.setdefault(results[d.key].versions_removed, []).append(d.object_id)
         objects = _OBJECTS.c
         stamped: dict[str, tuple[str | None, str, int]] = {}
-        for count, ids in by_count.items():
+        for count, ids in _by_count(verified, results).items():
             for row in s.execute(
                 update(_OBJECTS)
                 .where(id_in(self.db, objects.id, ids), objects.deleted_at.is_(None))
@@ -207,29 +204,33 @@ class Deleter:
         return len(stamped), sum(n for _, _, n in stamped.values())
 
 
+def _by_count(
+    verified: Sequence[Doomed], results: Mapping[str, DeleteResult]
+) -> dict[int, list[str]]:
+    """Object ids grouped by the number of versions removed."""
+    groups: dict[int, list[str]] = {}
+    for d in verified:
+        groups.setdefault(results[d.key].versions_removed, []).append(d.object_id)
+    return groups
+
+
 # Stamp (compare-and-set on deleted_at IS NULL), receipts from the stamped rows, and the jobs of
-# stamped originals, in one statement: the rows are read once, nothing comes back but two sums.
+# stamped originals, in one statement: the rows are read once, nothing comes back but a count.
 _PG_STAMP = text(
     """
-    WITH done(id, n) AS (
-        SELECT * FROM unnest(string_to_array(:ids, ','), string_to_array(:counts, ',')::int[])
-    ), stamped AS (
-        UPDATE objects AS o
-        SET deleted_at = :t, versions_deleted = done.n, claim_token = NULL, claim_until = NULL
-        FROM done
-        -- ANY keeps the plan on the primary key (a join alone lets the planner scan the
-        -- whole table, a cost that grows with the ledger)
-        WHERE o.id = ANY(string_to_array(:ids, ',')) AND o.id = done.id
-            AND o.deleted_at IS NULL
-        RETURNING o.id, o.job_id, o.object_class, o.versions_deleted
+    WITH stamped AS (
+        UPDATE objects
+        SET deleted_at = :t, versions_deleted = :n, claim_token = NULL, claim_until = NULL
+        WHERE id = ANY(string_to_array(:ids, ',')) AND deleted_at IS NULL
+        RETURNING id, job_id, object_class
     ), receipts AS (
         INSERT INTO deletion_receipts
             (id, object_id, object_class, versions_removed, verified, reason, deleted_at)
-        SELECT id, id, object_class, versions_deleted, true, :reason, :t FROM stamped
+        SELECT id, id, object_class, :n, true, :reason, :t FROM stamped
     ), originals AS (
         UPDATE jobs SET original_deleted_at = :t
         WHERE id IN (SELECT job_id FROM stamped WHERE object_class = 'original')
     )
-    SELECT count(*) AS deleted, coalesce(sum(versions_deleted), 0) AS versions FROM stamped
+    SELECT count(*) AS deleted FROM stamped
     """
 )
