@@ -1,7 +1,8 @@
 """Private-file helpers shared by the local keyring and the file subject-key store.
 
 Files are created mode 0600 inside a directory created mode 0700, replaced atomically
-(write a temp file beside the target, fsync, rename, fsync the directory), and read-modify-write
+(write a temp file beside the target, fsync, rename, fsync the directory — implemented once in
+:mod:`worker.private_files`, re-exported here), and read-modify-write
 cycles are serialized across processes with ``flock`` on a sibling ``.lock`` file.
 """
 
@@ -10,60 +11,25 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+# A leaf utility module (standard library only): the one implementation of private writes.
+from worker.private_files import PRIVATE_FILE_MODE, atomic_write_private, private_dir
+
 __all__ = ["atomic_write_private", "ensure_private_dir", "file_lock", "read_private"]
 
-_PRIVATE_FILE_MODE = 0o600
-_PRIVATE_DIR_MODE = 0o700
+_PRIVATE_FILE_MODE = PRIVATE_FILE_MODE
 
 
 def ensure_private_dir(directory: Path) -> None:
-    """Create ``directory`` (and parents) if missing; a directory we create gets mode 0700."""
-    if directory.is_dir():
-        return
-    directory.mkdir(mode=_PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-    os.chmod(directory, _PRIVATE_DIR_MODE)
+    """Create ``directory`` (and parents) if missing, each created one mode 0700.
 
-
-def atomic_write_private(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically; the file has mode 0600."""
-    ensure_private_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(tmp, flags, _PRIVATE_FILE_MODE)
-    try:
-        try:
-            os.fchmod(fd, _PRIVATE_FILE_MODE)
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(dfd)
+    Delegates to :func:`worker.private_files.private_dir`: a symlink is refused, and so is a
+    directory group or others can write to.
+    """
+    private_dir(directory)
 
 
 class InsecureFileError(Exception):
@@ -117,7 +83,8 @@ def file_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``<path>.lock`` (created 0600) for the ``with`` block."""
     ensure_private_dir(path.parent)
     lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _PRIVATE_FILE_MODE)
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(lock_path, flags, _PRIVATE_FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
