@@ -25,6 +25,11 @@ REGION = "cn-north-1"
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
+# The decode memory ceiling (RLIMIT_DATA) is for a process that is one job: a `facemedia run`,
+# a prefork child. Tests invoke the CLI in this process beside moto's server threads and a
+# gigabyte of other tests' state, where a ceiling set by one inline run fails allocations in
+# unrelated C code. The ceiling's own tests run it in fresh processes with explicit values.
+os.environ.setdefault("FACEMEDIA_DECODE_MEMORY_LIMIT_MB", "0")
 
 
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request

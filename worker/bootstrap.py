@@ -7,7 +7,7 @@ it never shares the parent's database connections.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,15 @@ from worker.crypto import Envelope, Keyring, KmsKeyring, LocalKeyring, SubjectKe
 from worker.jobs.client import JobClient
 from worker.jobs.registry import Tools
 from worker.jobs.service import JobService, ServiceConfig
+from worker.ledger import audit
+from worker.ledger.audit import AuditAuthenticator
+from worker.ledger.checkpoints import Checkpointer
 from worker.ledger.db import Database
 from worker.ledger.pseudonyms import Pseudonymizer
 from worker.ledger.subject_keys import LedgerSubjectKeyStore
 from worker.ledger.subjects import SubjectRegistry
 from worker.retention.deleter import Deleter
+from worker.retention.epochs import KeyEpochs, kms_epoch_state
 from worker.retention.policy import parse_ttl
 from worker.retention.rights import SubjectRights
 from worker.retention.sweep import SweepConfig, Sweeper, utcnow
@@ -58,7 +62,25 @@ class Container:
         """The ledger database (schema brought up to date on first use)."""
         db = Database(self.settings.effective_database_url)
         db.migrate()
+        # every audit entry appended through this ledger is MAC'd under the audit key
+        audit.bind(db.engine, self.audit_auth)
         return db
+
+    @cached_property
+    def audit_auth(self) -> AuditAuthenticator:
+        """The audit log's MAC key (a service secret wrapped by the keyring; read lazily)."""
+        return AuditAuthenticator(lambda: self.keyring)
+
+    @cached_property
+    def checkpoints(self) -> Checkpointer:
+        """Signed audit checkpoints in the object store (``checkpoints/``)."""
+        return Checkpointer(self.db, self.store, self.audit_auth)
+
+    def checkpoint(self) -> None:
+        """End of a unit of work: checkpoint the audit head if this process appended entries
+        (a failure is logged and retried at the end of the next unit of work)."""
+        if "db" in self.__dict__ and audit.appended(self.db.engine):
+            self.checkpoints.write_quietly()
 
     @cached_property
     def keyring(self) -> Keyring:
@@ -71,7 +93,14 @@ class Container:
             endpoint_url=self.settings.kms_endpoint_url or None,
             config=_BOTO,
         )
-        return KmsKeyring(self.settings.keyring, client)
+        # The current KMS key is the one the newest KEK epoch recorded in the ledger (read on
+        # every KMS call, so no process keeps wrapping under a key an epoch retired).
+        return KmsKeyring(
+            self.settings.keyring,
+            client,
+            epoch_keys=self.settings.kms_epoch_keys,
+            state=lambda: kms_epoch_state(self.db, "kms"),
+        )
 
     @cached_property
     def subject_keys(self) -> SubjectKeys:
@@ -228,6 +257,21 @@ class Container:
             self.subject_keys,
             self.deleter,
             on_revoked=lambda subject_id: self.releases.on_revoked(subject_id),
+            crypto_status=self._crypto_status,
+        )
+
+    def _crypto_status(self, key_id: str) -> tuple[bool, datetime | None]:
+        status = self.epochs.erasure_status(key_id)
+        return status.complete, status.complete_by
+
+    @cached_property
+    def epochs(self) -> KeyEpochs:
+        """KEK epochs: cryptographic erasure, and the one re-wrap pass behind ``keys rotate``."""
+        return KeyEpochs(
+            self.db,
+            self.subject_keys,
+            delay=self.settings.epoch_delay,
+            rewrap_releases=lambda: int(self.releases.rewrap()),
         )
 
     @cached_property
@@ -272,6 +316,8 @@ class Container:
             ),
             fan_out=None if s.eager else self._release_fan_out,
             finish_later=None if s.eager else self._release_finish_later,
+            # the finish task of a published release purges its revoked samples
+            purge_later=None if s.eager else self._release_finish_later,
         )
 
     def _release_fan_out(self, release_id: str, shards: int) -> None:
@@ -377,3 +423,10 @@ def reset_container() -> None:
     """Forget this process's container (after fork: never share the parent's connections)."""
     global _container
     _container = None
+
+
+def checkpoint_current() -> None:
+    """Checkpoint the audit log of this process's container, if one was built and appended
+    (the end-of-command, end-of-task hook; never builds a container)."""
+    if _container is not None:
+        _container.checkpoint()

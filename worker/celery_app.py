@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 from celery import Celery
 from celery.signals import (
+    task_postrun,
     task_retry,
     worker_init,
     worker_process_init,
@@ -119,10 +120,24 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "schedule": settings.rescue_interval,
                 "options": {"queue": "privacy", "expires": settings.rescue_interval},
             },
+            # Retries a revocation purge whose task was lost or ran out of retries.
+            "release-purge": {
+                "task": "facemedia.research.purge_revoked",
+                "schedule": 300.0,
+                "options": {"queue": "research", "expires": 290},
+            },
             "ksame-batches": {
                 "task": "facemedia.research.build_ksame_batches",
                 "schedule": 300.0,
                 "options": {"queue": "research", "expires": 290},
+            },
+            # Completes pending cryptographic erasures (KEK epoch change) so none waits longer
+            # than erasure_epoch_delay: checks every twelfth of it, at most every 5 minutes
+            # (KeyEpochs.check_interval); does nothing when nothing is pending or due.
+            "kek-epoch": {
+                "task": "facemedia.privacy.kek_epoch",
+                "schedule": _epoch_check_seconds(settings),
+                "options": {"queue": "privacy", "expires": _epoch_check_seconds(settings)},
             },
             "orphan-sweep": {
                 "task": "facemedia.privacy.orphans",
@@ -131,6 +146,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             },
         },
     }
+
+
+def _epoch_check_seconds(settings: Settings) -> float:
+    """Seconds between beat's KEK epoch checks (as ``KeyEpochs.check_interval``)."""
+    return max(1.0, min(settings.epoch_delay.total_seconds() / 12, 300.0))
 
 
 app = Celery("facemedia")
@@ -180,12 +200,17 @@ def _child_init(**_: Any) -> None:
     """Each prefork child builds its own container and keeps OpenCV to one thread."""
     import cv2
 
+    from pipelines.media import set_memory_ceiling
     from worker.bootstrap import reset_container
     from worker.logs import configure_logging
 
     cv2.setNumThreads(1)
     reset_container()
-    configure_logging(load_settings().log_level)
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    # The child decodes untrusted media: a bomb past this fails its job with too_large, not an
+    # OOM kill of the child (and a redelivered poison message). See docs/OPERATIONS.md.
+    set_memory_ceiling(settings.decode_memory_limit_mb)
 
 
 @worker_process_shutdown.connect
@@ -229,6 +254,15 @@ def _metrics_stop(**_: Any) -> None:
     from worker.metrics_server import stop
 
     stop()
+
+
+@task_postrun.connect
+def _audit_checkpoint(**_: Any) -> None:
+    """A task that appended audit entries ends with a signed checkpoint of the audit head
+    (worker.ledger.checkpoints); failures are logged, never raised into the task."""
+    from worker.bootstrap import checkpoint_current
+
+    checkpoint_current()
 
 
 @task_retry.connect

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -33,19 +32,63 @@ app.add_typer(consent_app, name="consent")
 app.add_typer(hold_app, name="hold")
 app.add_typer(research_app, name="research")
 
+
+def _checkpoint_after_command() -> None:
+    """End of a command: a signed checkpoint of the audit head if the command appended entries
+    (needs no container when the command built none: bootstrap is then not even imported)."""
+    bootstrap = sys.modules.get("worker.bootstrap")
+    if bootstrap is not None:
+        bootstrap.checkpoint_current()
+
+
+@app.callback()
+def _root(ctx: typer.Context) -> None:
+    """facemedia worker tools"""
+    ctx.call_on_close(_checkpoint_after_command)
+
+
 out = Console()
 err = Console(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
 
 
+def _settings_failure(exc: Exception) -> typer.Exit:
+    """A configuration error as ``error: invalid_settings: ...``: names and fixes, never values."""
+    from pydantic import ValidationError
+
+    from worker.settings import describe_settings_error
+
+    if isinstance(exc, ValidationError):
+        problems = describe_settings_error(exc)
+    else:  # e.g. an unreadable TOML file: its message names a line, not a value
+        problems = [type(exc).__name__]
+    return _fail("invalid_settings: " + "; ".join(problems), 2)
+
+
 def _container() -> Any:
+    from pydantic import ValidationError
+
     from worker.bootstrap import get_container
     from worker.logs import configure_logging
 
-    container = get_container()
+    try:
+        container = get_container()
+    except ValidationError as exc:
+        raise _settings_failure(exc) from None
     configure_logging(container.settings.log_level)
     return container
+
+
+@contextlib.contextmanager
+def _private_writes() -> Iterator[None]:
+    """Turn a refused private write (symlink at the target, unsafe directory) into exit 2."""
+    from worker.private_files import PrivateFileError
+
+    try:
+        yield
+    except PrivateFileError as exc:
+        raise _fail(f"{exc.code}: {exc}", 2) from None
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -74,13 +117,19 @@ def _parse_params(params: str) -> dict[str, Any]:
 
 
 def _write_outputs(container: Any, job_id: str, out_dir: Path) -> list[str]:
+    """Decrypted outputs into OUT/JOB_ID/: directories 0700, files 0600, never via a symlink."""
+    from worker.private_files import atomic_write_private, private_dir
+
     outputs = container.client.outputs(job_id)
     target = out_dir / job_id
-    target.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, data in sorted(outputs.items()):
-        (target / name).write_bytes(data)
-        written.append(str(target / name))
+    with _private_writes():
+        private_dir(target)
+        written = []
+        for name, data in sorted(outputs.items()):
+            if Path(name).name != name or name in (".", ".."):
+                raise _fail("refusing an output name that is not a plain file name", 1)
+            atomic_write_private(target / name, data)
+            written.append(str(target / name))
     return written
 
 
@@ -146,6 +195,15 @@ def _wait(container: Any, job_id: str, timeout: float) -> dict[str, Any]:
 SubjectOpt = Annotated[str, typer.Option("--subject", help="The upstream's subject id")]
 
 
+def _decode_ceiling(container: Any) -> contextlib.AbstractContextManager[None]:
+    """The decode memory ceiling while a job runs inline in this process (no broker)."""
+    if not container.settings.eager:
+        return contextlib.nullcontext()
+    from pipelines.media import memory_ceiling
+
+    return memory_ceiling(container.settings.decode_memory_limit_mb)
+
+
 @app.command()
 def run(
     path: Path,
@@ -163,17 +221,18 @@ def run(
 ) -> None:
     """Submit PATH, process it (inline, or by a worker when a broker is set), print a summary."""
     container = _container()
-    job_id = _submit(
-        container,
-        path,
-        job,
-        params,
-        subject,
-        research=research_consent,
-        is_minor=minor,
-        guardian=guardian_consent,
-    )
-    status = _wait(container, job_id, timeout)
+    with _decode_ceiling(container):
+        job_id = _submit(
+            container,
+            path,
+            job,
+            params,
+            subject,
+            research=research_consent,
+            is_minor=minor,
+            guardian=guardian_consent,
+        )
+        status = _wait(container, job_id, timeout)
     if out_dir is not None and status["status"] == "succeeded":
         status["written"] = _write_outputs(container, job_id, out_dir)
     _emit(status, as_json, "job")
@@ -262,15 +321,16 @@ def demo(
     container = _container()
     home = container.settings.home_dir
     out_dir = home / "demo-out"
-    if path is None:
-        data = _sample_photo()
-        with tempfile.SpooledTemporaryFile(max_size=1 << 30) as fh:  # stays in memory
-            fh.write(data)
-            fh.seek(0)
-            job_id = str(container.client.submit(fh, job, {}, subject_id="demo-subject"))
-    else:
-        job_id = _submit(container, path, job, "", "demo-subject")
-    status = _wait(container, job_id, 300)
+    with _decode_ceiling(container):
+        if path is None:
+            data = _sample_photo()
+            with tempfile.SpooledTemporaryFile(max_size=1 << 30) as fh:  # stays in memory
+                fh.write(data)
+                fh.seek(0)
+                job_id = str(container.client.submit(fh, job, {}, subject_id="demo-subject"))
+        else:
+            job_id = _submit(container, path, job, "", "demo-subject")
+        status = _wait(container, job_id, 300)
     if status["status"] == "succeeded":
         status["written"] = _write_outputs(container, job_id, out_dir)
     status["store"] = container.settings.effective_store_url
@@ -304,29 +364,22 @@ def _sample_photo() -> bytes:
 
 @audit_app.command("verify")
 def audit_verify(as_json: JsonOpt = False) -> None:
-    """Check the audit log's hash chain; exit 1 and name the first bad row if broken."""
-    from worker.ledger import audit
+    """Check the audit log: hash chain, every entry's MAC, and the newest signed checkpoint in
+    the object store (truncation, deletion, re-chaining, a missing or rolled-back checkpoint).
+    Exit 1 when anything is wrong; ``problems`` lists {code, seq, message}."""
+    from worker.ledger.checkpoints import describe
 
     container = _container()
-    with container.db.session() as s:
-        report = audit.verify(s)
-    _emit(dict(report.to_json()), as_json, "audit")
+    report = container.checkpoints.verify()
+    if as_json:
+        _emit(describe(report), True)
+    else:
+        data = {k: v for k, v in report.to_json().items() if k != "problems"}
+        _emit(data, False, "audit")
+        for p in report.problems:
+            out.print(f"  [red]{p.code}[/red] seq={p.seq}: {p.message}", highlight=False)
     if not report.ok:
         raise typer.Exit(1)
-
-
-@contextlib.contextmanager
-def _atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """Write to a temp file beside ``path``, rename on success, remove it on any failure."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=".fm-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _context(pairs: list[str]) -> dict[str, str]:
@@ -362,12 +415,16 @@ def crypto_encrypt(
 ) -> None:
     """Encrypt SRC to DST under SUBJECT's key, binding the context."""
     from worker.crypto import CryptoError
+    from worker.ledger.subjects import SubjectErasurePending
+    from worker.private_files import private_output
 
     container, ctx = _crypto_setup(src, context)
     try:
         ref = container.subjects.ensure(subject)
-        with src.open("rb") as fin, _atomic_file(dst) as fout:
+        with _private_writes(), src.open("rb") as fin, private_output(dst) as fout:
             container.envelope.encrypt(ref.key_id, ctx, fin, fout)
+    except SubjectErasurePending as exc:
+        raise _fail(f"{exc.code}: {exc}", 2) from None
     except CryptoError as exc:
         raise _fail(f"encryption failed: {exc}") from None
 
@@ -381,6 +438,7 @@ def crypto_decrypt(
 ) -> None:
     """Decrypt SRC to DST; fails (and leaves no DST) on any tampering or wrong context/subject."""
     from worker.crypto import CryptoError, DecryptError, Envelope
+    from worker.private_files import private_output
 
     container, ctx = _crypto_setup(src, context)
     try:
@@ -389,28 +447,57 @@ def crypto_decrypt(
             if ref is None or Envelope.key_id_of(fin) != ref.key_id:
                 raise DecryptError("not encrypted for this subject")
             fin.seek(0)
-            container.envelope.decrypt_to_file(ctx, fin, dst)
+            # Plaintext: a 0600 temp file beside DST, renamed only once fully authenticated.
+            with _private_writes(), private_output(dst) as fout:
+                container.envelope.decrypt(ctx, fin, fout)
     except CryptoError as exc:
         raise _fail(f"decryption failed: {exc}") from None
+
+
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")]
 
 
 @keys_app.command("rotate")
 def keys_rotate(as_json: JsonOpt = False) -> None:
     """New KEK version; re-wrap every subject key, service key and release key (objects are
-    untouched), so the old KEK version can be retired."""
-    from worker.ledger import audit
-
+    untouched). Old versions stay live: `keys retire` destroys them."""
     container = _container()
-    count = container.subject_keys.rotate_kek()
-    container.pseudonyms.rewrap()
-    releases = container.releases.rewrap()
-    current = container.keyring.current()
-    with container.db.session() as s:
-        audit.append(s, "keys.rotated", None, count=count)
+    current, counts = container.epochs.rotate()
     _emit(
-        {"rewrapped": count, "releases_rewrapped": releases, "kek_version": current.version},
+        {
+            "rewrapped": counts.subject_keys,
+            "service_keys_rewrapped": counts.service_keys,
+            "releases_rewrapped": counts.releases,
+            "kek_version": current.version,
+        },
         as_json,
     )
+
+
+@keys_app.command("retire")
+def keys_retire(yes: YesOpt = False, as_json: JsonOpt = False) -> None:
+    """Complete every pending cryptographic erasure now: a KEK epoch change (new KEK, every live
+    key re-wrapped, every older KEK version destroyed: backups made before can no longer
+    unwrap any key). Beat does the same on its schedule (erasure_epoch_delay)."""
+    from worker.crypto import CryptoError
+    from worker.retention.epochs import EpochError
+
+    container = _container()
+    pending = container.epochs.pending().count
+    if pending and not yes:
+        typer.confirm(
+            f"{pending} erasure(s) pending. Destroy every old KEK version? Ledger backups made "
+            "before this can then no longer unwrap any key",
+            abort=True,
+            err=True,
+        )
+    try:
+        result = container.epochs.run(force=True)
+    except EpochError as exc:
+        raise _fail(f"{exc.code}: {exc}", 1) from None
+    except CryptoError as exc:
+        raise _fail(f"epoch_failed: {exc} (run it again: the pass resumes)", 1) from None
+    _emit(result.to_json(), as_json, "keys retire")
 
 
 @db_app.command("upgrade")
@@ -429,10 +516,16 @@ def _subject_ref(container: Any, subject: str) -> str:
 
 
 @app.command()
-def erase(subject: str, as_json: JsonOpt = False) -> None:
-    """Erase SUBJECT: delete every object, destroy the subject key, mark erased (idempotent)."""
+def erase(subject: str, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
+    """Erase SUBJECT: delete every object, destroy the subject key, mark erased (idempotent).
+    The erasure is cryptographically complete (no backup can unwrap the key) at the next KEK
+    epoch change: `crypto_complete_by`, or now with `keys retire`. Asks first on a terminal
+    unless --yes."""
     container = _container()
-    result = container.rights.erase(_subject_ref(container, subject))
+    subject_id = _subject_ref(container, subject)
+    if not yes and sys.stdin.isatty():
+        typer.confirm("Erase this subject's data for good?", abort=True, err=True)
+    result = container.rights.erase(subject_id)
     _emit(result.to_json(), as_json, "erase")
 
 
@@ -444,7 +537,9 @@ def export(
 ) -> None:
     """Write an access report of everything held about SUBJECT, with decrypted outputs."""
     container = _container()
-    _emit(container.rights.export(_subject_ref(container, subject), out_dir), as_json, "export")
+    with _private_writes():
+        report = container.rights.export(_subject_ref(container, subject), out_dir)
+    _emit(report, as_json, "export")
 
 
 @consent_app.command("withdraw")
@@ -455,31 +550,62 @@ def consent_withdraw(subject: str, as_json: JsonOpt = False) -> None:
     _emit(result.to_json(), as_json, "consent")
 
 
-def _hold(subject: str | None, job: str | None, reason: str, release: bool, as_json: bool) -> None:
+def _hold(
+    subject: str | None,
+    job: str | None,
+    reason: str,
+    release: bool,
+    as_json: bool,
+    note: str | None = None,
+) -> None:
+    from worker.crypto import CryptoError
     from worker.ledger.errors import NotFound
+    from worker.retention.holds import HoldNoteTooLong, UnknownHoldReason, parse_reason
 
-    container = _container()
     if (subject is None) == (job is None):
         raise _fail("name exactly one of --subject or --job", 2)
+    if not release:
+        try:  # before any ledger work: free text is refused, never stored or echoed
+            parse_reason(reason)
+        except UnknownHoldReason as exc:
+            raise _fail(f"{exc.code}: {exc}", 2) from None
+    container = _container()
     subject_id = _subject_ref(container, subject) if subject is not None else None
     try:
         result = container.rights.hold(
-            subject_id=subject_id, job_id=job, reason=reason, release=release
+            subject_id=subject_id, job_id=job, reason=reason, release=release, note=note
         )
+    except (UnknownHoldReason, HoldNoteTooLong) as exc:
+        raise _fail(f"{exc.code}: {exc}", 2) from None
     except (ValueError, NotFound) as exc:
         raise _fail(str(exc), 2) from None
+    except CryptoError:  # the subject's key is destroyed: nothing can be sealed for them
+        raise _fail("note_unsealable: the subject's key is destroyed (erased)", 2) from None
     _emit(result, as_json, "hold")
+
+
+HOLD_REASON_HELP = (
+    "A reason code: litigation, court_order, regulator_request, law_enforcement, "
+    "contract_dispute, security_incident"
+)
 
 
 @hold_app.command("set")
 def hold_set(
     subject: Annotated[str | None, typer.Option("--subject")] = None,
     job: Annotated[str | None, typer.Option("--job")] = None,
-    reason: Annotated[str, typer.Option("--reason", help="Why (required)")] = "",
+    reason: Annotated[str, typer.Option("--reason", help=HOLD_REASON_HELP)] = "",
+    note: Annotated[
+        str | None,
+        typer.Option(
+            "--note", help="Optional free text, stored sealed under the subject's key only"
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Put a legal hold on a subject or a job: its objects survive sweeps and erasure."""
-    _hold(subject, job, reason, False, as_json)
+    """Put a legal hold on a subject or a job: its objects survive sweeps and erasure. Only the
+    reason code enters the ledger and the audit log; a note is sealed (erasure shreds it)."""
+    _hold(subject, job, reason, False, as_json, note)
 
 
 @hold_app.command("release")
@@ -488,8 +614,29 @@ def hold_release(
     job: Annotated[str | None, typer.Option("--job")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Release a legal hold; what is due goes on the next sweep."""
+    """Release a legal hold (its note is dropped); what is due goes on the next sweep."""
     _hold(subject, job, "", True, as_json)
+
+
+@hold_app.command("show")
+def hold_show(
+    subject: Annotated[str | None, typer.Option("--subject")] = None,
+    job: Annotated[str | None, typer.Option("--job")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the hold on a subject or a job: reason code and the note (opened with the subject's
+    key; unreadable once the subject is erased)."""
+    from worker.ledger.errors import NotFound
+
+    if (subject is None) == (job is None):
+        raise _fail("name exactly one of --subject or --job", 2)
+    container = _container()
+    subject_id = _subject_ref(container, subject) if subject is not None else None
+    try:
+        info = container.rights.hold_info(subject_id=subject_id, job_id=job)
+    except NotFound as exc:
+        raise _fail(str(exc), 2) from None
+    _emit(info, as_json, "hold")
 
 
 @app.command()
@@ -528,7 +675,7 @@ def doctor(as_json: JsonOpt = False) -> None:
     try:
         settings = load_settings()
     except Exception as exc:  # invalid settings are the first thing to fix
-        raise _fail(f"settings are invalid: {' '.join(str(exc).split())[:500]}", 2) from None
+        raise _settings_failure(exc) from None
     checks = run_checks(settings)
     failed = [c for c in checks if not c.ok]
     if as_json:

@@ -24,8 +24,8 @@ SignerOpt = Annotated[
     Path | None,
     typer.Option(
         "--signer",
-        help="The service's signing public key (from `research signing-key`) to pin; without "
-        "it the first pull trusts the key published next to the release (trust on first use)",
+        help="The service's signing public key (from `research signing-key`) to trust for this "
+        "call; without it, a key pinned with `research trust` (nothing is trusted on first use)",
     ),
 ]
 
@@ -207,6 +207,19 @@ def revocations_refresh(
     _emit({"releases": rows}, as_json, "revocations")
 
 
+@research_app.command("trust")
+def trust(
+    signer_file: Annotated[Path, typer.Argument(help="The service's signing key (PEM)")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Pin the service's release-signing key for `pull` and `verify`
+    ($XDG_CONFIG_HOME/facemedia/known_signers)."""
+    from worker.research.release.pull import trust as do_trust
+
+    data = _read(signer_file, "signer")
+    _emit(_run(lambda: do_trust(data).to_json(), as_json), as_json, "trust")
+
+
 @research_app.command("pull")
 def pull(
     release: str,
@@ -259,7 +272,8 @@ def verify(
     signer: SignerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-check a pulled release: signatures and every byte of every file."""
+    """Re-check a pulled release against the pinned signer: signatures, the revocation
+    list's sequence, and every byte of every file (revoked samples removed, nothing else)."""
     from worker.research.release.pull import verify as do_verify
 
     pinned = _read(signer, "signer") if signer is not None else None

@@ -1,5 +1,9 @@
 """Serve the worker's Prometheus metrics on ``metrics_port`` (``FACEMEDIA_METRICS_PORT``).
 
+The endpoint binds ``metrics_host`` (``FACEMEDIA_METRICS_HOST``), ``127.0.0.1`` by default: the
+metrics name queues and job counts, and nobody but this host's Prometheus agent should read them.
+Set it to ``0.0.0.0`` or an interface address only behind a firewall.
+
 Started from the worker's main process by a Celery signal (worker/celery_app.py), never at import.
 With ``PROMETHEUS_MULTIPROC_DIR`` set, prefork children write their samples to files in that
 directory and this server sums them on every scrape (prometheus-client's multiprocess mode);
@@ -226,18 +230,33 @@ _server: Any = None
 
 
 def start(settings: Settings) -> int | None:
-    """Serve on ``settings.metrics_port`` (0: do nothing). Returns the port served, if any."""
+    """Serve on ``settings.metrics_host``:``settings.metrics_port`` (port 0: do nothing).
+
+    Returns the port served, if any. The host defaults to ``127.0.0.1`` (loopback only).
+    """
     global _server
     if not settings.metrics_port or _server is not None:
         return None
     registry = build_registry(settings)
-    _server = start_http_server(settings.metrics_port, addr="0.0.0.0", registry=registry)
+    _server = start_http_server(
+        settings.metrics_port, addr=settings.metrics_host, registry=registry
+    )
     log.info(
         "metrics.serving",
+        host=settings.metrics_host,
         port=settings.metrics_port,
         multiprocess=multiproc_dir() is not None,
     )
     return settings.metrics_port
+
+
+def served_address() -> tuple[str, int] | None:
+    """The (host, port) the running server's socket is bound to, or ``None`` if not serving."""
+    if _server is None:
+        return None
+    server, _thread = _server
+    host, port = server.socket.getsockname()[:2]
+    return str(host), int(port)
 
 
 def stop() -> None:

@@ -8,12 +8,20 @@ Sources, highest precedence first: ``FACEMEDIA_*`` environment variables, the TO
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -28,7 +36,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.to
 class RetentionSettings(BaseModel):
     """Time to live per object class (``30m``, ``24h``, ``7d``, ``3y`` or ``until_revoked``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     originals: str = "24h"
     outputs: str = "7d"
@@ -42,7 +50,12 @@ class RetentionSettings(BaseModel):
     def _valid(cls, value: str) -> str:
         from worker.retention.policy import parse_ttl
 
-        parse_ttl(value)
+        try:
+            parse_ttl(value)
+        except ValueError:  # the parser's message quotes the value: never echo it
+            raise ValueError(
+                "not a duration (use e.g. 30m, 24h, 7d, 3y or until_revoked)"
+            ) from None
         return value
 
     def ttl(self, object_class: str) -> timedelta | None:
@@ -58,7 +71,7 @@ class RetentionSettings(BaseModel):
 class ResearchSettings(BaseModel):
     """Research sampling and dataset releases (see docs/PRIVACY.md)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     sample_rate: float = Field(default=0.1, ge=0.0, le=1.0)
     operator: str = "mask"
@@ -71,7 +84,12 @@ class Settings(BaseSettings):
     """Every knob of the worker; see config/default.toml for what each one means."""
 
     model_config = SettingsConfigDict(
-        env_prefix="FACEMEDIA_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix="FACEMEDIA_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        # A configuration error never echoes a value (a database URL may hold a password).
+        hide_input_in_errors=True,
     )
 
     home: Path = Path("./var")
@@ -85,6 +103,8 @@ class Settings(BaseSettings):
     )
     keyring: str = "local"
     kms_endpoint_url: str = ""
+    kms_epoch_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    erasure_epoch_delay: str = "1h"
     segment_size: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=40_000_000, gt=0)
@@ -94,6 +114,8 @@ class Settings(BaseSettings):
     max_video_side: int = Field(default=1920, ge=16)
     max_video_short_side: int = Field(default=1080, ge=16)
     detect_every: int = Field(default=5, ge=1)
+    # RLIMIT_DATA of a process that decodes (prefork child, inline run), MiB; 0 = no ceiling.
+    decode_memory_limit_mb: int = Field(default=3072, ge=0)
     task_time_limit: int = Field(default=300, gt=0)
     task_soft_time_limit: int = Field(default=270, gt=0)
     visibility_timeout: int = Field(default=900, gt=0)
@@ -113,11 +135,29 @@ class Settings(BaseSettings):
     delete_verify: Literal["listing", "confirmations"] = "listing"
     log_level: str = "INFO"
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
     soft_shutdown_seconds: float = Field(default=60.0, ge=0)
     # Not in default.toml on purpose: the path of an extra TOML file (read by the source below).
     config: str = ""
 
-    @field_validator("allowed_regions", mode="before")
+    @model_validator(mode="before")
+    @classmethod
+    def _no_misspelled_environment(cls, data: Any) -> Any:
+        problems = misspelled_environment(os.environ)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return data
+
+    @field_validator("erasure_epoch_delay")
+    @classmethod
+    def _valid_epoch_delay(cls, value: str) -> str:
+        from worker.retention.policy import parse_ttl
+
+        if parse_ttl(value) is None:
+            raise ValueError("erasure_epoch_delay must be a duration such as 15m or 1h")
+        return value
+
+    @field_validator("allowed_regions", "kms_epoch_keys", mode="before")
     @classmethod
     def _split_regions(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -180,6 +220,15 @@ class Settings(BaseSettings):
         return self.store_url or f"file://{self.home_dir / 'store'}"
 
     @property
+    def epoch_delay(self) -> timedelta:
+        """The longest time from an erasure to the KEK epoch change that completes it."""
+        from worker.retention.policy import parse_ttl
+
+        delay = parse_ttl(self.erasure_epoch_delay)
+        assert delay is not None  # checked by the validator
+        return delay
+
+    @property
     def eager(self) -> bool:
         """True when no broker is configured: tasks run in-process."""
         return not self.broker_url
@@ -188,6 +237,102 @@ class Settings(BaseSettings):
     def store_scheme(self) -> str:
         """``file`` or ``s3``."""
         return urlparse(self.effective_store_url).scheme
+
+
+# FACEMEDIA_* variables that are not settings (test and ops switches): never reported as typos.
+_NOT_SETTINGS = frozenset({"LONG", "RESTART_SERVICES", "REL_REPORT"})
+_NOT_SETTINGS_PREFIXES = ("TEST_",)
+_ENV_PREFIX = "FACEMEDIA_"
+
+
+def _nested_models() -> dict[str, type[BaseModel]]:
+    return {"retention": RetentionSettings, "research": ResearchSettings}
+
+
+def _close(name: str, choices: list[str]) -> str | None:
+    import difflib
+
+    found = difflib.get_close_matches(name, choices, n=1, cutoff=0.75)
+    return found[0] if found else None
+
+
+def misspelled_environment(environ: Mapping[str, str]) -> list[str]:
+    """``FACEMEDIA_*`` variables that look like a misspelled setting, each with the fix.
+
+    pydantic-settings silently ignores an environment variable that names no setting, so a typo
+    (``FACEMEDIA_DATABSE_URL``) would quietly fall back to the default. Only names close to a
+    real setting are reported (the prefix is shared with test and ops switches); values are never
+    read into the message.
+    """
+    fields = sorted(Settings.model_fields)
+    problems: list[str] = []
+    for raw in sorted(environ):
+        if not raw.upper().startswith(_ENV_PREFIX):
+            continue
+        name = raw[len(_ENV_PREFIX) :].lower()
+        if name.upper() in _NOT_SETTINGS or name.upper().startswith(_NOT_SETTINGS_PREFIXES):
+            continue
+        top, sep, sub = name.partition("__")
+        if top in fields:
+            continue  # a nested key under a real section is checked by the section's model
+        guess = _close(top, fields)
+        if guess is None:
+            continue
+        fix = _ENV_PREFIX + guess.upper() + (sep + sub.upper() if sep else "")
+        problems.append(f"unknown setting {raw.upper()}; did you mean {fix}?")
+    return problems
+
+
+def _label(loc: tuple[str, ...], environ: Mapping[str, str]) -> str:
+    """``FACEMEDIA_X__Y`` if that variable is set, else the dotted TOML key ``x.y``."""
+    env_name = _ENV_PREFIX + "__".join(loc).upper()
+    if any(key.upper() == env_name for key in environ):
+        return env_name
+    return ".".join(loc)
+
+
+def describe_settings_error(
+    exc: ValidationError, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """One line per problem: the setting's name and the fix, never the value that was given.
+
+    For an unknown key (environment variable, TOML file or nested section) the line names the key
+    and, when one is close, the setting that was probably meant.
+    """
+    env = os.environ if environ is None else environ
+    lines: list[str] = []
+    for error in exc.errors(include_url=False, include_context=False):
+        loc = tuple(str(part) for part in error["loc"])
+        given = error.get("input")
+        msg = str(error["msg"]).removeprefix("Value error, ")
+        custom = error["type"] in ("value_error", "assertion_error")
+        if custom and isinstance(given, str) and given and given in msg:
+            msg = msg.replace(given, "<hidden>")
+        if error["type"] == "extra_forbidden" and loc:
+            section: type[BaseModel] = Settings
+            if len(loc) > 1 and loc[0] in _nested_models():
+                section = _nested_models()[loc[0]]
+            guess = _close(loc[-1].lower(), sorted(section.model_fields))
+            label = _label(loc, env)
+            meant = (*loc[:-1], guess or "")
+            fix = (
+                ".".join(meant)
+                if label == ".".join(loc)
+                else _ENV_PREFIX + "__".join(meant).upper()
+            )
+            line = f"unknown setting {label}"
+            if label == ".".join(loc):
+                line += " in the configuration file"
+            if guess is not None:
+                line += f"; did you mean {fix}?"
+            else:
+                line += " (see config/default.toml for every setting)"
+            lines.append(line)
+        elif not loc:
+            lines.append(msg)
+        else:
+            lines.append(f"setting {_label(loc, env)}: {msg}")
+    return lines
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -25,8 +25,15 @@ for truncated inputs to be refused.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import re
 import struct
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, Literal, cast
 
@@ -38,7 +45,7 @@ from PIL.JpegImagePlugin import JpegImageFile
 from PIL.PngImagePlugin import PngImageFile
 from PIL.WebPImagePlugin import WebPImageFile
 
-from pipelines.errors import BadParams, CorruptMedia, TooLarge, UnsupportedFormat
+from pipelines.errors import BadParams, CorruptMedia, PipelineError, TooLarge, UnsupportedFormat
 
 ImageFormat = Literal["jpeg", "png", "webp", "heif"]
 OutputFormat = Literal["jpeg", "png", "webp"]
@@ -228,8 +235,14 @@ def _check_limits(width: int, height: int, nbytes: int, limits: ImageLimits) -> 
 
 
 def _jpeg_scans(data: bytes, limit: int) -> int:
+    """The JPEG's scan count (see :func:`_jpeg_walk`)."""
+    return _jpeg_walk(data, limit)[0]
+
+
+def _jpeg_walk(data: bytes, limit: int) -> tuple[int, bool]:
     """Count the JPEG's scans (SOS markers) by walking its segments, skipping entropy-coded data
-    (where 0xFF is always stuffed or a restart marker); stops counting past ``limit``."""
+    (where 0xFF is always stuffed or a restart marker); stops counting past ``limit``. Also says
+    whether the walk reached the EOI marker (a file cut short never does)."""
     n, pos, scans = len(data), 2, 0
     while pos + 4 <= n:
         if data[pos] != 0xFF:
@@ -245,13 +258,14 @@ def _jpeg_scans(data: bytes, limit: int) -> int:
             pos += 2
             continue
         if marker == 0xD9:  # EOI
-            break
+            return scans, True
         if marker == 0xDA:
             scans += 1
             if scans > limit:
                 break
         pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-    return scans
+    # Fewer than 4 bytes left (or none: the walk ran past the end, or found no marker).
+    return scans, pos >= 0 and b"\xff\xd9" in data[pos:]
 
 
 def probe_image(data: bytes) -> ImageInfo:
@@ -284,22 +298,41 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> NDArray[np
     if len(data) > limits.max_bytes:
         raise TooLarge(f"the image is larger than {limits.max_bytes} bytes")
     fmt = sniff_image_format(data)
+    # Pillow's decoded image is released when this returns, before the rotation's copy.
+    bgr, orientation = _decode_upright_pending(data, fmt, limits)
+    try:
+        return _apply_orientation(bgr, orientation)
+    except MemoryError as exc:
+        raise TooLarge("the image is too large to decode") from exc
+
+
+def _decode_upright_pending(
+    data: bytes, fmt: ImageFormat, limits: ImageLimits
+) -> tuple[NDArray[np.uint8], int]:
+    """The decoded BGR pixels (orientation not yet applied) and the EXIF orientation."""
     with _open(data, fmt) as im:
         _check_limits(im.size[0], im.size[1], len(data), limits)
-        if fmt == "jpeg" and _jpeg_scans(data, limits.max_jpeg_scans) > limits.max_jpeg_scans:
-            raise TooLarge(f"the JPEG has more than {limits.max_jpeg_scans} scans")
+        if fmt == "jpeg":
+            scans, ended = _jpeg_walk(data, limits.max_jpeg_scans)
+            if scans > limits.max_jpeg_scans:
+                raise TooLarge(f"the JPEG has more than {limits.max_jpeg_scans} scans")
+            if not ended:
+                raise CorruptMedia("the JPEG data is truncated (no end-of-image marker)")
         try:
             if _opencv_decodes(fmt, im):
                 bgr = _decode_with_opencv(data, fmt)
             else:
+                if fmt == "jpeg":  # CMYK/YCCK: Pillow decodes, libjpeg checks the data first
+                    _check_jpeg_data(data)
                 im.load()
                 bgr = _to_bgr(im)
         except MemoryError as exc:
             raise TooLarge("the image is too large to decode") from exc
+        except cv2.error as exc:
+            raise _cv2_failure(exc, fmt) from exc
         except _DECODE_ERRORS as exc:
             raise CorruptMedia(f"the {_label(fmt)} data is corrupt or truncated") from exc
-        orientation = _orientation(im)
-    return _apply_orientation(bgr, orientation)
+        return bgr, _orientation(im)
 
 
 def _opencv_decodes(fmt: ImageFormat, im: ImageFile.ImageFile) -> bool:
@@ -319,46 +352,188 @@ def _decode_with_opencv(data: bytes, fmt: ImageFormat) -> NDArray[np.uint8]:
     does. Only called after Pillow parsed the header and the limits were checked.
     """
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    buf = np.frombuffer(data, np.uint8)
     try:
-        out = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+        if fmt == "jpeg":
+            with _libjpeg_warnings() as warnings:
+                out = cv2.imdecode(buf, flags)
+            if _TRUNCATED_JPEG.search(warnings()):
+                raise CorruptMedia("the JPEG data is truncated (premature end of data)")
+        else:
+            out = cv2.imdecode(buf, flags)
     except cv2.error as exc:
-        raise CorruptMedia(f"the {_label(fmt)} data is corrupt or truncated") from exc
+        raise _cv2_failure(exc, fmt) from exc
     if out is None or out.ndim != 3 or out.shape[2] != 3:
         raise CorruptMedia(f"the {_label(fmt)} data is corrupt or truncated")
     return cast(NDArray[np.uint8], out)
 
 
+def _cv2_failure(exc: cv2.error, fmt: ImageFormat) -> PipelineError:
+    """OpenCV's out-of-memory error (past the memory ceiling) is too_large; others corrupt."""
+    if "Insufficient memory" in str(exc):
+        return TooLarge("the image is too large to decode")
+    return CorruptMedia(f"the {_label(fmt)} data is corrupt or truncated")
+
+
+def _check_jpeg_data(data: bytes) -> None:
+    """Run libjpeg over the whole entropy-coded data at 1/8 scale (a few MB at most) and refuse
+    a file its warnings call truncated: Pillow decodes such a file silently."""
+    flags = cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_IGNORE_ORIENTATION
+    with _libjpeg_warnings() as warnings:
+        out = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if out is None or _TRUNCATED_JPEG.search(warnings()):
+        raise CorruptMedia("the JPEG data is truncated (premature end of data)")
+
+
+# libjpeg's warnings for data that ends before the image does (JWRN_HIT_MARKER, JWRN_JPEG_EOF).
+# It decodes on, filling the rest with grey; OpenCV returns that image without a word.
+_TRUNCATED_JPEG: Final = re.compile(
+    rb"premature end of data segment|premature end of jpeg file", re.IGNORECASE
+)
+_STDERR_LOCK: Final = threading.Lock()
+
+
+@contextlib.contextmanager
+def _libjpeg_warnings() -> Iterator[Callable[[], bytes]]:
+    """Collect what native code writes to file descriptor 2 during the block.
+
+    libjpeg (inside OpenCV) reports a truncated file only as a warning line on ``stderr``, and
+    OpenCV exposes no other signal. The descriptor is pointed at an in-memory file for the block
+    (one block at a time in the process); afterwards every line that is not a libjpeg
+    "Corrupt JPEG data"/"Premature end" warning is written on to the real ``stderr``, so other
+    threads' output is delayed, never lost.
+    """
+    captured = b""
+    with _STDERR_LOCK:
+        if sys.stderr is not None:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+        try:
+            saved: int | None = os.dup(2)
+        except OSError:  # no descriptor 2 at all: use one for the block, close it after
+            saved = None
+        sink = _memory_file()
+        if sink == 2:  # descriptor 2 was free and the in-memory file took it: keep our own
+            sink = os.dup(2)
+        try:
+            os.dup2(sink, 2)
+            try:
+                yield lambda: captured
+            finally:
+                if saved is None:
+                    os.close(2)
+                else:
+                    os.dup2(saved, 2)
+                os.lseek(sink, 0, os.SEEK_SET)
+                chunks = []
+                while chunk := os.read(sink, 1 << 16):
+                    chunks.append(chunk)
+                captured = b"".join(chunks)
+        finally:
+            os.close(sink)
+            if saved is not None:
+                os.close(saved)
+    others = b"".join(
+        line for line in captured.splitlines(keepends=True) if not _LIBJPEG_LINE.match(line)
+    )
+    if others and saved is not None:
+        with contextlib.suppress(OSError):
+            os.write(2, others)
+
+
+_LIBJPEG_LINE: Final = re.compile(rb"(corrupt jpeg data|premature end of jpeg file)", re.I)
+
+
+def _memory_file() -> int:
+    """A file descriptor of an anonymous in-memory file (a deleted temporary file elsewhere)."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("facemedia-libjpeg", os.MFD_CLOEXEC)
+    handle = tempfile.TemporaryFile()  # noqa: SIM115 - the descriptor outlives the object
+    fd = os.dup(handle.fileno())
+    handle.close()
+    return fd
+
+
+# Pixels converted per strip of rows: the temporaries of a conversion (a strip's RGBA copy, its
+# 16-bit products) stay a few MB whatever the image size.
+_STRIP_PIXELS: Final = 1 << 20
+_ALPHA_MODES: Final = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+_StripFn = Callable[[Image.Image, NDArray[np.uint8]], None]
+
+
 def _to_bgr(im: Image.Image) -> NDArray[np.uint8]:
-    """Normalise any Pillow mode to a contiguous 8-bit BGR array."""
+    """Normalise any Pillow mode to a contiguous 8-bit BGR array, one strip of rows at a time.
+
+    The output is allocated once and each strip is converted into its rows, so the peak is
+    Pillow's decoded image (at most 4 bytes a pixel: RGBA, or RGB padded to 4) plus the output
+    (3 bytes a pixel) plus one strip's temporaries: about 2.3x the output, where converting the
+    whole image at once (a float or 16-bit copy of every channel) peaked at 10x.
+    """
+    width, height = im.size
+    out = np.empty((height, width, 3), np.uint8)
+    convert = _strip_converter(im)
+    rows = max(1, _STRIP_PIXELS // max(1, width))
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        strip = im if (top == 0 and bottom == height) else im.crop((0, top, width, bottom))
+        convert(strip, out[top:bottom])
+    return out
+
+
+def _strip_converter(im: Image.Image) -> _StripFn:
+    """The conversion of one strip of ``im``'s mode into BGR rows."""
     mode = im.mode
-    has_transparency = "transparency" in im.info
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        has_transparency and mode in ("P", "L", "RGB")
-    ):
-        rgba = np.asarray(im.convert("RGBA"))
-        return _composite_on_white(rgba)
+    if mode in _ALPHA_MODES or ("transparency" in im.info and mode in ("P", "L", "RGB")):
+        return _composite_strip
     if mode == "RGB":
-        return cast(NDArray[np.uint8], cv2.cvtColor(np.asarray(im), cv2.COLOR_RGB2BGR))
+        return _rgb_strip
     if mode == "L":
-        return cast(NDArray[np.uint8], cv2.cvtColor(np.asarray(im), cv2.COLOR_GRAY2BGR))
+        return _grey_strip
     if mode.startswith("I"):  # 16-bit (I;16, I;16B, ...) or 32-bit integer grayscale
-        wide = np.asarray(im).astype(np.int64)
-        gray = ((np.clip(wide, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
-        return cast(NDArray[np.uint8], cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
+        return _wide_grey_strip
     if mode == "1":
-        gray = np.asarray(im.convert("L"))
-        return cast(NDArray[np.uint8], cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
+        return lambda strip, dst: _grey_strip(strip.convert("L"), dst)
     # CMYK, YCbCr, LAB, HSV, P without transparency, F, ...
-    rgb = np.asarray(im.convert("RGB"))
-    return cast(NDArray[np.uint8], cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return lambda strip, dst: _rgb_strip(strip.convert("RGB"), dst)
 
 
-def _composite_on_white(rgba: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    alpha = rgba[:, :, 3:4].astype(np.uint16)
-    rgb = rgba[:, :, :3].astype(np.uint16)
-    # rgb*a + 255*(255-a) <= 65025, so uint16 cannot overflow.
-    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
-    return cast(NDArray[np.uint8], cv2.cvtColor(out.astype(np.uint8), cv2.COLOR_RGB2BGR))
+def _rgb_strip(strip: Image.Image, dst: NDArray[np.uint8]) -> None:
+    cv2.cvtColor(np.asarray(strip), cv2.COLOR_RGB2BGR, dst=dst)
+
+
+def _grey_strip(strip: Image.Image, dst: NDArray[np.uint8]) -> None:
+    cv2.cvtColor(np.asarray(strip), cv2.COLOR_GRAY2BGR, dst=dst)
+
+
+def _wide_grey_strip(strip: Image.Image, dst: NDArray[np.uint8]) -> None:
+    """16- or 32-bit grey to 8 bits, rounded: ``(v * 255 + 32767) // 65535`` over [0, 65535]."""
+    wide = np.asarray(strip)
+    if wide.dtype != np.uint16:
+        wide = np.clip(wide, 0, 65535)
+    scaled = wide.astype(np.uint32)
+    scaled *= 255
+    scaled += 32767
+    scaled //= 65535
+    cv2.cvtColor(scaled.astype(np.uint8), cv2.COLOR_GRAY2BGR, dst=dst)
+
+
+def _composite_strip(strip: Image.Image, dst: NDArray[np.uint8]) -> None:
+    rgba = np.asarray(strip if strip.mode == "RGBA" else strip.convert("RGBA"))
+    _composite_on_white(rgba, dst)
+
+
+def _composite_on_white(rgba: NDArray[np.uint8], dst: NDArray[np.uint8]) -> None:
+    """Composite RGBA on white into ``dst`` (BGR): ``round(c * a / 255) + (255 - a)``.
+
+    Equal to ``(c*a + 255*(255-a) + 127) // 255`` for every ``c`` and ``a`` (``c*a/255`` is never
+    a half, so rounding has no ties), done by OpenCV in 8 bits: no 16-bit copy of the strip.
+    """
+    bgr = cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGR)
+    alpha = rgba[:, :, 3]
+    alpha3 = cv2.merge((alpha, alpha, alpha))
+    cv2.multiply(bgr, alpha3, dst=bgr, scale=1 / 255)
+    cv2.add(bgr, cv2.bitwise_not(alpha3), dst=dst)
 
 
 def _apply_orientation(img: NDArray[np.uint8], orientation: int) -> NDArray[np.uint8]:

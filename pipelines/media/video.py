@@ -7,11 +7,15 @@ selects the FFmpeg demuxer explicitly, so FFmpeg never probes the bytes itself (
 allow-listed (:data:`VIDEO_CODECS`) to keep the decoder attack surface to what phones and browsers
 write.
 
-Limits (:class:`VideoLimits`) are checked before a frame is decoded: the byte size first, then the
-header values (resolution, duration, frame count), then a demux-only pass over the video and
-audio packets (no decoding) that counts frames and measures the duration even when the header
-has no index (browser WebM has none) and notices truncated files (a packet cut short by the end
-of the data, or fewer packets than the index lists). Only then is the first frame decoded, to
+Limits (:class:`VideoLimits`) are checked before a frame is decoded: the byte size first, then,
+for MP4/MOV, a pure-Python walk of the box tree (:mod:`pipelines.media.isobmff`) that refuses
+sample, chunk and edit-list counts FFmpeg would allocate from before any limit could look at them
+(every ``av.open`` of an input is preceded by it; WebM/Matroska are not pre-walked and are
+bounded by the process's memory ceiling only), then the header values (resolution, duration,
+frame count), then a demux-only pass over the video and audio packets (no decoding) that counts
+frames and measures the duration even when the header has no index (browser WebM has none) and
+notices truncated files (a packet cut short by the end of the data, or fewer packets than the
+index lists). Only then is the first frame decoded, to
 read the display rotation (PyAV exposes the stream's display matrix only on decoded frames).
 
 Decoded frames are 8-bit BGR (``HxWx3`` ``uint8``), rotated upright according to the display
@@ -46,6 +50,7 @@ Nothing here writes a file.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import io
 import itertools
 import math
@@ -69,6 +74,7 @@ from av.video.stream import VideoStream
 from numpy.typing import NDArray
 
 from pipelines.errors import BadParams, CorruptMedia, TooLarge, TooLong, UnsupportedFormat
+from pipelines.media.isobmff import BmffLimits, prewalk
 
 ContainerKind = Literal["mp4", "mov", "webm", "matroska"]
 FrameFn = Callable[[int, float, NDArray[np.uint8]], NDArray[np.uint8]]
@@ -210,11 +216,50 @@ def _matroska_truncated(data: bytes) -> bool:
     return not unknown and segment + 4 + length + size > len(data)
 
 
-def _open(data: bytes, kind: ContainerKind) -> InputContainer:
+def _open(data: bytes, kind: ContainerKind, limits: VideoLimits) -> InputContainer:
+    """Open ``data`` with the demuxer of ``kind``; MP4/MOV only after :func:`prewalk` passed.
+
+    Every ``av.open`` of an input goes through here, so FFmpeg never reads an ISO-BMFF file whose
+    declared sample, chunk or edit counts would make it allocate past the limits.
+    """
+    if kind in ("mp4", "mov"):
+        prewalk(data, BmffLimits.for_video(limits.max_frames, limits.max_duration_s))
     try:
         return av.open(io.BytesIO(data), mode="r", format=_DEMUXER[kind])
+    except _OUT_OF_MEMORY as exc:
+        raise TooLarge("the video is too large to open within the memory limit") from exc
     except (av.error.FFmpegError, ValueError, OSError, EOFError) as exc:
         raise CorruptMedia("the video container could not be read") from exc
+
+
+# Allocation failures: MemoryError (av.error.MemoryError, FFmpeg's ENOMEM, is one too) and EAGAIN
+# from opening a codec, which is a decoder thread whose stack could not be mapped.
+_OUT_OF_MEMORY: Final = (MemoryError, av.error.BlockingIOError)
+
+
+def _out_of_memory() -> TooLarge:
+    return TooLarge("the video is too large to decode within the memory limit")
+
+
+def _cv2_out_of_memory(exc: cv2.error) -> bool:
+    """OpenCV's own allocation failure (past the memory ceiling): too_large, not a bug."""
+    return "Insufficient memory" in str(exc)
+
+
+@contextlib.contextmanager
+def _decoding(message: str = "the video could not be decoded") -> Iterator[None]:
+    """Translate a decode's failures: allocation (FFmpeg, OpenCV, Python) → :class:`TooLarge`,
+    any other FFmpeg error → :class:`CorruptMedia` with ``message``."""
+    try:
+        yield
+    except _OUT_OF_MEMORY as exc:
+        raise _out_of_memory() from exc
+    except cv2.error as exc:
+        if _cv2_out_of_memory(exc):
+            raise _out_of_memory() from exc
+        raise
+    except av.error.FFmpegError as exc:
+        raise CorruptMedia(message) from exc
 
 
 def _video_stream(ic: InputContainer) -> VideoStream:
@@ -344,7 +389,7 @@ def _probe(data: bytes, limits: VideoLimits) -> _Probe:
     kind = sniff_video_container(data)
     if kind in ("webm", "matroska") and _matroska_truncated(data):
         raise CorruptMedia("the media is truncated")
-    with _open(data, kind) as ic:
+    with _open(data, kind, limits) as ic:
         vs = _video_stream(ic)
         codec = vs.codec_context.name if vs.codec_context is not None else ""
         if codec not in VIDEO_CODECS:
@@ -430,6 +475,8 @@ def _scan(
             end = stop if end is None else max(end, stop)
             if end - start > max_ticks:
                 raise _too_long(float((end - start) * time_base), limits)
+    except _OUT_OF_MEMORY as exc:
+        raise _out_of_memory() from exc
     except av.error.FFmpegError as exc:
         raise CorruptMedia("the video data could not be demuxed") from exc
     if count == 0 or start is None or end is None:
@@ -446,14 +493,12 @@ def _scan(
 
 
 def _first_frame_orientation(data: bytes, kind: ContainerKind, limits: VideoLimits) -> _Orientation:
-    with _open(data, kind) as ic:
+    with _open(data, kind, limits) as ic:
         vs = _video_stream(ic)
-        try:
+        with _decoding():
             for frame in ic.decode(vs):
                 _check_resolution(frame.width, frame.height, limits)
                 return _orientation(_display_matrix(frame))
-        except av.error.FFmpegError as exc:
-            raise CorruptMedia("the video could not be decoded") from exc
     raise CorruptMedia("no video frame could be decoded")
 
 
@@ -518,17 +563,15 @@ def iter_frames(
     the same; a decoding failure part-way raises :class:`CorruptMedia`.
     """
     probe = _probe(data, limits)
-    with _open(data, probe.info.container) as ic:
+    with _open(data, probe.info.container, limits) as ic:
         vs = _video_stream(ic)
         vs.thread_type = "AUTO"
         time_base = cast(Fraction, vs.time_base)
         decoder = _Decoder(probe, time_base, limits)
-        try:
+        with _decoding():
             for frame in ic.decode(vs):
                 index, pts, _, bgr = decoder.convert(frame)
                 yield index, float(pts * time_base), bgr
-        except av.error.FFmpegError as exc:
-            raise CorruptMedia("the video could not be decoded") from exc
     if decoder.index == 0:
         raise CorruptMedia("no video frame could be decoded")
 
@@ -579,11 +622,8 @@ def transform_video(
         raise BadParams(f"preset must be one of {', '.join(X264_PRESETS)}")
     probe = _probe(data, limits)
     out = io.BytesIO()
-    try:
-        with _open(data, probe.info.container) as ic:
-            _transcode(ic, probe, fn, limits, out, keep_audio, crf, preset)
-    except av.error.FFmpegError as exc:
-        raise CorruptMedia("the video could not be decoded") from exc
+    with _decoding(), _open(data, probe.info.container, limits) as ic:
+        _transcode(ic, probe, fn, limits, out, keep_audio, crf, preset)
     try:
         return _faststart(out.getvalue())
     except ValueError as exc:  # our own muxer output: a bug, not a user error
@@ -635,7 +675,7 @@ def _transcode(
             i420 = cast(NDArray[np.uint8], cv2.cvtColor(_pad_even(result), cv2.COLOR_BGR2YUV_I420))
             yuv = VideoFrame.from_ndarray(i420, format="yuv420p")
             yuv.pts, yuv.time_base, yuv.duration = pts, time_base, duration
-            oc.mux(ov.encode(yuv))
+            oc.mux(_encoded(ov, yuv))
 
         streams = (vs, ia) if ia is not None else (vs,)
         for packet in ic.demux(*streams):
@@ -652,9 +692,17 @@ def _transcode(
                         oc.mux(oa.encode(cast(Any, audio)))
         if decoder.index == 0:
             raise CorruptMedia("no video frame could be decoded")
-        oc.mux(ov.encode(None))
+        oc.mux(_encoded(ov, None))
         if oa is not None and not copy_audio:
             oc.mux(oa.encode(None))
+
+
+def _encoded(ov: VideoStream, frame: VideoFrame | None) -> list[Any]:
+    """Encode with libx264; its only failure on frames we built is a failed allocation."""
+    try:
+        return ov.encode(frame)
+    except av.error.ExternalError as exc:
+        raise _out_of_memory() from exc
 
 
 def _add_audio(oc: OutputContainer, ia: AudioStream | None) -> tuple[AudioStream | None, bool]:

@@ -416,3 +416,163 @@ def test_error_codes_are_stable() -> None:
         assert cls.code == err.code == code
         assert err.message and str(err) == err.message
         assert cls("custom").message == "custom"
+
+
+# --- conversions in strips, truncated JPEG (issue 13, part 5) ------------------------------------
+
+TALL = (160, 16_000)  # 2.56 million pixels: three strips of conversion
+
+
+def _reference_bgr(im: Image.Image) -> NDArray[np.uint8]:
+    """The whole-image conversion the strips must reproduce exactly."""
+    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+        rgba = np.asarray(im.convert("RGBA")).astype(np.uint32)
+        alpha = rgba[:, :, 3:4]
+        out = (rgba[:, :, :3] * alpha + 255 * (255 - alpha) + 127) // 255
+        return np.ascontiguousarray(out.astype(np.uint8)[:, :, ::-1])
+    if im.mode.startswith("I"):
+        wide = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
+        grey = ((wide * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(np.asarray(im.convert("RGB"))[:, :, ::-1])
+
+
+def _tall_image(mode: str) -> Image.Image:
+    rng = np.random.default_rng(7)
+    w, h = TALL
+    if mode == "RGBA":
+        return Image.fromarray(rng.integers(0, 256, (h, w, 4), dtype=np.uint8), "RGBA")
+    if mode == "LA":
+        return Image.fromarray(rng.integers(0, 256, (h, w, 2), dtype=np.uint8), "LA")
+    if mode == "I;16":
+        return Image.fromarray(rng.integers(0, 65536, (h, w), dtype=np.uint16))
+    if mode == "P":
+        im = Image.fromarray(rng.integers(0, 16, (h, w), dtype=np.uint8), "L").convert("P")
+        im.putpalette(list(rng.integers(0, 256, 48, dtype=np.uint8)))
+        return im
+    if mode in ("RGB", "L", "1"):
+        return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).convert(mode)
+    raise ValueError(mode)
+
+
+@pytest.mark.parametrize(
+    ("mode", "save"),
+    [
+        ("RGBA", {}),
+        ("LA", {}),
+        ("I;16", {}),
+        ("P", {"transparency": 3}),
+        ("P", {}),
+        ("RGB", {}),
+        ("L", {}),
+        ("1", {}),
+    ],
+)
+def test_strip_conversion_equals_the_whole_image_conversion(
+    mode: str, save: dict[str, Any]
+) -> None:
+    im = _tall_image(mode)
+    data = pil_bytes(im, "PNG", **save)
+    with Image.open(io.BytesIO(data)) as reference:
+        expected = _reference_bgr(reference)
+    out = decode_image(data)
+    assert out.shape == (TALL[1], TALL[0], 3) and out.flags["C_CONTIGUOUS"]
+    assert np.array_equal(out, expected)
+
+
+def _astronaut_jpeg(mode: str = "RGB", **save: Any) -> bytes:
+    from skimage import data
+
+    return pil_bytes(Image.fromarray(data.astronaut()).convert(mode), "JPEG", quality=90, **save)
+
+
+@pytest.mark.parametrize(
+    ("mode", "save"),
+    [("RGB", {}), ("RGB", {"progressive": True}), ("L", {}), ("CMYK", {})],
+)
+@pytest.mark.parametrize("keep", [0.5, 0.97])
+def test_truncated_jpeg_with_an_end_marker_is_corrupt(
+    mode: str, save: dict[str, Any], keep: float, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Cut, then EOI appended: libjpeg warns "premature end of data segment" and fills the rest
+    with grey, which OpenCV (and Pillow, for CMYK) return as an image. Refused, and the warning
+    is not left on stderr."""
+    whole = _astronaut_jpeg(mode, **save)
+    assert decode_image(whole).shape == (512, 512, 3)
+    cut = whole[: int(len(whole) * keep)] + b"\xff\xd9"
+    with pytest.raises(CorruptMedia, match="truncated"):
+        decode_image(cut)
+    with pytest.raises(CorruptMedia, match="truncated"):  # cut with no end marker at all
+        decode_image(whole[: int(len(whole) * keep)])
+    assert "Corrupt JPEG" not in capfd.readouterr().err
+
+
+def test_jpeg_with_data_after_its_end_marker_still_decodes() -> None:
+    """Motion photos and MPF files carry more data after EOI: the image itself is whole."""
+    whole = _astronaut_jpeg()
+    out = decode_image(whole + b"\x00" * 100 + b"ftypmp42" + os.urandom(2000))
+    assert np.array_equal(out, decode_image(whole))
+
+
+def test_other_stderr_output_during_a_jpeg_decode_is_passed_on(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from pipelines.media.image import _libjpeg_warnings
+
+    with _libjpeg_warnings() as warnings:
+        os.write(2, b"Corrupt JPEG data: premature end of data segment\n")
+        os.write(2, b"another thread's log line\n")
+    assert b"premature end" in warnings()
+    err = capfd.readouterr().err
+    assert "another thread's log line" in err and "Corrupt JPEG" not in err
+
+
+def test_memory_ceiling_is_set_lowered_only_and_restored() -> None:
+    import resource
+
+    from pipelines.media import memory_ceiling, set_memory_ceiling
+
+    before = resource.getrlimit(resource.RLIMIT_DATA)
+    with memory_ceiling(64 * 1024):  # 64 GiB: far above this process, below "unlimited"
+        soft = resource.getrlimit(resource.RLIMIT_DATA)[0]
+        assert soft == 64 * 1024 * 1024 * 1024 or before[0] <= 64 * 1024**3
+        assert set_memory_ceiling(128 * 1024) is None  # never raised
+        assert set_memory_ceiling(0) is None  # 0 = off
+    assert resource.getrlimit(resource.RLIMIT_DATA) == before
+
+
+def test_truncation_is_detected_in_a_process_without_stderr() -> None:
+    """A daemon may run with descriptor 2 closed: decoding still works, still refuses a cut
+    JPEG, and leaves descriptor 2 closed."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    code = textwrap.dedent(
+        """
+        import io, os
+        from PIL import Image
+        from pipelines.errors import CorruptMedia
+        from pipelines.media.image import decode_image
+        buf = io.BytesIO()
+        Image.new("RGB", (256, 256), (10, 120, 200)).save(buf, "JPEG")
+        whole = buf.getvalue()
+        os.close(2)
+        out = [str(decode_image(whole).shape)]
+        try:
+            decode_image(whole[: len(whole) // 2] + b"\\xff\\xd9")
+            out.append("decoded")
+        except CorruptMedia:
+            out.append("corrupt")
+        try:
+            os.fstat(2)
+            out.append("open")
+        except OSError:
+            out.append("closed")
+        os.write(1, " ".join(out).encode())
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, timeout=60)
+    assert proc.stdout.decode() == "(256, 256, 3) corrupt closed"

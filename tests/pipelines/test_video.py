@@ -647,3 +647,141 @@ def test_faststart_moves_moov_and_shifts_chunk_offsets(wide: bool) -> None:
     assert out[moved[0] : moved[0] + 100] == b"A" * 100
     assert out[moved[1] : moved[1] + 50] == b"B" * 50
     assert _faststart(out) == out  # already streamable: unchanged
+
+
+# ------------------------------------------------------------------ ISO-BMFF pre-walk
+
+
+def pcm_mov(seconds: float = 3.0, rate: int = 48000) -> bytes:
+    """A MOV with raw PCM audio: one constant-size sample per audio sample (144,000 in 3 s)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mov") as out:
+        video = out.add_stream("libx264", rate=24, options=FAST_OPTIONS["libx264"])
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = out.add_stream("pcm_s16le", rate=rate)
+        audio.layout = "mono"
+        for i in range(int(24 * seconds)):
+            frame = av.VideoFrame.from_ndarray(pattern(i, 64, 48), format="bgr24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        total = int(seconds * rate)
+        for start in range(0, total, 1024):
+            n = min(1024, total - start)
+            samples = np.zeros((1, n), np.int16)
+            aframe = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+            aframe.sample_rate, aframe.pts = rate, start
+            out.mux(audio.encode(aframe))
+        out.mux(audio.encode(None))
+    return buf.getvalue()
+
+
+def fragmented_mp4(frames: int = 12) -> bytes:
+    buf = io.BytesIO()
+    movflags = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+    with av.open(buf, "w", format="mp4", options=movflags) as out:
+        stream = out.add_stream("libx264", rate=24, options={"preset": "ultrafast", "g": "4"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(pattern(i, 64, 48), format="bgr24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+def test_prewalk_passes_real_clips() -> None:
+    """Classic and fragmented MP4, MOV, and a MOV whose raw PCM track has more samples than the
+    per-track limit (FFmpeg indexes raw audio by chunk, so it is bounded by its duration)."""
+    from pipelines.media.isobmff import BmffLimits, prewalk
+
+    limits = BmffLimits.for_video(VideoLimits().max_frames, VideoLimits().max_duration_s)
+    classic = prewalk(SMALL_CLIPS["mp4"], limits)
+    assert (classic.tracks, classic.samples[0], classic.fragments) == (2, 8, 0)
+    assert prewalk(make_clip(fmt="mov", frames=8), limits).tracks == 2
+    frag = fragmented_mp4()
+    summary = prewalk(frag, limits)
+    assert summary.fragments == 3 and summary.samples == (12,)
+    assert probe_video(frag).frames == 12
+    pcm = pcm_mov()
+    assert prewalk(pcm, limits).samples[1] == 144_000 > limits.max_samples
+    assert probe_video(pcm).has_audio
+
+
+def test_every_open_of_an_input_is_prewalked(
+    mp4_clip: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each ``av.open`` of an MP4/MOV input (probe, rotation, decode or transcode) follows a
+    pre-walk of the same bytes; WebM is not walked (Matroska is not ISO-BMFF)."""
+    import pipelines.media.video as video
+
+    walked: list[int] = []
+    opened: list[int] = []
+    real_walk, real_open = video.prewalk, video.av.open
+
+    def walk(data: bytes, limits: Any) -> Any:
+        walked.append(len(data))
+        return real_walk(data, limits)
+
+    def open_(target: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("mode", args[0] if args else "r") == "r":
+            opened.append(len(target.getvalue()))
+        return real_open(target, *args, **kwargs)
+
+    monkeypatch.setattr(video, "prewalk", walk)
+    monkeypatch.setattr(video.av, "open", open_)
+    transform_video(mp4_clip, identity)
+    list(iter_frames(mp4_clip))
+    assert opened and walked == opened
+    walked.clear()
+    opened.clear()
+    probe_video(SMALL_CLIPS["webm"])
+    assert opened and walked == []
+
+
+def test_out_of_memory_while_transcoding_is_too_large() -> None:
+    """Under a data ceiling just above what the process holds, a 1080p transcode runs out of
+    memory (opening the decoder's threads, a frame, the encoder): the error is ``too_large``,
+    never ``corrupt_media``."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    code = textwrap.dedent(
+        """
+        import io, resource, numpy as np, av
+        from pipelines.errors import PipelineError
+        from pipelines.media.video import transform_video
+        buf = io.BytesIO()
+        with av.open(buf, "w", format="mp4") as out:
+            s = out.add_stream("libx264", rate=24, options={"preset": "ultrafast"})
+            s.width, s.height, s.pix_fmt = 1920, 1080, "yuv420p"
+            for i in range(4):
+                f = av.VideoFrame.from_ndarray(np.full((1080, 1920, 3), 9 * i, np.uint8),
+                                               format="bgr24")
+                f.pts = i
+                out.mux(s.encode(f))
+            out.mux(s.encode(None))
+        clip = buf.getvalue()
+        data = int(next(l for l in open("/proc/self/status")
+                        if l.startswith("VmData")).split()[1]) * 1024
+        codes = []
+        for margin in (8, 48, 128):  # running out at different points of the transcode
+            limit = (data + (margin << 20), resource.RLIM_INFINITY)
+            resource.setrlimit(resource.RLIMIT_DATA, limit)
+            try:
+                transform_video(clip, lambda i, t, f: f)
+                codes.append("ok")
+            except PipelineError as exc:
+                codes.append(exc.code)
+            resource.setrlimit(resource.RLIMIT_DATA, (resource.RLIM_INFINITY,) * 2)
+        print(" ".join(codes))
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    last = proc.stdout.strip().splitlines()[-1:]
+    assert last == ["too_large too_large too_large"], proc.stderr[-2000:]

@@ -76,9 +76,11 @@ def test_release_build_survives_a_killed_worker(
         priv, pub = researcher(tmp_path, "dora")
         container.releases.grant(res.release_id, pub)
         out = tmp_path / "pulled"
-        got = pull(container.store, res.release_id, priv, out)
+        signer = container.releases.signing.public_pem()  # pinned: nothing is trusted on first use
+        cfg = tmp_path / "researcher-config"
+        got = pull(container.store, res.release_id, priv, out, signer=signer, config=cfg)
         assert got.samples == 11
-        assert verify(out).samples == 11
+        assert verify(out, signer=signer, config=cfg).samples == 11
         # every sample exactly once across the shards
         import tarfile
 

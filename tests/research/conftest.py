@@ -28,3 +28,16 @@ def containers(make_settings: Callable[..., Any]) -> Iterator[Callable[..., Any]
         for container in built:
             container.close()
         set_container(None)
+
+
+@pytest.fixture(autouse=True)
+def researcher_config(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """Each test's researcher has a config directory of their own (pinned signers, newest
+    revocation list seen): ``$XDG_CONFIG_HOME`` points into the test's temporary directory."""
+    from pathlib import Path
+
+    base: Path = tmp_path_factory.mktemp("xdg")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(base))
+    return base / "facemedia"

@@ -26,7 +26,8 @@ from worker.ledger.models import Release, ResearchSample, StoredObject
 from worker.ledger.subjects import Consent
 from worker.research.release import ReleaseError, ReleaseRequest
 from worker.research.release.kanon import QUASI, anonymize
-from worker.research.release.pull import pull, verify
+from worker.research.release.pull import pull as _pull
+from worker.research.release.pull import trust, verify
 
 QUASI_POOL = [
     {"age_band": "30-39", "region": "Zhejiang", "device_family": "ios", "capture_month": "2026-11"},
@@ -141,6 +142,14 @@ def populate(container: Any, images: list[bytes], n_ok: int = 14, tag: str = "p"
     nc = container.subjects.ensure(f"{tag}-noconsent", Consent(research=False))
     add_sample(container, nc, images[3], q)
     return Population(ok, mng.id, mg.id, wd.id, nc.id)
+
+
+def pull(store: Any, release_id: str, priv: bytes, out: Path, **kw: Any) -> Any:
+    """The researcher's pull, with the service's signing key pinned first (``research trust``;
+    here read from the store, standing in for the owner handing it over out of band)."""
+    if "signer" not in kw:
+        trust(store.get(f"releases/{release_id}/signer.pub").read())
+    return _pull(store, release_id, priv, out, **kw)
 
 
 def pseudonym_key(container: Any, release_id: str) -> Any:
@@ -500,37 +509,66 @@ def test_revocation_removes_the_sample_at_next_pull_and_resume_skips(
     release_id = built["result"].release_id
     first = built["pulled"]
     assert first.downloaded == first.files and first.removed_samples == 0
-    # resume: nothing re-downloaded; a missing file and a left-over .part are fetched again
+    # resume: nothing re-downloaded; a missing file is fetched again, a left-over .part removed
     again = pull(embedded.store, release_id, priv, out)
     assert (again.downloaded, again.skipped) == (0, first.files)
     (out / "datasheet.md").unlink()
     (out / "shard-000000.tar.part").write_bytes(b"partial")
     third = pull(embedded.store, release_id, priv, out)
     assert (third.downloaded, third.skipped) == (1, first.files - 1)
-    # a subject withdraws: the signed revocation list names their pseudonym
+    assert not list(out.glob("*.part"))
+    # a subject withdraws while the store's purge is deferred (a broker's task not run yet):
+    # the signed revocation list names their pseudonym with a higher sequence number, and the
+    # pull removes the sample locally, deriving it from the signed list and manifest
+    svc = embedded.releases
+    svc.purge_later = lambda rid: None
     victim = built["pop"].ok[0]
     embedded.rights.withdraw_consent(victim)
-    pseud = embedded.releases.subject_pseudonym(pseudonym_key(embedded, release_id), victim)
+    pseud = svc.subject_pseudonym(pseudonym_key(embedded, release_id), victim)
     rev = json.loads(embedded.store.get(f"releases/{release_id}/revocations.json").read())
-    assert rev["subjects"] == [pseud]
+    assert rev["subjects"] == [pseud] and rev["sequence"] == first.revocation_sequence + 1
+    assert svc.pending_purge(release_id)
     fourth = pull(embedded.store, release_id, priv, out)
     assert fourth.removed_samples == 1 and fourth.samples == first.samples - 1
-    for shard in out.glob("shard-*.tar"):
-        with tarfile.open(shard) as tar:
-            for info in tar:
-                if info.name.endswith(".json"):
-                    fh = tar.extractfile(info)
-                    assert fh is not None
-                    assert json.loads(fh.read())["subject"] != pseud
-    record = json.loads((out / "revoked.json").read_text())
-    assert record["subjects"] == [pseud] and sum(map(len, record["shards"].values())) == 1
-    # verify still passes (members checked against the signed manifest) and a re-pull skips
+    assert fourth.downloaded == 0
+
+    def subjects_in_shards() -> set[str]:
+        found = set()
+        for shard in out.glob("shard-*.tar"):
+            with tarfile.open(shard) as tar:
+                for info in tar:
+                    if info.name.endswith(".json"):
+                        fh = tar.extractfile(info)
+                        assert fh is not None
+                        found.add(json.loads(fh.read())["subject"])
+        return found
+
+    assert pseud not in subjects_in_shards()
+    assert not (out / "revoked.json").exists()  # no unsigned local state
     assert verify(out).removed_samples == 1
     fifth = pull(embedded.store, release_id, priv, out)
     assert fifth.downloaded == 0 and fifth.removed_samples == 0
+    # the purge runs (here: the operator's refresh): the store's release is rebuilt without
+    # the sample, and the next pull fetches the rebuilt shard and documents
+    svc.purge_later = None
+    rows = svc.refresh_revocations()
+    assert rows == [{"release_id": release_id, "revoked": 1, "purged_samples": 1}]
+    assert not svc.pending_purge(release_id)
+    sixth = pull(embedded.store, release_id, priv, out)
+    # the 3 documents; the rebuilt shard is byte for byte the locally rewritten one
+    assert sixth.downloaded == 3 and sixth.samples == first.samples - 1
+    media = [r for r in read_manifest(out) if r["kind"] == "media"]
+    assert len(media) == first.samples - 1 and pseud not in {r["subject"] for r in media}
+    assert pseud not in subjects_in_shards()
+    assert (
+        "Samples of revoked subjects removed since publication: 1"
+        in (out / "datasheet.md").read_text()
+    )
+    done = verify(out)
+    assert done.removed_samples == 0 and done.samples == first.samples - 1
 
 
-def test_erasure_reaches_published_revocation_lists(embedded: Any, built: dict[str, Any]) -> None:
+def test_erasure_reaches_published_releases(embedded: Any, built: dict[str, Any]) -> None:
     release_id = built["result"].release_id
     victim = built["pop"].ok[1]
     embedded.rights.erase(victim)
@@ -538,7 +576,9 @@ def test_erasure_reaches_published_revocation_lists(embedded: Any, built: dict[s
     rev = json.loads(embedded.store.get(f"releases/{release_id}/revocations.json").read())
     assert rev["subjects"] == [pseud]
     pulled = pull(embedded.store, release_id, built["priv"], built["out"])
-    assert pulled.removed_samples == 1
+    assert pulled.samples == built["pulled"].samples - 1
+    assert pseud not in {r["subject"] for r in read_manifest(built["out"])}
+    assert embedded.releases.result(release_id).samples == built["pulled"].samples - 1
 
 
 def test_revoking_a_release_deletes_it(
@@ -548,7 +588,13 @@ def test_revoking_a_release_deletes_it(
     got = embedded.releases.revoke(release_id)
     assert got["deleted"] > 0 and not list(embedded.store.keys(f"releases/{release_id}/"))
     with pytest.raises(ReleaseError) as info:
-        pull(embedded.store, release_id, built["priv"], tmp_path / "late")
+        pull(
+            embedded.store,
+            release_id,
+            built["priv"],
+            tmp_path / "late",
+            signer=embedded.releases.signing.public_pem(),
+        )
     assert info.value.code == "not_found"
     assert embedded.releases.result(release_id).status == "revoked"
     assert embedded.releases.refresh_revocations() == []  # nothing left to re-sign
@@ -593,7 +639,8 @@ def test_cli_commands_json(embedded: Any, sample_images: list[bytes], tmp_path: 
     def run(*args: str, code: int = 0) -> dict[str, Any]:
         res = runner.invoke(app, list(args))
         assert res.exit_code == code, res.output
-        return json.loads(res.stdout.strip().splitlines()[-1])
+        out: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
+        return out
 
     rel = run("research", "release", "--name", "cli-1", "--k", "2", "--json")
     assert set(rel) >= {"release_id", "samples", "k_achieved", "suppressed", "shards"}
@@ -620,8 +667,14 @@ def test_cli_commands_json(embedded: Any, sample_images: list[bytes], tmp_path: 
         "--json",
     )
     assert p["samples"] == 9 and p["downloaded"] == p["files"]
-    v = run("research", "verify", str(tmp_path / "o"), "--json")
+    v = run("research", "verify", str(tmp_path / "o"), "--signer", str(signer), "--json")
     assert v["ok"] is True
+    # without a pin nothing is trusted; pinned once, later calls need no --signer
+    refused = run("research", "verify", str(tmp_path / "o"), "--json", code=1)
+    assert refused["error"] == "untrusted_signer" and "research trust" in refused["message"]
+    pinned = run("research", "trust", str(signer), "--json")
+    assert pinned["new"] is True and pinned["fingerprint"]
+    assert run("research", "verify", str(tmp_path / "o"), "--json")["ok"] is True
     # the table form (rich progress bar on stderr) resumes: everything already there
     plain = runner.invoke(
         app,
@@ -698,9 +751,63 @@ def test_release_on_s3_and_postgres(
         assert {k.removeprefix("p/") for k in rel_keys} == rows  # every object has a row
         container.rights.withdraw_consent(pop.ok[1])
         again = pull(container.store, res.release_id, priv, out)
-        assert again.removed_samples == 1
+        assert again.samples == 10 and again.removed_samples == 0  # the store was rebuilt
+        assert verify(out).samples == 10
     finally:
         container.close()
+
+
+@pytest.mark.services
+def test_revocation_sequence_only_grows_under_concurrent_re_signing(
+    make_settings: Any, pg_url: str, sample_images: list[bytes]
+) -> None:
+    """Two processes' worth of services (two engines on one PostgreSQL ledger, one store)
+    re-sign the same release's list at the same time: every sequence number is taken once,
+    and the stored list is the newest."""
+    import threading
+
+    from sqlalchemy import select
+
+    from worker.bootstrap import Container
+    from worker.ledger.models import AuditEntry
+
+    a = Container(make_settings(database_url=pg_url))
+    b = Container(make_settings(database_url=pg_url))
+    try:
+        populate(a, sample_images, n_ok=4, tag="seq")
+        res = a.releases.create(ReleaseRequest(name="seq", k=2))
+        start = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def sign(c: Any) -> None:
+            try:
+                start.wait()
+                for _ in range(5):
+                    c.releases._write_revocations(res.release_id, force=True)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=sign, args=(c,)) for c in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        with a.db.session() as s:
+            row = s.get(Release, res.release_id)
+            assert row is not None and row.revocation_seq == 11
+            seqs = [
+                json.loads(e.details)["sequence"]
+                for e in s.scalars(
+                    select(AuditEntry).where(AuditEntry.event == "release.revocations")
+                )
+            ]
+        assert sorted(seqs) == list(range(1, 12))
+        doc = json.loads(a.store.get(f"releases/{res.release_id}/revocations.json").read())
+        assert doc["sequence"] == 11
+    finally:
+        a.close()
+        b.close()
 
 
 @pytest.mark.slow
@@ -734,24 +841,55 @@ def test_release_fans_out_on_a_real_worker(
         )
     )
     try:
-        populate(container, sample_images, n_ok=10, tag="w")
+        pop = populate(container, sample_images, n_ok=10, tag="w")
         with celery_worker(settings, tmp_path / "w.log", queues="research", concurrency=2):
             res = container.releases.create(ReleaseRequest(name="fan", k=2))
             # planned here, built by the worker (a fast worker may already be finishing)
             assert res.status in ("building", "finishing", "published") and res.shards == 3
 
             def published() -> bool:
-                return container.releases.result(res.release_id).status == "published"
+                return bool(container.releases.result(res.release_id).status == "published")
 
             assert wait_for(published, 90), (tmp_path / "w.log").read_text()[-3000:]
-        final = container.releases.result(res.release_id)
-        assert final.samples == 11 and final.shards == 3
-        log = (tmp_path / "w.log").read_text()
-        assert log.count("facemedia.research.build_shard") >= 3
-        assert "facemedia.research.finish_release" in log
-        priv, pub = researcher(tmp_path, "carol")
-        container.releases.grant(res.release_id, pub)
-        got = pull(container.store, res.release_id, priv, tmp_path / "fan")
-        assert got.samples == 11
+            final = container.releases.result(res.release_id)
+            assert final.samples == 11 and final.shards == 3
+            log = (tmp_path / "w.log").read_text()
+            assert log.count("facemedia.research.build_shard") >= 3
+            assert "facemedia.research.finish_release" in log
+            priv, pub = researcher(tmp_path, "carol")
+            container.releases.grant(res.release_id, pub)
+            got = pull(container.store, res.release_id, priv, tmp_path / "fan")
+            assert got.samples == 11
+            # with a broker a withdrawal re-signs the list at once and sends the purge to the
+            # worker (the release's finish task), which rebuilds the stored release
+            container.rights.withdraw_consent(pop.ok[0])
+            rev = json.loads(
+                container.store.get(f"releases/{res.release_id}/revocations.json").read()
+            )
+            assert len(rev["subjects"]) == 1 and rev["sequence"] == 2
+
+            def purged() -> bool:
+                return not container.releases.pending_purge(res.release_id)
+
+            assert wait_for(purged, 90), (tmp_path / "w.log").read_text()[-3000:]
+        again = pull(container.store, res.release_id, priv, tmp_path / "fan")
+        assert again.samples == 10 and again.removed_samples == 0
+        assert container.releases.result(res.release_id).samples == 10
     finally:
         container.close()
+
+
+def test_beat_retries_a_lost_purge(embedded: Any, built: dict[str, Any]) -> None:
+    """A purge whose task never ran (lost, or out of retries) is done by beat's task."""
+    from worker.tasks.releases import purge_revoked
+
+    release_id = built["result"].release_id
+    svc = embedded.releases
+    svc.purge_later = lambda rid: None  # the broker's purge task is lost
+    embedded.rights.withdraw_consent(built["pop"].ok[0])
+    assert svc.pending_purge(release_id)
+    svc.purge_later = None
+    done = purge_revoked.apply().get()
+    assert [(d["release_id"], d["removed"]) for d in done] == [(release_id, 1)]
+    assert not svc.pending_purge(release_id)
+    assert purge_revoked.apply().get() == []  # nothing pending: nothing done

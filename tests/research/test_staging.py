@@ -273,7 +273,7 @@ def test_the_batch_task_runs_inline_and_is_in_beat(
 def test_held_staged_faces_are_neither_batched_nor_deleted(ksame: Any, people: list[bytes]) -> None:
     c = ksame()
     _submit_all(c, people[:K], "held")
-    c.rights.hold(subject_id=c.client.subject_ref("held-0"), reason="court order 1")
+    c.rights.hold(subject_id=c.client.subject_ref("held-0"), reason="court_order")
     assert c.ksame.build() == []  # K - 1 unheld subjects: no batch
     assert len(list(c.store.keys("staging/"))) == K
     c.rights.hold(subject_id=c.client.subject_ref("held-0"), release=True)

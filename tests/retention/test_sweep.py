@@ -46,7 +46,7 @@ def _versions(endpoint: str, bucket: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
         found += page.get("Versions", []) + page.get("DeleteMarkers", [])
-    return found
+    return [v for v in found if "/checkpoints/" not in v["Key"]]  # audit heads: kept forever
 
 
 def test_outputs_expire_on_the_sweep(embedded: Any, astronaut_jpeg: bytes) -> None:
@@ -85,7 +85,7 @@ def test_sweep_removes_every_version_and_marker(
 
 def test_legal_hold_on_subject_and_job(embedded: Any, astronaut_jpeg: bytes) -> None:
     subject = embedded.subjects.ensure("sw-held")
-    embedded.rights.hold(subject_id=subject.id, reason="court order 42")
+    embedded.rights.hold(subject_id=subject.id, reason="court_order")
     job_id = embedded.client.submit(astronaut_jpeg, "detect", subject_id="sw-held")
     status = embedded.service.status(job_id)
     assert status["status"] == "succeeded" and status["original_deleted"] is False
@@ -105,7 +105,7 @@ def test_legal_hold_on_subject_and_job(embedded: Any, astronaut_jpeg: bytes) -> 
 def test_job_hold_keeps_only_that_job(embedded: Any, astronaut_jpeg: bytes) -> None:
     first = embedded.client.submit(astronaut_jpeg, "detect", subject_id="sw-j")
     second = embedded.client.submit(astronaut_jpeg, "detect", subject_id="sw-j")
-    embedded.rights.hold(job_id=first, reason="investigation")
+    embedded.rights.hold(job_id=first, reason="security_incident")
     embedded.sweeper.run(as_of=LATER)
     assert embedded.store.exists(output_key(first, "faces.json"))
     assert not embedded.store.exists(output_key(second, "faces.json"))
@@ -232,7 +232,7 @@ def test_cli_sweep_hold_erase_export(embedded: Any, astronaut_jpeg: bytes, tmp_p
     run = CliRunner().invoke
     embedded.client.submit(astronaut_jpeg, "detect", subject_id="sw-cli")
     later = LATER.isoformat()
-    held = run(app, ["hold", "set", "--subject", "sw-cli", "--reason", "audit", "--json"])
+    held = run(app, ["hold", "set", "--subject", "sw-cli", "--reason", "litigation", "--json"])
     assert held.exit_code == 0 and json.loads(held.stdout)["held"] is True
     dry = json.loads(run(app, ["sweep", "--dry-run", "--as-of", later, "--json"]).stdout)
     assert (dry["due"], dry["held"], dry["deleted"]) == (0, 1, 0)

@@ -10,6 +10,13 @@ The ledger implements :class:`SubjectKeyStore` in production. Contract for imple
 * ``destroy`` removes the wrapped key and keeps a tombstone; destroying twice, or an unknown id,
   is fine (the tombstone is recorded either way).
 * ``ids`` yields live (not destroyed) ids.
+
+Every write must be a compare-and-set against the tombstone: the check that a key is live and
+the write of its new wrap happen atomically, so a destroy committed after the caller read the
+key (a KEK rotation racing an erasure) wins. The ledger store does it in one ``UPDATE ... WHERE
+destroyed_at IS NULL``; the two stores here check and write under one lock (a thread lock; the
+file store also holds an ``flock`` and re-reads the file under it, so this holds across
+processes too).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from .secret import SecretKey
 
@@ -78,6 +79,31 @@ class Keyring(ABC):
     @abstractmethod
     def current(self) -> KekRef:
         """The reference of the KEK version :meth:`wrap` uses now."""
+
+    # -- KEK epochs (cryptographic erasure) ------------------------------------------------------
+
+    def begin_epoch(self) -> KekRef:
+        """Make a new current KEK whose destruction does not depend on any older one.
+
+        An epoch change calls this, re-wraps every live key under the new version, then
+        :meth:`destroy` every older version. The default is :meth:`rotate`; a keyring whose
+        own rotation keeps old material (KMS) switches to another key instead.
+        """
+        return self.rotate()
+
+    def destroy(self, version: str) -> None:
+        """Destroy an old KEK version for good (its material, not only this process's use of it).
+
+        Idempotent; refuses the current version. The default is :meth:`retire` (a local keyring
+        removes the material from its file); KMS schedules the key's deletion.
+        """
+        self.retire(version)
+
+    @property
+    def destruction_delay(self) -> timedelta:
+        """How long after :meth:`destroy` the material may still exist (KMS: its deletion
+        window); zero when destruction is immediate."""
+        return timedelta(0)
 
     def generate_key(self, context: Mapping[str, str]) -> tuple[SecretKey, WrappedKey]:
         """Make a fresh random 256-bit key and return it with its wrap under the current KEK."""

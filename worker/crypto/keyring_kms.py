@@ -14,8 +14,15 @@ Rotation, two ways:
   (``RotateKeyOnDemand``). The ARN - hence the version - does not change; KMS keeps old
   material to decrypt old wraps.
 
-Retiring a version only stops this process from using it; deleting the KMS key is an operator
-action (KMS waits 7-30 days before deletion).
+Retiring a version only stops this process from using it.
+
+KEK epochs (cryptographic erasure): KMS's own rotation keeps old material for ever, so
+:meth:`KmsKeyring.begin_epoch` switches to *another* KMS key - the next unused one of an
+operator-provided list (``epoch_keys``), or one made with ``kms:CreateKey`` in the current key's
+region - and :meth:`KmsKeyring.destroy` schedules the old key's deletion with the shortest window
+KMS allows (7 days; a key pending deletion already refuses ``Decrypt``). The epoch service records
+the current key in the ledger; ``state`` reads it back, so every process wraps under the key the
+newest epoch chose and stops accepting keys an epoch destroyed.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -37,12 +46,24 @@ if TYPE_CHECKING:
 else:
     KMSClient = Any
 
-__all__ = ["KmsKeyring"]
+__all__ = ["KMS_DELETION_WINDOW_DAYS", "KmsEpochState", "KmsKeyring"]
+
+KMS_DELETION_WINDOW_DAYS = 7
+"""The shortest ``PendingWindowInDays`` KMS accepts for ``ScheduleKeyDeletion``."""
 
 _KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):[0-9]*:key/[A-Za-z0-9-]+$")
 _ANY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):")
 
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class KmsEpochState:
+    """What the ledger says about this keyring's keys: the current key (``None``: the configured
+    one) and the keys an epoch destroyed (ARNs, never accepted again)."""
+
+    current: str | None
+    destroyed: frozenset[str]
 
 
 class KmsKeyring(Keyring):
@@ -55,7 +76,11 @@ class KmsKeyring(Keyring):
         *,
         previous_key_ids: Sequence[str] = (),
         keyring_id: str = "kms",
+        epoch_keys: Sequence[str] = (),
+        state: Callable[[], KmsEpochState | None] | None = None,
     ) -> None:
+        """``epoch_keys``: the keys an epoch may switch to, in order (empty: ``CreateKey``);
+        ``state``: reads the current and destroyed keys from the ledger (see the module doc)."""
         if not key_id:
             raise KeyringError("KmsKeyring needs a KMS key id, ARN or alias")
         self._client = client
@@ -64,6 +89,9 @@ class KmsKeyring(Keyring):
         self._current = key_id
         self._accepted: list[str] = [k for k in previous_key_ids if k != key_id] + [key_id]
         self._arns: dict[str, str] = {}
+        self._epoch_keys = tuple(epoch_keys)
+        self._state = state
+        self._destroyed: set[str] = set()
 
     @property
     def keyring_id(self) -> str:
@@ -83,15 +111,18 @@ class KmsKeyring(Keyring):
         return str(region) if region else None
 
     def current(self) -> KekRef:
+        self._sync()
         return KekRef(self._keyring_id, self._arn(self._current))
 
     def versions(self) -> list[str]:
+        self._sync()
         with self._lock:
             return [self._arn(k) for k in self._accepted]
 
     def wrap(self, key: bytes, context: Mapping[str, str]) -> WrappedKey:
         if len(key) != KEY_SIZE:
             raise KeyringError(f"only {KEY_SIZE}-byte keys can be wrapped")
+        self._sync()
         resp = self._call(
             "Encrypt",
             lambda: self._client.encrypt(
@@ -106,6 +137,7 @@ class KmsKeyring(Keyring):
 
     def generate_key(self, context: Mapping[str, str]) -> tuple[SecretKey, WrappedKey]:
         """A fresh key from KMS ``GenerateDataKey`` (AES_256) with its wrap."""
+        self._sync()
         resp = self._call(
             "GenerateDataKey",
             lambda: self._client.generate_data_key(
@@ -165,6 +197,86 @@ class KmsKeyring(Keyring):
             if arn == self._arn(self._current):
                 raise KeyringError("the current KMS key cannot be retired; rotate first")
             self._accepted = [k for k in self._accepted if self._arn(k) != arn]
+
+    # -- KEK epochs --------------------------------------------------------------------------
+
+    @property
+    def destruction_delay(self) -> timedelta:
+        """KMS deletes a key only after its waiting period: the shortest one, 7 days."""
+        return timedelta(days=KMS_DELETION_WINDOW_DAYS)
+
+    def begin_epoch(self) -> KekRef:
+        """Switch to a new KMS key: the next unused one of ``epoch_keys``, else a key made with
+        ``CreateKey`` in the current key's region. Never KMS's in-place rotation (which keeps
+        the old material for ever)."""
+        self._sync()
+        with self._lock:
+            used = {self._arn(k) for k in self._accepted} | set(self._destroyed)
+            if self._epoch_keys:
+                fresh = [k for k in self._epoch_keys if self._arn(k) not in used]
+                if not fresh:
+                    raise KeyringError(
+                        "no unused KMS key left in kms_epoch_keys: add one, or leave the list "
+                        "empty to let the service create keys"
+                    )
+                return self.rotate(fresh[0])
+            region = self.region
+            if region is not None and self._client.meta.region_name not in (None, region):
+                raise KeyringError("the KMS client's region differs from the current key's")
+            resp = self._call(
+                "CreateKey",
+                lambda: self._client.create_key(
+                    Description="facemedia KEK (epoch)",
+                    KeyUsage="ENCRYPT_DECRYPT",
+                    KeySpec="SYMMETRIC_DEFAULT",
+                ),
+            )
+            arn = str(resp["KeyMetadata"]["Arn"])
+            made = _ANY_ARN_RE.match(arn)
+            if region is not None and (made is None or made.group(1) != region):
+                raise KeyringError("KMS created the epoch key outside the current key's region")
+            self._remember(arn, arn)
+            return self.rotate(arn)
+
+    def destroy(self, version: str) -> None:
+        """Stop accepting the key and schedule its deletion (7 days); idempotent."""
+        with self._lock:
+            arn = self._arn(version)
+            if arn == self._arn(self._current):
+                raise KeyringError("the current KMS key cannot be destroyed; rotate first")
+            self.retire(arn)
+            self._destroyed.add(arn)
+        key_id = arn.rsplit("/", 1)[-1]  # the key id: KMS accepts it, or the ARN
+        try:
+            self._client.schedule_key_deletion(
+                KeyId=key_id, PendingWindowInDays=KMS_DELETION_WINDOW_DAYS
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "unknown")
+            if code != "KMSInvalidStateException":  # already pending deletion: done before
+                raise KeyringError(f"KMS ScheduleKeyDeletion failed: {code}") from exc
+        except BotoCoreError as exc:
+            raise KeyringError(f"KMS ScheduleKeyDeletion failed: {type(exc).__name__}") from exc
+
+    def _sync(self) -> None:
+        """Follow the ledger: switch to the current key it names, drop the keys it destroyed."""
+        if self._state is None:
+            return
+        state = self._state()
+        if state is None:
+            return
+        with self._lock:
+            if state.destroyed - self._destroyed:
+                self._destroyed |= state.destroyed
+            if state.current is not None and state.current != self._current:
+                if state.current not in self._accepted:
+                    self._accepted.append(state.current)
+                self._current = state.current
+            if self._destroyed:
+                current = self._current
+                self._accepted = [
+                    k for k in self._accepted if k == current or self._arn(k) not in self._destroyed
+                ]
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -49,13 +49,30 @@ class SubjectKeys:
         return self._store
 
     def create(self) -> str:
-        """Make a new subject key, store it wrapped, and return its opaque id (``sk_`` + 32 hex)."""
+        """Make a new subject key, store it wrapped, and return its opaque id (``sk_`` + 32 hex).
+
+        A KEK epoch may change the current version between the wrap and the insert (this
+        process's view of the keyring was a moment old); the epoch pass may then have scanned
+        for stale keys before this one was visible and go on to destroy its version. So after
+        the insert the key is re-wrapped under the current version until it is under it: once
+        this returns, the stored wrap is under a version that was current after the insert.
+        """
         key_id = "sk_" + secrets.token_hex(16)
-        key, wrapped = self._keyring.generate_key(subject_key_context(key_id))
+        context = subject_key_context(key_id)
+        key, wrapped = self._keyring.generate_key(context)
         if len(key) != KEY_SIZE:
             raise KeyringError("the keyring generated a key of the wrong size")
         self._store.add(WrappedSubjectKey(key_id, wrapped))
-        return key_id
+        for _ in range(8):
+            current = self._keyring.current()
+            if wrapped.kek == current:
+                return key_id
+            wrapped = self._keyring.wrap(key.raw(), context)
+            try:
+                self._store.replace(WrappedSubjectKey(key_id, wrapped))
+            except (KeyShreddedError, KeyNotFoundError):
+                return key_id  # destroyed meanwhile: nothing left to protect
+        raise KeyringError("the KEK changed under a new subject key too many times")
 
     def unwrap(self, key_id: str) -> SecretKey:
         """The subject key; :class:`KeyShreddedError` if it was destroyed."""
@@ -78,6 +95,19 @@ class SubjectKeys:
     def is_destroyed(self, key_id: str) -> bool:
         """Whether the subject key was destroyed."""
         return self._store.is_destroyed(key_id)
+
+    def stale(self) -> list[str]:
+        """Ids of live subject keys not wrapped under the current KEK version."""
+        current = self._keyring.current()
+        found = []
+        for key_id in list(self._store.ids()):
+            try:
+                record = self._store.get(key_id)
+            except (KeyShreddedError, KeyNotFoundError):
+                continue
+            if record.wrapped.kek != current:
+                found.append(key_id)
+        return found
 
     def rotate_kek(self, new_kek: str | None = None) -> int:
         """Rotate the keyring (``new_kek`` is passed on) and re-wrap every live subject key.

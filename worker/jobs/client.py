@@ -21,7 +21,7 @@ from worker.jobs.registry import handler
 from worker.ledger import audit
 from worker.ledger.db import Database
 from worker.ledger.models import Job, StoredObject
-from worker.ledger.subjects import Consent, SubjectRegistry
+from worker.ledger.subjects import Consent, SubjectErasurePending, SubjectRegistry
 from worker.research.quasi import UnknownAttribute, generalize
 from worker.storage.errors import StorageError
 from worker.storage.vault import Vault, original_key
@@ -94,7 +94,10 @@ class JobClient:
         del attributes
         consent = consent or Consent()
         keep_quasi = consent.research and (not consent.is_minor or consent.guardian)
-        ref = self.subjects.ensure(subject_id, consent)
+        try:
+            ref = self.subjects.ensure(subject_id, consent)
+        except SubjectErasurePending as exc:
+            raise SubmitRefused(codes.SUBJECT_ERASED, str(exc)) from None
         subject, key_id = ref.id, ref.key_id
         job_id = new_id()
         key = original_key(job_id)

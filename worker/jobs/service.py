@@ -39,6 +39,12 @@ from worker.storage.vault import TooBig, Vault, original_key, output_key
 log = structlog.get_logger("facemedia.jobs")
 
 ENDED = frozenset({"succeeded", "failed", "expired"})
+_OUT_OF_MEMORY = "the media needs more memory than the decode limit allows"
+
+
+def _allocation_failure(exc: Exception) -> bool:
+    """An OpenCV ``cv2.error`` for a failed allocation (code -4, StsNoMem)."""
+    return type(exc).__module__.startswith("cv2") and "Insufficient memory" in str(exc)
 
 
 def _cas(session: Session, stmt: Update) -> int:
@@ -270,6 +276,12 @@ class JobService:
             raise JobFailed(exc.code, str(exc)) from None
         except UnknownJobType as exc:
             raise JobFailed(codes.BAD_PARAMS, str(exc)) from None
+        except MemoryError:  # past the decode memory ceiling (decode_memory_limit_mb)
+            raise JobFailed(codes.TOO_LARGE, _OUT_OF_MEMORY) from None
+        except Exception as exc:
+            if _allocation_failure(exc):  # OpenCV's own out-of-memory error
+                raise JobFailed(codes.TOO_LARGE, _OUT_OF_MEMORY) from None
+            raise
         log.info(
             "job.pipeline_done",
             job_id=job.id,

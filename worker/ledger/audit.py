@@ -1,27 +1,43 @@
-"""Append-only, hash-chained audit log.
+"""Append-only audit log, hash-chained and authenticated with a key the ledger does not hold.
 
-Each row stores ``hash = SHA-256(prev_hash ‖ canonical(seq, ts, event, entity, details))``; the
-first row chains from 64 zeros. Editing, deleting or reordering any row breaks the chain at that
-row, which :func:`verify` reports. Details hold ids and counts only, never personal data.
+Each row stores ``hash = SHA-256(prev_hash ‖ canonical(seq, ts, event, entity, details))`` (the
+first row chains from 64 zeros) and ``mac = HMAC-SHA256(audit key, "facemedia-audit-entry-v1" ‖
+hash)``. The audit key is a service secret (``service_keys`` row ``audit-mac``) stored only
+wrapped by the keyring's KEK, so someone who can write the database but cannot use the keyring
+can delete rows but cannot compute the MAC of a row they forged or re-chained. Deleting the newest
+rows (or all of them) is caught against the signed checkpoints kept outside the ledger
+(:mod:`worker.ledger.checkpoints`). Details hold ids, counts and codes only, never personal data
+or free text.
+
+Call sites pass only a session: the composition root binds an :class:`AuditAuthenticator` to the
+database's engine (:func:`bind`), and :func:`append` finds it through the session. Rows written
+before authentication existed (``mac`` NULL, a prefix of the log) are reported as legacy.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from worker.ledger.errors import AuditChainBroken
-from worker.ledger.models import AuditEntry
+from worker.ledger.models import AuditEntry, ServiceKeyRow
 
 GENESIS = "0" * 64
 _PG_AUDIT_LOCK = 0x46_4D_41_55  # "FMAU": serialises appenders on PostgreSQL
+AUDIT_KEY_NAME = "audit-mac"
+_ENTRY_DOMAIN = b"facemedia-audit-entry-v1\x00"
+CHECKPOINT_DOMAIN = b"facemedia-audit-checkpoint-v1\x00"
 
 
 def _digest(prev: str, seq: int, ts: str, event: str, entity: str | None, details: str) -> str:
@@ -29,15 +45,133 @@ def _digest(prev: str, seq: int, ts: str, event: str, entity: str | None, detail
     return hashlib.sha256((prev + body).encode()).hexdigest()
 
 
+class AuditKeyMissing(Exception):
+    """The audit key's row is absent from ``service_keys`` (the log cannot be authenticated)."""
+
+
+class AuditAuthenticator:
+    """Computes entry and checkpoint MACs under the ``audit-mac`` service secret.
+
+    The secret is read through the caller's session (never a nested transaction: on SQLite a
+    second writer would wait on the first) and unwrapped by the keyring; the unwrapped key is
+    cached per wrapped blob, so a re-wrap under a new KEK version (same secret) is picked up.
+    """
+
+    def __init__(self, keyring: Callable[[], Any]) -> None:
+        self._keyring = keyring
+        self._context = {"purpose": AUDIT_KEY_NAME}
+        self._cache: tuple[bytes, bytes] | None = None  # (wrapped blob, raw key)
+        self._lock = threading.Lock()
+
+    def key(self, session: Session, *, create: bool = False) -> bytes:
+        """The raw audit key; created (and added to the caller's transaction) if ``create``."""
+        from worker.crypto import KekRef, WrappedKey
+
+        row = session.get(ServiceKeyRow, AUDIT_KEY_NAME)
+        if row is None:
+            if not create:
+                raise AuditKeyMissing("the audit key is not in service_keys")
+            raw = os.urandom(32)
+            wrapped = self._keyring().wrap(raw, self._context)
+            session.add(
+                ServiceKeyRow(
+                    name=AUDIT_KEY_NAME,
+                    keyring_id=wrapped.kek.keyring_id,
+                    kek_version=wrapped.kek.version,
+                    wrapped=wrapped.blob,
+                    created_at=datetime.now(UTC),
+                )
+            )
+            session.flush()
+            # not cached: the row commits (or not) with the caller's transaction
+            return raw
+        with self._lock:
+            cached = self._cache
+        if cached is not None and cached[0] == row.wrapped:
+            return cached[1]
+        ref = WrappedKey(KekRef(row.keyring_id, row.kek_version), row.wrapped)
+        raw = bytes(self._keyring().unwrap(ref, self._context))
+        with self._lock:
+            self._cache = (bytes(row.wrapped), raw)
+        return raw
+
+    @staticmethod
+    def entry_mac(key: bytes, digest: str) -> str:
+        """The MAC of one entry (its hash covers the previous hash and every field)."""
+        return hmac.new(key, _ENTRY_DOMAIN + digest.encode(), hashlib.sha256).hexdigest()
+
+    @staticmethod
+    def checkpoint_mac(key: bytes, body: bytes) -> str:
+        """The MAC of a checkpoint's canonical body (a domain distinct from entries)."""
+        return hmac.new(key, CHECKPOINT_DOMAIN + body, hashlib.sha256).hexdigest()
+
+    def __repr__(self) -> str:
+        return "AuditAuthenticator(<audit-mac wrapped in service_keys>)"
+
+
+_bound: weakref.WeakKeyDictionary[Engine, AuditAuthenticator] = weakref.WeakKeyDictionary()
+_appended: weakref.WeakSet[Engine] = weakref.WeakSet()
+_state_lock = threading.Lock()
+
+
+def bind(engine: Engine, authenticator: AuditAuthenticator | None) -> None:
+    """Authenticate every entry appended through sessions on ``engine`` (composition root)."""
+    with _state_lock:
+        if authenticator is None:
+            _bound.pop(engine, None)
+        else:
+            _bound[engine] = authenticator
+
+
+def authenticator_for(session: Session) -> AuditAuthenticator | None:
+    """The authenticator bound to the session's engine, if any."""
+    engine = session.get_bind()
+    engine = getattr(engine, "engine", engine)
+    with _state_lock:
+        return _bound.get(engine)  # type: ignore[arg-type]
+
+
+def appended(engine: Engine) -> bool:
+    """True if this process appended entries on ``engine`` since the last checkpoint."""
+    with _state_lock:
+        return engine in _appended
+
+
+def take_appended(engine: Engine) -> bool:
+    """Clear and return the appended flag of ``engine`` (the checkpointer re-sets it on failure)."""
+    with _state_lock:
+        was = engine in _appended
+        _appended.discard(engine)
+        return was
+
+
+def mark_appended(engine: Engine) -> None:
+    """Note that entries were appended on ``engine`` (a checkpoint is due)."""
+    with _state_lock:
+        _appended.add(engine)
+
+
 def append(session: Session, event: str, entity: str | None = None, **details: Any) -> AuditEntry:
-    """Append one entry inside the caller's transaction (so it commits with the change)."""
-    if session.get_bind().dialect.name == "postgresql":
+    """Append one entry inside the caller's transaction (so it commits with the change).
+
+    With an authenticator bound to the engine the entry carries its MAC; without one (a bare
+    ``Database`` in a tool or test) it is written unauthenticated and verify reports it.
+    """
+    bind_ = session.get_bind()
+    engine = getattr(bind_, "engine", bind_)
+    if engine.dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
     last = session.scalars(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1)).first()
     seq = 1 if last is None else last.seq + 1
     prev = GENESIS if last is None else last.hash
     ts = datetime.now(UTC).isoformat()
     payload = json.dumps(dict(details), sort_keys=True, separators=(",", ":"), default=str)
+    digest = _digest(prev, seq, ts, event, entity, payload)
+    auth = authenticator_for(session)
+    mac = None
+    if auth is not None:
+        # under the PostgreSQL advisory lock / SQLite's write lock: creating the key is race-free
+        mac = auth.entry_mac(auth.key(session, create=True), digest)
     entry = AuditEntry(
         seq=seq,
         ts=ts,
@@ -45,49 +179,188 @@ def append(session: Session, event: str, entity: str | None = None, **details: A
         entity=entity,
         details=payload,
         prev_hash=prev,
-        hash=_digest(prev, seq, ts, event, entity, payload),
+        hash=digest,
+        mac=mac,
     )
     session.add(entry)
     session.flush()
+    mark_appended(engine)  # type: ignore[arg-type]
     return entry
+
+
+# ----- verification -------------------------------------------------------------------------------
+
+#: Stable problem codes of :func:`verify` and ``facemedia audit verify``.
+PROBLEM_CODES: Mapping[str, str] = {
+    "row_missing": "rows are missing from the sequence (deleted)",
+    "chain_broken": "a row's previous-hash link does not match the row before it",
+    "hash_mismatch": "a row's content does not match its hash (edited)",
+    "mac_invalid": "a row's MAC does not verify (forged or re-chained without the audit key)",
+    "mac_missing": "an unauthenticated row where only authenticated rows may be",
+    "key_missing": "the audit key is missing from service_keys: MACs cannot be checked",
+    "truncated": "rows after a checkpointed head are missing (the newest rows were deleted)",
+    "checkpoint_mismatch": "the row at a checkpoint's sequence number has another hash",
+    "checkpoint_missing": "a checkpoint the ledger recorded is gone from the object store",
+    "checkpoint_rolled_back": "a checkpoint object was replaced by an older checkpoint",
+    "checkpoint_invalid": "a checkpoint object does not parse or its MAC does not verify",
+    "checkpoint_unavailable": "the checkpoints in the object store could not be read",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of :func:`verify`: a stable code, the sequence number it concerns, a message."""
+
+    code: str
+    seq: int | None
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready view."""
+        return {"code": self.code, "seq": self.seq, "message": self.message}
+
+
+@dataclass(frozen=True)
+class ChainState:
+    """What the walk of the rows found (before any checkpoint is consulted)."""
+
+    rows: int
+    head_seq: int | None
+    head_hash: str | None
+    legacy_rows: int
+    hashes: Mapping[int, str]
+    problems: tuple[Problem, ...]
 
 
 @dataclass(frozen=True)
 class AuditReport:
-    """The outcome of :func:`verify`."""
+    """The outcome of :func:`verify` (chain and MACs) or of the checkpointed verify."""
 
     ok: bool
     rows: int
-    first_bad_seq: int | None = None
-    reason: str | None = None
+    head_seq: int | None = None
+    head_hash: str | None = None
+    checkpoint_seq: int | None = None
+    legacy_rows: int = 0
+    unchecked_rows: int = 0
+    problems: tuple[Problem, ...] = field(default_factory=tuple)
+
+    @property
+    def first_bad_seq(self) -> int | None:
+        """The sequence number of the first problem (kept from the previous JSON shape)."""
+        return self.problems[0].seq if self.problems else None
+
+    @property
+    def reason(self) -> str | None:
+        """The first problem's message (kept from the previous JSON shape)."""
+        return self.problems[0].message if self.problems else None
 
     def to_json(self) -> Mapping[str, Any]:
         """A JSON-ready view."""
         return {
             "ok": self.ok,
             "rows": self.rows,
+            "head_seq": self.head_seq,
+            "head_hash": self.head_hash,
+            "checkpoint_seq": self.checkpoint_seq,
+            "legacy_rows": self.legacy_rows,
+            "unchecked_rows": self.unchecked_rows,
+            "problems": [p.to_json() for p in self.problems],
             "first_bad_seq": self.first_bad_seq,
             "reason": self.reason,
         }
 
 
-def verify(session: Session) -> AuditReport:
-    """Walk the chain from the first row; report the first row that does not verify."""
+def walk(
+    session: Session, remember: Callable[[int], bool] | None = None, limit: int = 50
+) -> ChainState:
+    """Walk every row in sequence order, checking order, links, hashes and MACs.
+
+    ``remember(seq)`` selects rows whose hash is kept in the result (for checkpoint checks).
+    At most ``limit`` problems are listed (the first ones).
+    """
+    problems: list[Problem] = []
+    auth = authenticator_for(session)
+    key: bytes | None = None
+    key_state = "unknown"
     prev = GENESIS
-    expected_seq = 1
+    expected = 1
     rows = 0
-    for entry in session.scalars(select(AuditEntry).order_by(AuditEntry.seq)):
+    legacy = 0
+    authenticated_seen = False
+    head: AuditEntry | None = None
+    hashes: dict[int, str] = {}
+
+    def report(code: str, seq: int | None, message: str) -> None:
+        if len(problems) < limit:
+            problems.append(Problem(code, seq, message))
+
+    entries: Iterable[AuditEntry] = session.scalars(
+        select(AuditEntry).order_by(AuditEntry.seq).execution_options(yield_per=2000)
+    )
+    for entry in entries:
         rows += 1
-        if entry.seq != expected_seq:
-            return AuditReport(False, rows, entry.seq, f"row missing before seq {entry.seq}")
-        if entry.prev_hash != prev:
-            return AuditReport(False, rows, entry.seq, "previous-hash link broken")
-        digest = _digest(prev, entry.seq, entry.ts, entry.event, entry.entity, entry.details)
+        if entry.seq != expected:
+            report(
+                "row_missing",
+                entry.seq,
+                f"rows {expected}..{entry.seq - 1} are missing before seq {entry.seq}",
+            )
+        elif entry.prev_hash != prev:
+            report("chain_broken", entry.seq, "previous-hash link broken")
+        digest = _digest(
+            entry.prev_hash, entry.seq, entry.ts, entry.event, entry.entity, entry.details
+        )
         if digest != entry.hash:
-            return AuditReport(False, rows, entry.seq, "row content does not match its hash")
+            report("hash_mismatch", entry.seq, "row content does not match its hash")
+        if entry.mac is None:
+            if authenticated_seen:
+                report("mac_missing", entry.seq, "unauthenticated row after authenticated rows")
+            else:
+                legacy += 1
+        else:
+            authenticated_seen = True
+            if key_state == "unknown":
+                key_state = "none"
+                if auth is not None:
+                    try:
+                        key = auth.key(session)
+                        key_state = "ok"
+                    except AuditKeyMissing:
+                        report("key_missing", entry.seq, PROBLEM_CODES["key_missing"])
+                else:
+                    report("key_missing", entry.seq, "no audit key bound: MACs not checked")
+            if key is not None and not hmac.compare_digest(
+                AuditAuthenticator.entry_mac(key, entry.hash), entry.mac
+            ):
+                report("mac_invalid", entry.seq, "MAC does not verify (forged or re-chained)")
+        if remember is not None and remember(entry.seq):
+            hashes[entry.seq] = entry.hash
         prev = entry.hash
-        expected_seq += 1
-    return AuditReport(True, rows)
+        expected = entry.seq + 1
+        head = entry
+    return ChainState(
+        rows=rows,
+        head_seq=None if head is None else head.seq,
+        head_hash=None if head is None else head.hash,
+        legacy_rows=legacy,
+        hashes=hashes,
+        problems=tuple(problems),
+    )
+
+
+def verify(session: Session) -> AuditReport:
+    """Check the chain and every MAC (no checkpoint: see :mod:`worker.ledger.checkpoints`)."""
+    state = walk(session)
+    return AuditReport(
+        ok=not state.problems,
+        rows=state.rows,
+        head_seq=state.head_seq,
+        head_hash=state.head_hash,
+        legacy_rows=state.legacy_rows,
+        unchecked_rows=state.rows,
+        problems=state.problems,
+    )
 
 
 def require_intact(session: Session) -> int:

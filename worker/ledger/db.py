@@ -16,9 +16,9 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 def make_engine(url: str) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and serialised writers."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
+        if path and path != ":memory:" and not path.startswith("file:"):
+            _private_sqlite_files(Path(path))
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -28,6 +28,8 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
+            # Deleted and overwritten content (a destroyed subject key) is zeroed in the file.
+            cur.execute("PRAGMA secure_delete=ON")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -38,6 +40,19 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _private_sqlite_files(db_file: Path) -> None:
+    """The ledger file is created 0600 (in a 0700 directory if that is missing) before SQLite
+    opens it: SQLite creates it with the umask, and its ``-wal``/``-shm``/``-journal`` files copy
+    the database file's mode. Existing files are tightened to 0600."""
+    from worker.private_files import ensure_private_file, private_dir
+
+    if not db_file.parent.exists():
+        private_dir(db_file.parent)
+    ensure_private_file(db_file)
+    for suffix in ("-wal", "-shm", "-journal"):
+        ensure_private_file(db_file.with_name(db_file.name + suffix), create=False)
 
 
 class Database:
@@ -71,6 +86,23 @@ class Database:
 
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
+
+    def checkpoint(self) -> bool:
+        """SQLite: copy the ``-wal`` file into the database and truncate it to zero bytes (run
+        after destroying keys, so overwritten pages do not linger there). True if complete;
+        False if a reader elsewhere kept part of it (the next checkpoint finishes). PostgreSQL:
+        nothing to do here (its WAL is covered by the KEK epoch, see docs/ENCRYPTION.md)."""
+        if self.dialect != "sqlite":
+            return True
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            row = cur.fetchone()
+            cur.close()
+        finally:
+            raw.close()
+        return row is None or int(row[0]) == 0
 
     def dispose(self) -> None:
         """Close every pooled connection (after fork, at shutdown)."""

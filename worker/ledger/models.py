@@ -62,7 +62,8 @@ class Subject(Base):
     is_minor: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     guardian_consent: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     legal_hold: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
-    hold_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    hold_reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # a HoldReason code
+    hold_note: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # sealed
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     erased_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     erase_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
@@ -108,7 +109,8 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     legal_hold: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
-    hold_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    hold_reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # a HoldReason code
+    hold_note: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # sealed
     deliveries: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     retries: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     lease_token: Mapped[str | None] = mapped_column(String(40), nullable=True)
@@ -192,6 +194,21 @@ class AuditEntry(Base):
     details: Mapped[str] = mapped_column(Text, nullable=False)
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    # HMAC-SHA256 under the audit key (a service secret the ledger holds only wrapped); NULL on
+    # rows written before migration 0010 (reported as legacy).
+    mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class AuditCheckpoint(Base):
+    """A checkpoint written to the object store (the object is the authority; this row is the
+    ledger's memory of it, so a checkpoint deleted from the store is noticed)."""
+
+    __tablename__ = "audit_checkpoints"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    key: Mapped[str] = mapped_column(String(255), nullable=False)
+    written_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
 
 
 class Lock(Base):
@@ -202,6 +219,26 @@ class Lock(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(40), nullable=False)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+
+
+class KekEpoch(Base):
+    """One KEK epoch change: the new current KEK version and the older versions it destroys.
+
+    For a KMS keyring ``kek_version`` is the current KMS key's ARN; every process takes the
+    current key from the newest row, so a worker never wraps under a key an epoch retired.
+    """
+
+    __tablename__ = "kek_epochs"
+    __table_args__ = (Index("ix_kek_epochs_keyring", "keyring_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    keyring_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    kek_version: Mapped[str] = mapped_column(String(255), nullable=False)
+    previous_versions: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    pending_erasures: Mapped[int] = mapped_column(Integer, nullable=False)
+    keys_rewrapped: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class Revocation(Base):
@@ -281,6 +318,10 @@ class Release(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     published_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # The sequence number of the newest signed revocation list (only grows; migration 0009).
+    revocation_seq: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
 
 
 class ReleaseGrant(Base):

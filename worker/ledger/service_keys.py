@@ -70,3 +70,40 @@ class ServiceSecret:
 
     def __repr__(self) -> str:
         return f"ServiceSecret({self.name!r}, <wrapped in service_keys>)"
+
+
+def rewrap_all_service_keys(db: Database, keyring: Keyring, *, only_stale: bool = True) -> int:
+    """Re-wrap every row of ``service_keys`` (whatever secret it holds: pseudonym key, signing
+    key, audit key, ...) under the keyring's current KEK; return how many were re-wrapped.
+
+    The context is ``{"purpose": name}``, as :class:`ServiceSecret` wraps it. A row is written
+    only if it still holds the wrap that was read (compare-and-set), so a concurrent writer is
+    never overwritten with an older secret.
+    """
+    from sqlalchemy import select, update
+
+    current = keyring.current()
+    with db.session() as s:
+        rows = [
+            (r.name, KekRef(r.keyring_id, r.kek_version), bytes(r.wrapped))
+            for r in s.scalars(select(ServiceKeyRow))
+        ]
+    count = 0
+    for name, kek, blob in rows:
+        if only_stale and kek == current:
+            continue
+        context = {"purpose": name}
+        raw = keyring.unwrap(WrappedKey(kek, blob), context)
+        wrapped = keyring.wrap(raw, context)
+        with db.session() as s:
+            done = s.execute(
+                update(ServiceKeyRow)
+                .where(ServiceKeyRow.name == name, ServiceKeyRow.wrapped == blob)
+                .values(
+                    keyring_id=wrapped.kek.keyring_id,
+                    kek_version=wrapped.kek.version,
+                    wrapped=wrapped.blob,
+                )
+            )
+            count += int(getattr(done, "rowcount", 0) or 0)
+    return count

@@ -1,18 +1,53 @@
-"""Data subjects: created on first sight under a keyed hash, each with its own subject key."""
+"""Data subjects: created on first sight under a keyed hash, each with its own subject key.
+
+A subject whose erasure completed and who comes back (the upstream submits for the same id
+again) is a new subject: a new ``subjects`` row with a new id, a new subject key and only the
+consent given now. The erased row keeps its tombstone state (erased, key destroyed, on the
+revocation list of the releases that held its samples) but gives up the keyed hash, which is
+replaced by ``retired:<row id>`` in one compare-and-set statement; nothing links the new row to
+the old one except the upstream id, which the ledger never stores. So the old erasure stays
+complete (nothing of it is reachable through the new record), the sweep's pending-erasure pass
+can never reach the new row or its key, and the new row's research samples, given consent, may
+enter future releases (the old row's revocation is untouched and keeps reaching old releases).
+
+A subject whose erasure was requested but has not completed (a legal hold keeps it pending, or
+it is running) is refused (:class:`SubjectErasurePending`): new data accepted then would be
+erased with the old, silently.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.exc import IntegrityError
 
 from worker.crypto import SubjectKeys
 from worker.ids import new_id
 from worker.ledger import audit
 from worker.ledger.db import Database
+from worker.ledger.errors import LedgerError
 from worker.ledger.models import Subject
 from worker.ledger.pseudonyms import Pseudonymizer
+
+RETIRED_PREFIX = "retired:"
+"""The ``subject_hash`` of an erased row a returning subject replaced (never a hex digest)."""
+
+_ATTEMPTS = 5
+
+
+class SubjectErasurePending(LedgerError):
+    """The subject's erasure was requested and has not completed; nothing was recorded."""
+
+    code = "subject_erased"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this subject's erasure is still pending (a legal hold may be keeping it); "
+            "submit again once the erasure completes"
+        )
 
 
 @dataclass(frozen=True)
@@ -32,6 +67,11 @@ class SubjectRef:
     key_id: str
 
 
+def _rowcount(result: Any) -> int:
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
+
+
 class SubjectRegistry:
     """Finds or creates subjects; never stores the upstream id itself."""
 
@@ -41,7 +81,7 @@ class SubjectRegistry:
         self.keys = keys
 
     def find(self, subject_id: str) -> SubjectRef | None:
-        """The subject if the ledger knows it (erased subjects included)."""
+        """The subject if the ledger knows it (erased subjects included, until they return)."""
         digest = self.pseudonyms.subject_hash(subject_id)
         with self.db.session() as s:
             row = s.scalars(select(Subject).where(Subject.subject_hash == digest)).first()
@@ -50,36 +90,62 @@ class SubjectRegistry:
     def ensure(self, subject_id: str, consent: Consent | None = None) -> SubjectRef:
         """Find or create the subject; record ``consent`` when given.
 
-        A subject erased earlier who comes back gets a fresh subject key: nothing of the old
-        data is reachable again.
+        A subject erased earlier who comes back is a new subject (see the module docstring):
+        a new row and key, consent as given now. :class:`SubjectErasurePending` if an erasure
+        of the subject is still pending. The new key is created before any ledger transaction
+        is opened (on SQLite writers are serialised: a key written from inside an open write
+        transaction waited on that transaction's own lock until ``database is locked``).
         """
         digest = self.pseudonyms.subject_hash(subject_id)
+        for _ in range(_ATTEMPTS):
+            with self.db.session() as s:
+                row = s.scalars(select(Subject).where(Subject.subject_hash == digest)).first()
+                if row is not None and row.erased_at is None:
+                    if row.erase_requested_at is not None:
+                        raise SubjectErasurePending()
+                    if consent is not None:
+                        self._apply(row, consent)
+                    return SubjectRef(row.id, row.key_id)
+                erased = None if row is None else row.id
+            key_id = self.keys.create()
+            try:
+                ref = self._record(digest, key_id, erased, consent or Consent())
+            except IntegrityError:  # another process recorded this subject first
+                ref = None
+            if ref is not None:
+                return ref
+            self.keys.destroy(key_id)  # ours lost the race: shred it unused, read theirs
+        raise LedgerError("the subject could not be recorded (concurrent changes); retry")
+
+    def _record(
+        self, digest: str, key_id: str, erased: str | None, consent: Consent
+    ) -> SubjectRef | None:
+        """Insert the subject's row; for a returning subject first retire the erased row's
+        hash with a compare-and-set (None if it is no longer this subject's erased row)."""
         with self.db.session() as s:
-            row = s.scalars(select(Subject).where(Subject.subject_hash == digest)).first()
-            if row is not None:
-                if row.erased_at is not None:
-                    row.erased_at = None
-                    row.key_id = self.keys.create()
-                    audit.append(s, "subject.returned", row.id)
-                if consent is not None:
-                    self._apply(row, consent)
-                return SubjectRef(row.id, row.key_id)
-        key_id = self.keys.create()
-        with self.db.session() as s:
-            row = s.scalars(select(Subject).where(Subject.subject_hash == digest)).first()
-            if row is not None:  # created concurrently: keep theirs, shred our unused key
-                self.keys.destroy(key_id)
-                return SubjectRef(row.id, row.key_id)
+            if erased is not None:
+                retired = s.execute(
+                    update(Subject)
+                    .where(
+                        Subject.id == erased,
+                        Subject.subject_hash == digest,
+                        Subject.erased_at.is_not(None),
+                    )
+                    .values(subject_hash=RETIRED_PREFIX + erased),
+                    execution_options={"synchronize_session": False},
+                )
+                if _rowcount(retired) != 1:
+                    return None
             row = Subject(
                 id=new_id(),
                 subject_hash=digest,
                 key_id=key_id,
                 created_at=datetime.now(UTC),
             )
-            self._apply(row, consent or Consent())
+            self._apply(row, consent)
             s.add(row)
             s.flush()
-            audit.append(s, "subject.created", row.id)
+            audit.append(s, "subject.returned" if erased else "subject.created", row.id)
             return SubjectRef(row.id, key_id)
 
     @staticmethod

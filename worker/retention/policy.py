@@ -42,7 +42,9 @@ TABLE_POLICY: dict[str, str] = {
     "the row stays with deleted_at as the record of deletion",
     "deletion_receipts": "object id, class, versions removed: no personal data (audit policy)",
     "audit_log": "event names and opaque ids: no personal data (audit policy)",
+    "audit_checkpoints": "audit head seq numbers and hashes: no personal data (audit policy)",
     "locks": "sweep lock: no personal data",
+    "kek_epochs": "KEK versions (KMS key ARNs) and counts of epoch changes: no personal data",
     "revocations": "opaque subject id of a consent withdrawal: kept while releases exist",
     "research_samples": "opaque subject id, generalized quasi-identifiers (age band, province, "
     "device family, month): deleted with the sample (research TTL, withdrawal, erasure)",

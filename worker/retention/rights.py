@@ -33,7 +33,15 @@ from worker.ledger.models import (
     StoredObject,
     Subject,
 )
+from worker.private_files import atomic_write_private, private_dir
 from worker.retention.deleter import Deleter, Doomed
+from worker.retention.holds import (
+    MAX_NOTE_CHARS,
+    HoldNoteTooLong,
+    HoldReason,
+    note_context,
+    parse_reason,
+)
 from worker.storage.vault import Vault
 
 log = structlog.get_logger("facemedia.retention")
@@ -54,6 +62,10 @@ class RightsResult:
     held: int
     pending: bool
     already_done: bool
+    # Erasure only: the subject key is beyond recovery from any copy of the ledger once the
+    # KEK version that wrapped it is destroyed (the next KEK epoch; on KMS plus 7 days).
+    crypto_complete: bool = False
+    crypto_complete_by: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready view."""
@@ -64,6 +76,12 @@ class RightsResult:
             "held": self.held,
             "pending": self.pending,
             "already_done": self.already_done,
+            "subject_erased": self.action == "erase" and not self.pending,
+            "objects_deleted": self.deleted,
+            "crypto_complete": self.crypto_complete,
+            "crypto_complete_by": (
+                None if self.crypto_complete_by is None else self.crypto_complete_by.isoformat()
+            ),
         }
 
 
@@ -78,6 +96,7 @@ class SubjectRights:
         deleter: Deleter,
         clock: Callable[[], datetime] = utcnow,
         on_revoked: Callable[[str], None] | None = None,
+        crypto_status: Callable[[str], tuple[bool, datetime | None]] | None = None,
     ) -> None:
         self.db = db
         self.vault = vault
@@ -87,6 +106,9 @@ class SubjectRights:
         # Refreshes the signed revocation lists of published releases (injected by the
         # container, so this module does not import the release package).
         self.on_revoked = on_revoked
+        # (complete, complete_by) of a destroyed subject key's cryptographic erasure (the KEK
+        # epoch service, injected by the container).
+        self.crypto_status = crypto_status
 
     # ----- helpers -----------------------------------------------------------------------------
 
@@ -146,29 +168,40 @@ class SubjectRights:
         t = self.clock()
         with self.db.session() as s:
             subject = self._subject(s, subject_id)
-            if subject.erased_at is not None:
-                return RightsResult(subject_id, "erase", 0, 0, False, True)
-            subject.erase_requested_at = subject.erase_requested_at or t
-            subject.research_consent = False
-            cancelled = s.execute(
-                update(Job)
-                .where(Job.subject_id == subject_id, Job.status == "queued")
-                .values(
-                    status="failed",
-                    error_code="subject_erased",
-                    error_message="the subject was erased",
-                    finished_at=t,
-                    quasi=None,
+            key_id = subject.key_id
+            already = subject.erased_at is not None
+            if not already:
+                subject.erase_requested_at = subject.erase_requested_at or t
+                subject.research_consent = False
+                cancelled = s.execute(
+                    update(Job)
+                    .where(Job.subject_id == subject_id, Job.status == "queued")
+                    .values(
+                        status="failed",
+                        error_code="subject_erased",
+                        error_message="the subject was erased",
+                        finished_at=t,
+                        quasi=None,
+                    )
                 )
-            )
-            del cancelled
-            self._revoke(s, subject_id, "erasure", t)
-            audit.append(s, "subject.erase_requested", subject_id)
+                del cancelled
+                self._revoke(s, subject_id, "erasure", t)
+                audit.append(s, "subject.erase_requested", subject_id)
+        if already:
+            done, by = self._crypto(key_id)  # after the transaction: it reads the ledger
+            return RightsResult(subject_id, "erase", 0, 0, False, True, done, by)
         deleted, held = self._delete_unheld(subject_id, None, reason="erasure")
         self._announce_revocation(subject_id)
         pending = held > 0 or not self._finish_erasure(subject_id)
         log.info("subject.erase", count=deleted, status="pending" if pending else "erased")
-        return RightsResult(subject_id, "erase", deleted, held, pending, False)
+        done, by = (False, None) if pending else self._crypto(key_id)
+        return RightsResult(subject_id, "erase", deleted, held, pending, False, done, by)
+
+    def _crypto(self, key_id: str) -> tuple[bool, datetime | None]:
+        """The cryptographic erasure status of a subject key (see ``crypto_status``)."""
+        if self.crypto_status is None:
+            return False, None
+        return self.crypto_status(key_id)
 
     def _announce_revocation(self, subject_id: str) -> None:
         """Tell published releases (``on_revoked``: re-sign their revocation lists) that the
@@ -188,9 +221,22 @@ class SubjectRights:
             key_id = subject.key_id
         self.keys.destroy(key_id)
         with self.db.session() as s:
-            subject = self._subject(s, subject_id)
-            subject.erased_at = self.clock()
-            audit.append(s, "subject.erased", subject_id)
+            # Compare-and-set: only the row still holding the destroyed key and not yet marked
+            # (an erase and a sweep finishing the same subject record one ``subject.erased``).
+            marked = s.execute(
+                update(Subject)
+                .where(
+                    Subject.id == subject_id,
+                    Subject.key_id == key_id,
+                    Subject.erased_at.is_(None),
+                )
+                .values(erased_at=self.clock()),
+                execution_options={"synchronize_session": False},
+            )
+            if marked.rowcount == 1:  # type: ignore[attr-defined]
+                audit.append(s, "subject.erased", subject_id)
+        # SQLite: do not leave the key's last wrapped copy in the -wal file.
+        self.db.checkpoint()
         return True
 
     def complete_pending_erasures(self, as_of: datetime) -> int:
@@ -241,25 +287,91 @@ class SubjectRights:
         *,
         subject_id: str | None = None,
         job_id: str | None = None,
-        reason: str = "",
+        reason: str | HoldReason = "",
         release: bool = False,
+        note: str | None = None,
     ) -> dict[str, Any]:
-        """Set (or release) a legal hold on a subject or a job, with a reason; audited."""
+        """Set (or release) a legal hold on a subject or a job; audited.
+
+        ``reason`` must be a :class:`HoldReason` code (free text is refused with
+        :class:`UnknownHoldReason`, never stored); ``note`` is optional free text sealed under the
+        subject's key (the hold's job's subject for a job hold), so erasure shreds it. Only the
+        code reaches the ``hold_reason`` column and the audit log. Releasing drops the note.
+        """
         if (subject_id is None) == (job_id is None):
             raise ValueError("name exactly one of subject or job")
-        if not release and not reason.strip():
-            raise ValueError("a legal hold needs a reason")
+        code = None if release else parse_reason(reason)
+        if note is not None and len(note) > MAX_NOTE_CHARS:
+            raise HoldNoteTooLong()
+        entity = str(subject_id or job_id)
+        sealed: bytes | None = None
+        if code is not None and note:
+            with self.db.session() as s:
+                key_id = self._hold_key_id(s, subject_id, job_id)
+            sealed = self.vault.envelope.seal(key_id, note_context(entity), note.encode("utf-8"))
         with self.db.session() as s:
             row: Subject | Job | None = (
                 s.get(Subject, subject_id) if subject_id else s.get(Job, job_id)
             )
             if row is None:
                 raise NotFound("no such subject or job")
+            released = row.hold_reason
             row.legal_hold = not release
-            row.hold_reason = None if release else reason
-            entity = subject_id or job_id
-            audit.append(s, "hold.released" if release else "hold.set", entity, reason=reason)
-        return {"subject": subject_id, "job": job_id, "held": not release}
+            row.hold_reason = None if code is None else code.value
+            row.hold_note = sealed
+            if release:
+                audit.append(s, "hold.released", entity, reason=released)
+            else:
+                audit.append(s, "hold.set", entity, reason=str(code), note=sealed is not None)
+        return {
+            "subject": subject_id,
+            "job": job_id,
+            "held": not release,
+            "reason": None if code is None else code.value,
+            "note": sealed is not None,
+        }
+
+    def _hold_key_id(self, s: Any, subject_id: str | None, job_id: str | None) -> str:
+        """The key a hold note is sealed under: the subject's (a job's subject for a job)."""
+        if job_id is not None:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise NotFound("no such subject or job")
+            subject_id = job.subject_id
+        return self._subject(s, str(subject_id)).key_id
+
+    def hold_info(
+        self, *, subject_id: str | None = None, job_id: str | None = None
+    ) -> dict[str, Any]:
+        """The hold on a subject or job: held, reason code, and the note opened with the
+        subject's key (``note_readable`` is false once the key is destroyed)."""
+        from worker.crypto import CryptoError
+
+        if (subject_id is None) == (job_id is None):
+            raise ValueError("name exactly one of subject or job")
+        entity = str(subject_id or job_id)
+        with self.db.session() as s:
+            row: Subject | Job | None = (
+                s.get(Subject, subject_id) if subject_id else s.get(Job, job_id)
+            )
+            if row is None:
+                raise NotFound("no such subject or job")
+            held, code, sealed = row.legal_hold, row.hold_reason, row.hold_note
+        text: str | None = None
+        if sealed is not None:
+            try:
+                text = self.vault.envelope.open(note_context(entity), sealed).decode("utf-8")
+            except CryptoError:
+                text = None
+        return {
+            "subject": subject_id,
+            "job": job_id,
+            "held": held,
+            "reason": code,
+            "note": text,
+            "note_stored": sealed is not None,
+            "note_readable": text is not None,
+        }
 
     # ----- access ------------------------------------------------------------------------------
 
@@ -344,16 +456,19 @@ class SubjectRights:
                 ],
             }
             live = [o for o in objects if o.deleted_at is None and o.object_class != "original"]
-        out_dir.mkdir(parents=True, exist_ok=True)
+        # Decrypted personal data: 0700 directories, 0600 files, never through a symlink.
+        private_dir(out_dir)
         files = []
         for obj in live:
             data = self.vault.read(obj.key, obj.object_class, obj.job_id)
-            target = out_dir / obj.object_class / (obj.job_id or "none") / (obj.name or obj.id)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+            name = obj.name if obj.name and Path(obj.name).name == obj.name else obj.id
+            target = out_dir / obj.object_class / (obj.job_id or "none") / name
+            atomic_write_private(target, data)
             files.append(str(target.relative_to(out_dir)))
         report["files"] = files
-        (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        atomic_write_private(
+            out_dir / "report.json", json.dumps(report, indent=2, default=str).encode("utf-8")
+        )
         with self.db.session() as s:
             audit.append(s, "subject.exported", subject_id, objects=len(files))
         return {"subject": subject_id, "jobs": len(jobs), "objects": len(objects), "files": files}

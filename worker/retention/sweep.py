@@ -28,7 +28,7 @@ from worker.ledger.models import Job, StoredObject, Subject
 from worker.metrics import DELETION_LAG, DELETION_RATE
 from worker.retention.deleter import Deleter, DeletionBatch, Doomed
 from worker.retention.locks import LedgerLock
-from worker.storage.base import DeleteResult, ObjectStore
+from worker.storage.base import CHECKPOINT_PREFIX, DeleteResult, ObjectStore
 
 log = structlog.get_logger("facemedia.retention")
 
@@ -484,7 +484,8 @@ class Sweeper:
             page.clear()
 
         for entry in self.store.entries():
-            if entry.modified < cutoff:
+            # audit checkpoints have no ledger row and are never deleted (worker.ledger.checkpoints)
+            if entry.modified < cutoff and not entry.key.startswith(CHECKPOINT_PREFIX):
                 page.append(entry.key)
                 if len(page) >= 500:
                     flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -13,6 +14,18 @@ from worker.storage.errors import InvalidKey
 
 # Opaque ids only: lower-case letters, digits, '-', '_', '.', separated by '/'.
 _KEY = re.compile(r"^[a-z0-9_\-]+(/[a-z0-9_\-.]+)*$")
+
+
+#: Key prefixes a listing returns only when asked for by name: audit checkpoints are never
+#: deleted, so no bulk listing (the orphan sweep, a wipe of the data keys) ever sees them.
+CHECKPOINT_PREFIX = "checkpoints/"
+RESERVED_PREFIXES: tuple[str, ...] = (CHECKPOINT_PREFIX,)
+
+
+def listed(key: str, prefix: str) -> bool:
+    """Whether a listing under ``prefix`` shows ``key`` (reserved keys only under their own
+    prefix)."""
+    return not key.startswith(RESERVED_PREFIXES) or prefix.startswith(RESERVED_PREFIXES)
 
 
 def check_key(key: str) -> str:
@@ -78,7 +91,8 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def keys(self, prefix: str = "") -> Iterator[str]:
-        """Every key (with any version left) under ``prefix``."""
+        """Every key (with any version left) under ``prefix``; reserved prefixes
+        (``checkpoints/``) only when ``prefix`` names them."""
 
     @abstractmethod
     def info(self) -> StoreInfo:
@@ -87,6 +101,11 @@ class ObjectStore(ABC):
     @abstractmethod
     def entries(self, prefix: str = "") -> Iterator[StoreEntry]:
         """Every key under ``prefix`` with the time of its newest version."""
+
+    def put_retained(self, key: str, data: bytes, retain_until: datetime) -> PutResult:
+        """Write a small object that is never to be deleted (audit checkpoints). A store with a
+        retention lock (S3 Object Lock) locks it until ``retain_until``; others just write it."""
+        return self.put(key, io.BytesIO(data))
 
     def delete_many(
         self, keys: Sequence[str], versions: Mapping[str, Sequence[str]] | None = None

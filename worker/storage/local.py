@@ -1,4 +1,8 @@
-"""A store on a local directory: the embedded default. Holds ciphertext only."""
+"""A store on a local directory: the embedded default. Holds ciphertext only.
+
+Still private: every directory the store creates (its root and the key prefixes) is mode 0700 and
+every object file 0600, whatever the umask (:mod:`worker.private_files`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from worker.private_files import PRIVATE_FILE_MODE, private_dir
 from worker.storage.base import (
     DeleteResult,
     ObjectStore,
@@ -18,6 +23,7 @@ from worker.storage.base import (
     StoreEntry,
     StoreInfo,
     check_key,
+    listed,
 )
 from worker.storage.errors import ObjectMissing
 
@@ -36,11 +42,13 @@ class LocalStore(ObjectStore):
     def put(self, key: str, body: BinaryIO) -> PutResult:
         """Write ``body`` to a temp file beside the target, fsync, then rename over it."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".put-")
+        if not path.parent.is_dir():
+            private_dir(path.parent)  # each missing component 0700, never through a symlink
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".put-")  # O_EXCL, 0600
         written = 0
         try:
             with os.fdopen(fd, "wb") as out:
+                os.fchmod(out.fileno(), PRIVATE_FILE_MODE)
                 buf = bytearray(_CHUNK)
                 view = memoryview(buf)
                 readinto = getattr(body, "readinto", None)
@@ -91,7 +99,7 @@ class LocalStore(ObjectStore):
         for path in sorted(self.root.rglob("*")):
             if path.is_file() and not path.name.startswith(".put-"):
                 key = path.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
+                if key.startswith(prefix) and listed(key, prefix):
                     yield key
 
     def entries(self, prefix: str = "") -> Iterator[StoreEntry]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -16,6 +18,7 @@ from worker.storage.base import (
     StoreEntry,
     StoreInfo,
     check_key,
+    listed,
 )
 from worker.storage.errors import ObjectMissing, StorageError, TransientStorageError
 
@@ -149,6 +152,41 @@ class S3Store(ObjectStore):
             response = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
         body: BinaryIO = response["Body"]
         return body
+
+    def object_lock(self) -> dict[str, Any] | None:
+        """The bucket's Object Lock default retention (``{}`` if enabled with no default rule),
+        or None when the bucket has no Object Lock (GetObjectLockConfiguration)."""
+        if not hasattr(self, "_lock_config"):
+            try:
+                with _translate():
+                    cfg = self.client.get_object_lock_configuration(Bucket=self.bucket)
+            except StorageError:  # ObjectLockConfigurationNotFoundError, or not allowed to ask
+                found: dict[str, Any] | None = None
+            else:
+                conf = cfg.get("ObjectLockConfiguration", {})
+                enabled = conf.get("ObjectLockEnabled") == "Enabled"
+                found = dict(conf.get("Rule", {}).get("DefaultRetention", {})) if enabled else None
+            self._lock_config = found
+        return self._lock_config
+
+    def put_retained(self, key: str, data: bytes, retain_until: datetime) -> PutResult:
+        """PutObject with Content-MD5; on an Object Lock bucket also ObjectLockMode (the
+        bucket's default mode, else COMPLIANCE) and ObjectLockRetainUntilDate."""
+        args: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": self._full(key),
+            "Body": data,
+            "ContentMD5": base64.b64encode(
+                hashlib.md5(data, usedforsecurity=False).digest()
+            ).decode(),
+        }
+        lock = self.object_lock()
+        if lock is not None:
+            args["ObjectLockMode"] = lock.get("Mode", "COMPLIANCE")
+            args["ObjectLockRetainUntilDate"] = retain_until
+        with _translate():
+            response = self.client.put_object(**args)
+        return PutResult(len(data), response.get("VersionId"))
 
     def _versions(self, full: str) -> list[dict[str, str]]:
         """Every version and delete marker of exactly ``full`` (not of longer keys)."""
@@ -288,7 +326,8 @@ class S3Store(ObjectStore):
                 for entry in page.get("Versions", []) + page.get("DeleteMarkers", []):
                     if entry["Key"] not in seen:
                         seen.add(entry["Key"])
-                        yield self._short(entry["Key"])
+                        if listed(self._short(entry["Key"]), prefix):
+                            yield self._short(entry["Key"])
 
     def entries(self, prefix: str = "") -> Iterator[StoreEntry]:
         """Every key under ``prefix`` with the time of its newest version or marker."""
@@ -302,7 +341,8 @@ class S3Store(ObjectStore):
                     if key not in newest or when > newest[key]:
                         newest[key] = when
         for key, when in sorted(newest.items()):
-            yield StoreEntry(self._short(key), when)
+            if listed(self._short(key), prefix):
+                yield StoreEntry(self._short(key), when)
 
     def info(self) -> StoreInfo:
         """The bucket's region (GetBucketLocation) and whether versioning is enabled."""

@@ -76,9 +76,15 @@ def process(self: Task, job_id: str) -> dict[str, Any]:
 
 
 def run_inline(container: Any, job_id: str) -> Step:
-    """The embedded default (no broker): run the job here, sleeping through retry backoffs."""
-    while True:
-        step = run_once(container, job_id)
-        if step.retry_in is None or step.leased_elsewhere:
-            return step
-        time.sleep(step.retry_in)
+    """The embedded default (no broker): run the job here, sleeping through retry backoffs;
+    the run ends with a signed checkpoint of the audit log (a unit of work)."""
+    try:
+        while True:
+            step = run_once(container, job_id)
+            if step.retry_in is None or step.leased_elsewhere:
+                return step
+            time.sleep(step.retry_in)
+    finally:
+        checkpoint = getattr(container, "checkpoint", None)
+        if checkpoint is not None:
+            checkpoint()

@@ -2,7 +2,8 @@
 
 Contract (JSON args): ``facemedia.privacy.sweep`` [] or [as_of ISO-8601];
 ``facemedia.privacy.orphans`` []; ``facemedia.privacy.erase`` [ledger_subject_id];
-``facemedia.privacy.withdraw_consent`` [ledger_subject_id]; ``facemedia.privacy.rescue`` [].
+``facemedia.privacy.withdraw_consent`` [ledger_subject_id]; ``facemedia.privacy.rescue`` [];
+``facemedia.privacy.kek_epoch`` [] (beat: completes pending cryptographic erasures when due).
 Subject ids are the ledger's opaque ids (``JobClient.subject_ref``), never the upstream's.
 """
 
@@ -20,6 +21,7 @@ ORPHANS = "facemedia.privacy.orphans"
 ERASE = "facemedia.privacy.erase"
 WITHDRAW = "facemedia.privacy.withdraw_consent"
 RESCUE = "facemedia.privacy.rescue"
+KEK_EPOCH = "facemedia.privacy.kek_epoch"
 SWEEP_BATCHES_PER_TASK = 20
 
 
@@ -72,3 +74,16 @@ def withdraw_consent(subject_id: str) -> dict[str, Any]:
     from worker.bootstrap import get_container
 
     return get_container().rights.withdraw_consent(subject_id).to_json()
+
+
+@app.task(name=KEK_EPOCH, ignore_result=True, time_limit=6 * 3600, soft_time_limit=6 * 3600 - 60)
+def kek_epoch() -> dict[str, Any]:
+    """Change the KEK epoch if a cryptographic erasure is due (beat); a no-op otherwise, or
+    while another pass runs. A pass killed mid-way is resumed by the next call."""
+    from worker.bootstrap import get_container
+    from worker.retention.epochs import EpochBusy
+
+    try:
+        return get_container().epochs.run().to_json()
+    except EpochBusy as exc:
+        return {"ran": False, "error_code": exc.code}

@@ -1,7 +1,8 @@
 """Release tasks on the ``research`` queue: one shard of a release, and its finish.
 
 Contract (JSON args): ``facemedia.research.build_shard`` [release_id, shard_index];
-``facemedia.research.finish_release`` [release_id]. Release ids are the ledger's opaque ids.
+``facemedia.research.finish_release`` [release_id]; ``facemedia.research.purge_revoked`` []
+(beat's retry of revocation purges). Release ids are the ledger's opaque ids.
 A release of more than ``shard_samples`` samples is built by a group of shard tasks; the shard
 that completes the set wins a compare-and-set in the ledger and sends the finish task (a chord
 that needs no result backend). Both tasks are idempotent.
@@ -16,6 +17,7 @@ from worker.storage.errors import TransientStorageError
 
 BUILD_SHARD = "facemedia.research.build_shard"
 FINISH = "facemedia.research.finish_release"
+PURGE_PENDING = "facemedia.research.purge_revoked"
 
 
 _RETRY: dict[str, Any] = {
@@ -41,3 +43,11 @@ def finish_release(release_id: str) -> dict[str, Any]:
 
     result: dict[str, Any] = get_container().releases.finish(release_id).to_json()
     return result
+
+
+@app.task(name=PURGE_PENDING, ignore_result=True, acks_late=True, **_RETRY)
+def purge_revoked() -> list[dict[str, Any]]:
+    """Beat's retry of revocation purges: remove revoked samples still stored in releases."""
+    from worker.bootstrap import get_container
+
+    return list(get_container().releases.purge_pending())

@@ -164,9 +164,16 @@ def datasheet(summary: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) 
         "## Retention, maintenance and revocation",
         "",
         "The release is kept until revoked. Subjects may withdraw research consent at any time: "
-        "their release pseudonyms are then listed in the signed `revocations.json`, and every "
-        "holder must delete those samples (`facemedia research pull` does so at the next pull). "
+        "their release pseudonyms are then listed in the signed `revocations.json` (its "
+        "sequence number only grows), the service rebuilds the stored release without their "
+        "samples (shards, manifest, this datasheet and the privacy report; the old objects are "
+        "deleted with every version), and every holder must delete those samples "
+        "(`facemedia research pull` does so at the next pull). "
         "Pseudonyms are specific to this release: no two releases can be joined on them.",
+        "",
+        f"Samples of revoked subjects removed since publication: "
+        f"{s.get('revoked_samples_removed', 0)} (release generation {s.get('generation', 0)}); "
+        "the counts above are those of the samples that remain.",
         "",
         "## Contact",
         "",

@@ -18,6 +18,9 @@ CODES = frozenset(
         "checksum_mismatch",  # a file's bytes differ from the signed index
         "missing_file",  # a file the index lists is absent
         "decrypt_failed",  # a shard does not decrypt under the release key
+        "untrusted_signer",  # no signer pinned (--signer, or `research trust`): refused
+        "rollback",  # a revocation list older than the newest seen for this release
+        "revoked_present",  # a pulled file still holds a sample the signed list revokes
     }
 )
 

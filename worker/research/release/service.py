@@ -21,7 +21,7 @@ import tarfile
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO, cast
 
 import structlog
@@ -53,6 +53,7 @@ from worker.ledger.models import (
     SubjectKeyRow,
 )
 from worker.retention.deleter import Deleter, Doomed
+from worker.retention.locks import LedgerLock
 from worker.storage.base import ObjectStore, check_key
 from worker.storage.errors import ObjectMissing, TransientStorageError
 from worker.storage.vault import Vault
@@ -83,6 +84,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _EXT = {"image": "jpg", "video": "mp4"}
 THUMBS_PER_SHARD = 8
 THUMBS_MAX = 64
+PURGE_LOCK_TTL = timedelta(minutes=30)
 INDEX_FORMAT = "facemedia.release.index"
 REVOCATIONS_FORMAT = "facemedia.release.revocations"
 
@@ -90,6 +92,16 @@ REVOCATIONS_FORMAT = "facemedia.release.revocations"
 def release_prefix(release_id: str) -> str:
     """``releases/<release id>``."""
     return check_key(f"releases/{release_id}")
+
+
+def file_key(release_id: str, name: str, generation: int) -> str:
+    """The store key of release file ``name`` in ``generation``: generation 0 (as built)
+    under ``files/``, each rebuild after a revocation under ``files/g<n>/`` (new objects, so
+    the old ones can be deleted with every version)."""
+    prefix = release_prefix(release_id)
+    if generation == 0:
+        return check_key(f"{prefix}/files/{name}")
+    return check_key(f"{prefix}/files/g{generation}/{name}")
 
 
 def shard_name(index: int) -> str:
@@ -145,6 +157,17 @@ class ReleaseConfig:
     shard_samples: int = 256
     segment_size: int = 65536
     max_sample_bytes: int = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Published:
+    """What :meth:`ReleaseService._publish` wrote."""
+
+    public: dict[str, Any]
+    manifest_sha256: str
+    subjects: list[str]
+    state_key: str
+    objects: list[str]
 
 
 @dataclass(frozen=True)
@@ -214,6 +237,7 @@ class ReleaseService:
         *,
         fan_out: Callable[[str, int], None] | None = None,
         finish_later: Callable[[str], None] | None = None,
+        purge_later: Callable[[str], None] | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
@@ -225,6 +249,9 @@ class ReleaseService:
         self.config = config
         self.fan_out = fan_out
         self.finish_later = finish_later
+        # With a broker: send the purge of revoked samples as a task (``on_revoked`` then
+        # returns after re-signing the lists); None: purge inline.
+        self.purge_later = purge_later
         self.clock = clock
 
     # ----- keys ----------------------------------------------------------------------------
@@ -525,7 +552,7 @@ class ReleaseService:
         tar_buf = io.BytesIO()
         members: list[dict[str, Any]] = []
         dropped: list[str] = []
-        thumbs: list[str] = []
+        thumbs: list[list[str]] = []  # [release sample id, base64 JPEG]
         name = shard_name(index)
         with tarfile.open(fileobj=tar_buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for e in entries:
@@ -589,7 +616,7 @@ class ReleaseService:
                 if sample.media_kind == "image" and len(thumbs) < THUMBS_PER_SHARD:
                     thumb = _thumbnail(media)
                     if thumb is not None:
-                        thumbs.append(thumb)
+                        thumbs.append([rid, thumb])
         plain = tar_buf.getvalue()
         prefix = release_prefix(release_id)
         key = f"{prefix}/files/{name}"
@@ -643,7 +670,10 @@ class ReleaseService:
     def _finish(self, release_id: str) -> ReleaseResult:
         row = self._load(release_id)
         if row.status == "published":
-            self._drop_parts(release_id)  # a finish interrupted after publishing
+            # A finish interrupted after publishing, or (the same task, sent by
+            # ``on_revoked`` with a broker) revoked samples to purge from the store.
+            self._drop_parts(release_id)
+            self.purge(release_id)
             return self.result(release_id)
         summary = dict(row.summary or {})
         plan = summary["plan"]["shards"]
@@ -675,8 +705,71 @@ class ReleaseService:
             for i in sorted(affected):
                 self.build_shard(release_id, i, trigger_finish=False)
             parts = self._parts(release_id, cipher, len(plan))
-        media = [m for p in parts for m in p["members"] if m["kind"] == "media"]
-        all_members = [m for p in parts for m in p["members"]]
+        dropped = sum(len(p["dropped"]) for p in parts)
+        state: dict[str, Any] = {
+            "members": [m for p in parts for m in p["members"]],
+            "shards": [p["shard"] | {"generation": 0} for p in parts],
+            "thumbnails": [t for p in parts for t in p["thumbnails"] if isinstance(t, list)],
+            "base": {
+                "k_requested": k,
+                "levels": summary.get("levels", {}),
+                "eligibility": summary.get("eligibility", {}) | {"dropped_after_plan": dropped},
+                "suppressed": row.suppressed + len(summary.get("excluded", [])),
+            },
+        }
+        pub = self._publish(row, keys, state, 0)
+        # The revocation list exists before the release is published (a pull right after
+        # publication finds it); a withdrawal in between is caught by the refresh below and
+        # its samples purged from the stored objects by :meth:`purge`.
+        revoked, _seq = self._sign_revocations(release_id, pub.subjects)
+        t = self.clock()
+        public = pub.public
+        final = {k2: v for k2, v in public.items() if k2 not in ("name", "release_id")}
+        final |= {
+            "subject_pseudonyms": pub.subjects,
+            "revoked": revoked,
+            "purged": [],
+            "generation": 0,
+            "state_key": pub.state_key,
+            "objects": pub.objects,
+        }
+        with self.db.session() as s:
+            live = s.get(Release, release_id)
+            assert live is not None
+            live.summary = final
+            live.status = "published"
+            live.published_at = t
+            live.manifest_sha256 = pub.manifest_sha256
+            live.sample_count = public["samples"]
+            live.k_achieved = public["k_achieved"]
+            live.suppressed = public["suppressed"]
+            audit.append(
+                s,
+                "release.published",
+                release_id,
+                samples=public["samples"],
+                k_achieved=public["k_achieved"],
+                suppressed=public["suppressed"],
+                manifest_sha256=pub.manifest_sha256,
+            )
+        self._write_revocations(release_id)
+        self._drop_parts(release_id)
+        log.info("release.published", release_id=release_id, count=public["samples"])
+        self.purge(release_id)
+        return self.result(release_id)
+
+    def _publish(
+        self, row: Release, keys: _Keys, state: dict[str, Any], generation: int
+    ) -> _Published:
+        """Write one generation of a release: its documents (manifest, datasheet, privacy
+        report) and its sealed build state under generation-specific keys, then the signed
+        index naming every file with its generation. The shards of ``state`` are already
+        stored."""
+        release_id = row.id
+        cipher = self._cipher(release_id, keys)
+        members = state["members"]
+        media = [m for m in members if m["kind"] == "media"]
+        base = state["base"]
         sizes = Counter(tuple(m[a] for a in QUASI) for m in media)
         hist = Counter(sizes.values())
         gate: Counter[str] = Counter()
@@ -685,8 +778,6 @@ class ReleaseService:
             gate["passed"] += 1 if g.get("passed", True) else 0
             gate["residual_faces"] += int(g.get("residual_faces") or 0)
             gate["frames_checked"] += int(g.get("frames_checked") or 0)
-        dropped = sum(len(p["dropped"]) for p in parts)
-        excluded_after = len(summary.get("excluded", []))
         subjects = sorted({m["subject"] for m in media})
         public = {
             "release_id": release_id,
@@ -694,16 +785,18 @@ class ReleaseService:
             "created_at": row.created_at.isoformat(),
             "samples": len(media),
             "subjects": len(subjects),
-            "shards": len(plan),
-            "k_requested": k,
+            "shards": len(state["shards"]),
+            "k_requested": base["k_requested"],
             "k_achieved": min(sizes.values()) if sizes else 0,
-            "suppressed": row.suppressed + excluded_after,
-            "levels": summary.get("levels", {}),
+            "suppressed": base["suppressed"],
+            "levels": base["levels"],
             "histogram": {str(a): b for a, b in sorted(hist.items())},
             "gate": dict(gate),
-            "eligibility": summary.get("eligibility", {}) | {"dropped_after_plan": dropped},
+            "eligibility": base["eligibility"],
             "minor_samples": sum(1 for m in media if m.get("_minor")),
             "operator": row.operator,
+            "generation": generation,
+            "revoked_samples_removed": base.get("revoked_removed", 0),
         }
         samples_view = [
             {
@@ -714,18 +807,19 @@ class ReleaseService:
             for m in media
         ]
         prefix = release_prefix(release_id)
-        shards_meta = [p["shard"] for p in parts]
+        shards_meta = state["shards"]
         docs = {
-            "manifest.parquet": artifacts.manifest_parquet(all_members, shards_meta),
+            "manifest.parquet": artifacts.manifest_parquet(members, shards_meta),
             "datasheet.md": artifacts.datasheet(public, samples_view).encode(),
             "privacy_report.html": artifacts.privacy_report(
-                public, [t for p in parts for t in p["thumbnails"]][:THUMBS_MAX]
+                public, [t[1] for t in state["thumbnails"]][:THUMBS_MAX]
             ).encode(),
         }
         files = [
             {
                 "name": sh["name"],
                 "kind": "shard",
+                "generation": int(sh.get("generation", 0)),
                 "size": sh["size"],
                 "sha256": sh["sha256"],
                 "stored_size": sh["stored_size"],
@@ -734,26 +828,30 @@ class ReleaseService:
             for sh in shards_meta
         ]
         for fname, data in docs.items():
-            key = f"{prefix}/files/{fname}"
+            key = file_key(release_id, fname, generation)
             stored_sha, stored_size = self._put(key, cipher.seal(key, data))
             files.append(
                 {
                     "name": fname,
                     "kind": fname.split(".", 1)[0],
+                    "generation": generation,
                     "size": len(data),
                     "sha256": hashlib.sha256(data).hexdigest(),
                     "stored_size": stored_size,
                     "stored_sha256": stored_sha,
                 }
             )
+        state_key = f"{prefix}/state/{generation:06d}.json"
+        self._put(state_key, cipher.seal(state_key, json.dumps(state).encode()))
         manifest_sha = hashlib.sha256(docs["manifest.parquet"]).hexdigest()
         signer = self.signing.public_pem()
         index = {
             "format": INDEX_FORMAT,
-            "version": 1,
+            "version": 2,
             "release_id": release_id,
             "name": row.name,
             "created_at": row.created_at.isoformat(),
+            "generation": generation,
             "samples": len(media),
             "k_achieved": public["k_achieved"],
             "manifest_sha256": manifest_sha,
@@ -765,37 +863,10 @@ class ReleaseService:
         self._put(f"{prefix}/signer.pub", signer)
         self._put(f"{prefix}/index.json", body)
         self._put(f"{prefix}/index.sig", self.signing.sign(body))
-        # The revocation list exists before the release is published (a pull right after
-        # publication finds it); a withdrawal in between is caught by the refresh below.
-        revoked = self._revoked_in(keys, subjects)
-        self._sign_revocations(release_id, revoked)
-        t = self.clock()
-        final = {k2: v for k2, v in public.items() if k2 not in ("name", "release_id")}
-        final["subject_pseudonyms"] = subjects
-        final["revoked"] = revoked
-        with self.db.session() as s:
-            live = s.get(Release, release_id)
-            assert live is not None
-            live.summary = final
-            live.status = "published"
-            live.published_at = t
-            live.manifest_sha256 = manifest_sha
-            live.sample_count = len(media)
-            live.k_achieved = public["k_achieved"]
-            live.suppressed = public["suppressed"]
-            audit.append(
-                s,
-                "release.published",
-                release_id,
-                samples=len(media),
-                k_achieved=public["k_achieved"],
-                suppressed=public["suppressed"],
-                manifest_sha256=manifest_sha,
-            )
-        self._write_revocations(release_id)
-        self._drop_parts(release_id)
-        log.info("release.published", release_id=release_id, count=len(media))
-        return self.result(release_id)
+        objects = sorted(
+            [file_key(release_id, f["name"], int(f["generation"])) for f in files] + [state_key]
+        )
+        return _Published(public, manifest_sha, subjects, state_key, objects)
 
     def _delete_prefix(self, prefix: str, reason: str) -> int:
         """Delete every live object under ``prefix`` through the deleter; the count deleted."""
@@ -943,60 +1014,292 @@ class ReleaseService:
             if p in present
         )
 
-    def _sign_revocations(self, release_id: str, revoked: list[str]) -> None:
-        """Write ``revocations.json`` and its signature."""
-        doc = {
-            "format": REVOCATIONS_FORMAT,
-            "version": 1,
-            "release_id": release_id,
-            "generated_at": self.clock().isoformat(),
-            "subjects": revoked,
-        }
-        body = canonical_json(doc)
+    def _sign_revocations(self, release_id: str, members: Iterable[str]) -> tuple[list[str], int]:
+        """Sign and store a new ``revocations.json`` with the next sequence number: the
+        release pseudonyms, among ``members``, of every revoked subject. (revoked, sequence).
+
+        The sequence number is taken by an UPDATE of the release row, which holds the row's
+        lock (the database's write lock on SQLite) while the list is computed and stored: a
+        higher number is always written later and lists a superset, so no re-signing ever
+        puts an older list over a newer one."""
         prefix = release_prefix(release_id)
-        self._put(f"{prefix}/revocations.json", body)
-        self._put(f"{prefix}/revocations.sig", self.signing.sign(body))
+        json_key, sig_key = f"{prefix}/revocations.json", f"{prefix}/revocations.sig"
+        for key in (json_key, sig_key):
+            self._record(key, None)
+        present = set(members)
+        # keys unwrapped and the signing key loaded before the row lock is taken (loading
+        # may read the ledger on its own connection)
+        keys = self._keys(self._load(release_id))
+        self.signing.public()
+        with self.db.session() as s:
+            s.execute(
+                update(Release)
+                .where(Release.id == release_id)
+                .values(revocation_seq=Release.revocation_seq + 1)
+            )
+            seq = int(
+                s.scalars(select(Release.revocation_seq).where(Release.id == release_id)).one()
+            )
+            live = s.get(Release, release_id)
+            assert live is not None
+            subjects = list(s.scalars(select(Revocation.subject_id)))
+            revoked = sorted(
+                p
+                for p in (self.subject_pseudonym(keys.pseudonym, sid) for sid in subjects)
+                if p in present
+            )
+            doc = {
+                "format": REVOCATIONS_FORMAT,
+                "version": 2,
+                "release_id": release_id,
+                "sequence": seq,
+                "generated_at": self.clock().isoformat(),
+                "subjects": revoked,
+            }
+            body = canonical_json(doc)
+            self.store.put(json_key, io.BytesIO(body))
+            signature = self.signing.sign(body)
+            self.store.put(sig_key, io.BytesIO(signature))
+            summary = dict(live.summary or {})
+            summary["revoked"] = revoked
+            live.summary = summary
+            audit.append(s, "release.revocations", release_id, revoked=len(revoked), sequence=seq)
+        self._record(json_key, len(body))
+        self._record(sig_key, len(signature))
+        return revoked, seq
 
     def _write_revocations(self, release_id: str, *, force: bool = False) -> int | None:
         row = self._load(release_id)
         if row.status != "published" or row.revoked_at is not None:
             return None
         summary = dict(row.summary or {})
-        revoked = self._revoked_in(self._keys(row), summary.get("subject_pseudonyms", []))
+        members = summary.get("subject_pseudonyms", [])
+        revoked = self._revoked_in(self._keys(row), members)
         if not force and revoked == summary.get("revoked", []):
             return len(revoked)
-        self._sign_revocations(release_id, revoked)
-        summary["revoked"] = revoked
-        with self.db.session() as s:
-            live = s.get(Release, release_id)
-            assert live is not None
-            live.summary = summary
-            audit.append(s, "release.revocations", release_id, revoked=len(revoked))
-        return len(revoked)
+        got, _seq = self._sign_revocations(release_id, members)
+        return len(got)
 
-    def refresh_revocations(self, refs: Iterable[str] | None = None) -> list[dict[str, Any]]:
-        """Re-sign the revocation list of every published release (or those named) whose
-        revoked set changed. Called after every consent withdrawal."""
+    def _published_ids(self) -> list[str]:
         with self.db.session() as s:
-            ids = (
-                [self.find(r) for r in refs]
-                if refs is not None
-                else list(
-                    s.scalars(
-                        select(Release.id).where(
-                            Release.status == "published", Release.revoked_at.is_(None)
-                        )
+            return list(
+                s.scalars(
+                    select(Release.id).where(
+                        Release.status == "published", Release.revoked_at.is_(None)
                     )
                 )
             )
+
+    def refresh_revocations(self, refs: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Re-sign the revocation list of every published release (or those named) whose
+        revoked set changed, and purge revoked samples still stored (inline). Run by
+        ``research revocations refresh``; also the manual retry of a failed purge."""
+        ids = [self.find(r) for r in refs] if refs is not None else self._published_ids()
         out = []
         for rid in ids:
             n = self._write_revocations(rid)
             if n is not None:
-                out.append({"release_id": rid, "revoked": n})
+                got = self.purge(rid)
+                out.append({"release_id": rid, "revoked": n, "purged_samples": got["removed"]})
         return out
 
+    def purge_pending(self) -> list[dict[str, Any]]:
+        """Purge every published release whose signed list names samples still stored (a
+        purge whose task was lost, or ran out of retries). Run by beat; cheap when nothing is
+        pending: one read of each published release's summary."""
+        out = []
+        for rid in self._published_ids():
+            if self.pending_purge(rid):
+                out.append(self.purge(rid))
+        return out
+
+    # ----- purging revoked samples from the store ---------------------------------------
+
+    def _stale(self, release_id: str, current: Iterable[str]) -> list[Doomed]:
+        """Live release objects of earlier generations (files and build state) that the
+        current generation no longer names."""
+        prefix = release_prefix(release_id)
+        keep = set(current)
+        with self.db.session() as s:
+            rows = s.scalars(
+                select(StoredObject).where(
+                    StoredObject.deleted_at.is_(None),
+                    StoredObject.key.like(prefix + "/files/%")
+                    | StoredObject.key.like(prefix + "/state/%"),
+                )
+            )
+            return [Doomed.of(r) for r in rows if r.key not in keep]
+
+    def pending_purge(self, release_id: str) -> bool:
+        """True while a revoked subject's samples, or an earlier generation's objects, may
+        still be in the store."""
+        row = self._load(release_id)
+        if row.status != "published" or row.revoked_at is not None:
+            return False
+        summary = row.summary or {}
+        if set(summary.get("revoked", [])) - set(summary.get("purged", [])):
+            return True
+        return bool(self._stale(release_id, summary.get("objects", [])))
+
+    def _rewrite_shard(
+        self, cipher: ReleaseCipher, shard: dict[str, Any], gone: set[str], generation: int
+    ) -> dict[str, Any]:
+        """Shard ``shard`` without the members of the ``gone`` samples, stored as a new object
+        of ``generation``; its new index entry. Every other member keeps its bytes (and so
+        its manifest row)."""
+        release_id = cipher.release_id
+        old_key = file_key(release_id, shard["name"], int(shard.get("generation", 0)))
+        plain = io.BytesIO()
+        src = self.store.get(old_key)
+        try:
+            cipher.decrypt(old_key, src, cast(BinaryIO, plain))
+        finally:
+            src.close()
+        plain.seek(0)
+        out = io.BytesIO()
+        with (
+            tarfile.open(fileobj=plain, mode="r:") as tin,
+            tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tout,
+        ):
+            for info in tin:
+                if info.name.split(".", 1)[0] in gone:
+                    continue
+                fh = tin.extractfile(info)
+                data = fh.read() if fh is not None else b""
+                tout.addfile(_tarinfo(info.name, len(data)), io.BytesIO(data))
+        body = out.getvalue()
+        new_key = file_key(release_id, shard["name"], generation)
+        stored_sha, stored_size = self._put(
+            new_key, cipher.encrypt_stream(new_key, io.BytesIO(body))
+        )
+        return {
+            "name": shard["name"],
+            "size": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "stored_sha256": stored_sha,
+            "stored_size": stored_size,
+            "generation": generation,
+        }
+
+    def purge(self, release_id: str) -> dict[str, Any]:
+        """Remove every revoked subject's samples from what the release stores.
+
+        The shards holding them are rebuilt without them as new objects (a new generation's
+        keys); the manifest (their rows gone), datasheet (counts), privacy report (contact
+        sheet) and sealed build state are regenerated, the index re-signed; then every object
+        of earlier generations is deleted through the deleter (every version, receipts). The
+        release data key is kept: no stored object it opens holds a revoked sample any more.
+        Idempotent; a crash anywhere is finished by the next call. One pass at a time per
+        release (a ledger lock); the holder repeats its pass for revocations that arrived
+        meanwhile, so a caller locked out has nothing left to do."""
+        lock = LedgerLock(self.db, f"release-purge:{release_id}", PURGE_LOCK_TTL, self.clock)
+        if not lock.acquire():
+            log.info("release.purge_locked_out", release_id=release_id)
+            return {"release_id": release_id, "removed": 0, "deleted_objects": 0}
+        try:
+            total = {"release_id": release_id, "removed": 0, "deleted_objects": 0}
+            for _ in range(5):
+                got = self._purge_once(release_id)
+                total["removed"] += got["removed"]
+                total["deleted_objects"] += got["deleted_objects"]
+                row = self._load(release_id)
+                summary = row.summary or {}
+                if not set(summary.get("revoked", [])) - set(summary.get("purged", [])):
+                    break
+                lock.renew()
+            return total
+        finally:
+            lock.release()
+
+    def _purge_once(self, release_id: str) -> dict[str, Any]:
+        row = self._load(release_id)
+        result = {"release_id": release_id, "removed": 0, "deleted_objects": 0}
+        if row.status != "published" or row.revoked_at is not None:
+            return result
+        summary = dict(row.summary or {})
+        state_key = summary.get("state_key")
+        if state_key is None:  # published before revocations reached the store
+            log.warning("release.purge_unsupported", release_id=release_id)
+            return result
+        revoked = set(summary.get("revoked", []))
+        if revoked - set(summary.get("purged", [])):
+            keys = self._keys(row)
+            cipher = self._cipher(release_id, keys)
+            state = json.loads(cipher.open(state_key, self._get(state_key)))
+            members: list[dict[str, Any]] = state["members"]
+            gone = {m["sample"] for m in members if m["subject"] in revoked}
+            if gone:
+                generation = int(summary.get("generation", 0)) + 1
+                affected = {m["shard"] for m in members if m["sample"] in gone}
+                state["shards"] = [
+                    self._rewrite_shard(cipher, sh, gone, generation)
+                    if sh["name"] in affected
+                    else sh
+                    for sh in state["shards"]
+                ]
+                state["members"] = [m for m in members if m["sample"] not in gone]
+                state["thumbnails"] = [t for t in state["thumbnails"] if t[0] not in gone]
+                base = dict(state["base"])
+                base["revoked_removed"] = int(base.get("revoked_removed", 0)) + len(gone)
+                state["base"] = base
+                pub = self._publish(row, keys, state, generation)
+                public = pub.public
+                summary |= {k2: v for k2, v in public.items() if k2 not in ("name", "release_id")}
+                summary |= {
+                    "generation": generation,
+                    "state_key": pub.state_key,
+                    "objects": pub.objects,
+                    "manifest_sha256": pub.manifest_sha256,
+                }
+                result["removed"] = len(gone)
+            summary["purged"] = sorted(revoked)
+            with self.db.session() as s:
+                live = s.get(Release, release_id)
+                assert live is not None
+                # the revoked set may have grown meanwhile: keep the newest list, mark only
+                # what this pass removed
+                fresh = dict(live.summary or {})
+                fresh |= {k2: v for k2, v in summary.items() if k2 != "revoked"}
+                live.summary = fresh
+                if gone:
+                    live.sample_count = summary["samples"]
+                    live.k_achieved = summary["k_achieved"]
+                    live.manifest_sha256 = summary["manifest_sha256"]
+                    audit.append(
+                        s,
+                        "release.purged",
+                        release_id,
+                        removed=len(gone),
+                        generation=summary["generation"],
+                    )
+        stale = self._stale(release_id, summary.get("objects", []))
+        if stale:
+            batch = self.deleter.delete(stale, "release_revocation")
+            result["deleted_objects"] = batch.deleted
+            if batch.unverified:
+                raise TransientStorageError(
+                    "an earlier generation's release object is not verified deleted"
+                )
+        if result["removed"]:
+            log.info("release.purged", release_id=release_id, count=result["removed"])
+        return result
+
     def on_revoked(self, subject_id: str) -> None:
-        """Hook for :class:`SubjectRights` (consent withdrawn or subject erased): refresh the
-        published revocation lists."""
-        self.refresh_revocations()
+        """Hook for :class:`SubjectRights` (consent withdrawn or subject erased): re-sign the
+        published revocation lists, then purge the revoked samples from the stored releases:
+        inline (embedded), or as the release's finish task on the ``research`` queue (with a
+        broker; retried with backoff, and again by every later revocation and by ``research
+        revocations refresh``). An inline purge that fails is logged and left pending for
+        those retries: the erasure itself never fails because of it."""
+        del subject_id  # the lists are recomputed from the ledger's revocations
+        for rid in self._published_ids():
+            try:
+                self._write_revocations(rid)
+                if not self.pending_purge(rid):
+                    continue
+                if self.purge_later is not None:
+                    self.purge_later(rid)
+                else:
+                    self.purge(rid)
+            except Exception as exc:  # retried later (see above); never fails an erasure
+                log.error("release.purge_failed", release_id=rid, exc_type=type(exc).__name__)
