@@ -10,44 +10,48 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import boto3
-from botocore.config import Config as BotoConfig
-from celery import Celery
+# Imports are lazy (inside the properties that build each part) so that a process only loads
+# what it uses: `facemedia status` or `audit verify` never load OpenCV, SciPy, PyAV, Celery or
+# boto3 (tests/unit/test_cli_imports.py). The types below are for the checker only.
+if TYPE_CHECKING:
+    from botocore.config import Config as BotoConfig
 
-from pipelines.faces import CenterFaceDetector, DetectorConfig, FaceDetector
-from pipelines.media import ImageLimits
-from worker.crypto import Envelope, Keyring, KmsKeyring, LocalKeyring, SubjectKeys
-from worker.jobs.client import JobClient
-from worker.jobs.registry import Tools
-from worker.jobs.service import JobService, ServiceConfig
-from worker.ledger import audit
-from worker.ledger.audit import AuditAuthenticator
-from worker.ledger.checkpoints import Checkpointer
-from worker.ledger.db import Database
-from worker.ledger.pseudonyms import Pseudonymizer
-from worker.ledger.subject_keys import LedgerSubjectKeyStore
-from worker.ledger.subjects import SubjectRegistry
-from worker.retention.deleter import Deleter
-from worker.retention.epochs import KeyEpochs, kms_epoch_state
-from worker.retention.policy import parse_ttl
-from worker.retention.rights import SubjectRights
-from worker.retention.sweep import SweepConfig, Sweeper, utcnow
-from worker.settings import Settings, load_settings
-from worker.storage.base import ObjectStore
-from worker.storage.errors import RegionNotAllowed
-from worker.storage.local import LocalStore
-from worker.storage.s3 import S3Store
-from worker.storage.vault import Vault
+    from pipelines.faces import FaceDetector
+    from worker.crypto import Envelope, Keyring, SubjectKeys
+    from worker.dispatch.base import Dispatcher
+    from worker.jobs.client import JobClient
+    from worker.jobs.registry import Tools
+    from worker.jobs.service import JobService
+    from worker.ledger.audit import AuditAuthenticator
+    from worker.ledger.checkpoints import Checkpointer
+    from worker.ledger.db import Database
+    from worker.ledger.pseudonyms import Pseudonymizer
+    from worker.ledger.subjects import SubjectRegistry
+    from worker.research.ksame.batcher import KSameBatcher
+    from worker.research.release import ReleaseService
+    from worker.research.sampling import Sampler
+    from worker.retention.deleter import Deleter
+    from worker.retention.epochs import KeyEpochs
+    from worker.retention.rights import SubjectRights
+    from worker.retention.sweep import Sweeper
+    from worker.settings import Settings
+    from worker.storage.base import ObjectStore
+    from worker.storage.vault import Vault
 
-_BOTO = BotoConfig(
-    retries={"max_attempts": 5, "mode": "adaptive"},
-    connect_timeout=5,
-    read_timeout=60,
-    signature_version="s3v4",
-)
+
+def _boto_config() -> BotoConfig:
+    """botocore's client settings for S3 and KMS (imported only when one is built)."""
+    from botocore.config import Config as BotoConfig
+
+    return BotoConfig(
+        retries={"max_attempts": 5, "mode": "adaptive"},
+        connect_timeout=5,
+        read_timeout=60,
+        signature_version="s3v4",
+    )
 
 
 class Container:
@@ -60,6 +64,9 @@ class Container:
     @cached_property
     def db(self) -> Database:
         """The ledger database (schema brought up to date on first use)."""
+        from worker.ledger import audit
+        from worker.ledger.db import Database
+
         db = Database(self.settings.effective_database_url)
         db.migrate()
         # every audit entry appended through this ledger is MAC'd under the audit key
@@ -69,29 +76,44 @@ class Container:
     @cached_property
     def audit_auth(self) -> AuditAuthenticator:
         """The audit log's MAC key (a service secret wrapped by the keyring; read lazily)."""
+        from worker.ledger.audit import AuditAuthenticator
+
         return AuditAuthenticator(lambda: self.keyring)
 
     @cached_property
     def checkpoints(self) -> Checkpointer:
         """Signed audit checkpoints in the object store (``checkpoints/``)."""
+        from worker.ledger.checkpoints import Checkpointer
+
         return Checkpointer(self.db, self.store, self.audit_auth)
 
     def checkpoint(self) -> None:
         """End of a unit of work: checkpoint the audit head if this process appended entries
         (a failure is logged and retried at the end of the next unit of work)."""
-        if "db" in self.__dict__ and audit.appended(self.db.engine):
+        if "db" not in self.__dict__:
+            return
+        from worker.ledger import audit
+
+        if audit.appended(self.db.engine):
             self.checkpoints.write_quietly()
 
     @cached_property
     def keyring(self) -> Keyring:
         """``local`` → the KEK file under home; otherwise the KMS key named by the setting."""
         if self.settings.keyring == "local":
+            from worker.crypto.keyring_local import LocalKeyring
+
             return LocalKeyring(self.settings.home_dir / "keys" / "kek.json")
+        import boto3
+
+        from worker.crypto.keyring_kms import KmsKeyring
+        from worker.retention.epochs import kms_epoch_state
+
         client = boto3.client(
             "kms",
             region_name=self.settings.s3_region,
             endpoint_url=self.settings.kms_endpoint_url or None,
-            config=_BOTO,
+            config=_boto_config(),
         )
         # The current KMS key is the one the newest KEK epoch recorded in the ledger (read on
         # every KMS call, so no process keeps wrapping under a key an epoch retired).
@@ -105,11 +127,16 @@ class Container:
     @cached_property
     def subject_keys(self) -> SubjectKeys:
         """Subject keys, wrapped by the keyring, persisted in the ledger."""
+        from worker.crypto.subject_keys import SubjectKeys
+        from worker.ledger.subject_keys import LedgerSubjectKeyStore
+
         return SubjectKeys(self.keyring, LedgerSubjectKeyStore(self.db))
 
     @cached_property
     def envelope(self) -> Envelope:
         """The streaming envelope cipher."""
+        from worker.crypto.envelope import Envelope
+
         return Envelope(self.subject_keys, segment_size=self.settings.segment_size)
 
     @cached_property
@@ -117,13 +144,19 @@ class Container:
         """``file://DIR`` → LocalStore; ``s3://bucket/prefix`` → S3Store."""
         url = urlparse(self.settings.effective_store_url)
         if url.scheme == "file":
+            from worker.storage.local import LocalStore
+
             return LocalStore(self.settings.home_dir / "store" if not url.path else Path(url.path))
         if url.scheme == "s3":
+            import boto3
+
+            from worker.storage.s3 import S3Store
+
             client = boto3.client(
                 "s3",
                 region_name=self.settings.s3_region,
                 endpoint_url=self.settings.s3_endpoint_url or None,
-                config=_BOTO,
+                config=_boto_config(),
             )
             return S3Store(
                 client,
@@ -136,21 +169,29 @@ class Container:
     @cached_property
     def vault(self) -> Vault:
         """Encryption paired with the store."""
+        from worker.storage.vault import Vault
+
         return Vault(self.store, self.envelope)
 
     @cached_property
     def pseudonyms(self) -> Pseudonymizer:
         """Upstream subject id → keyed hash."""
+        from worker.ledger.pseudonyms import Pseudonymizer
+
         return Pseudonymizer(self.db, self.keyring)
 
     @cached_property
     def subjects(self) -> SubjectRegistry:
         """Find-or-create of data subjects."""
+        from worker.ledger.subjects import SubjectRegistry
+
         return SubjectRegistry(self.db, self.pseudonyms, self.subject_keys)
 
     def detector(self) -> FaceDetector:
         """The face model, loaded once per process on first use."""
         if self._detector is None:
+            from pipelines.faces import CenterFaceDetector, DetectorConfig
+
             self._detector = CenterFaceDetector.load(
                 DetectorConfig(
                     threshold=self.settings.detector_threshold,
@@ -165,7 +206,9 @@ class Container:
         import math
 
         from pipelines.faces.tracking import TrackerConfig
+        from pipelines.media import ImageLimits
         from pipelines.media.video import VideoLimits
+        from worker.jobs.registry import Tools
 
         s = self.settings
         return Tools(
@@ -188,6 +231,8 @@ class Container:
     @cached_property
     def service(self) -> JobService:
         """The job lifecycle."""
+        from worker.jobs.service import JobService, ServiceConfig
+
         s = self.settings
         return JobService(
             self.db,
@@ -205,11 +250,12 @@ class Container:
         )
 
     @cached_property
-    def sampler(self) -> Any:
+    def sampler(self) -> Sampler:
         """Research sampling at job time (``worker.research.sampling.Sampler``)."""
+        from worker.research.ksame.stager import Stager
         from worker.research.sampling import Sampler, SamplerConfig
-        from worker.research.staging import Stager
         from worker.research.store import SampleWriter
+        from worker.retention.sweep import utcnow
 
         s = self.settings
         return Sampler(
@@ -227,10 +273,11 @@ class Container:
         )
 
     @cached_property
-    def ksame(self) -> Any:
-        """The k-Same batch builder (``worker.research.staging.KSameBatcher``)."""
-        from worker.research.staging import BatcherConfig, KSameBatcher
+    def ksame(self) -> KSameBatcher:
+        """The k-Same batch builder (``worker.research.ksame.batcher.KSameBatcher``)."""
+        from worker.research.ksame.batcher import BatcherConfig, KSameBatcher
         from worker.research.store import SampleWriter
+        from worker.retention.sweep import utcnow
 
         s = self.settings
         return KSameBatcher(
@@ -246,11 +293,16 @@ class Container:
     @cached_property
     def deleter(self) -> Deleter:
         """The one deletion path (store, then ledger, receipts)."""
+        from worker.retention.deleter import Deleter
+        from worker.retention.sweep import utcnow
+
         return Deleter(self.db, self.store, utcnow)
 
     @cached_property
     def rights(self) -> SubjectRights:
         """Erasure, export, consent withdrawal, legal holds."""
+        from worker.retention.rights import SubjectRights
+
         return SubjectRights(
             self.db,
             self.vault,
@@ -267,6 +319,8 @@ class Container:
     @cached_property
     def epochs(self) -> KeyEpochs:
         """KEK epochs: cryptographic erasure, and the one re-wrap pass behind ``keys rotate``."""
+        from worker.retention.epochs import KeyEpochs
+
         return KeyEpochs(
             self.db,
             self.subject_keys,
@@ -277,6 +331,9 @@ class Container:
     @cached_property
     def sweeper(self) -> Sweeper:
         """The retention sweep."""
+        from worker.retention.policy import parse_ttl
+        from worker.retention.sweep import SweepConfig, Sweeper
+
         s = self.settings
         grace = parse_ttl(s.orphan_grace)
         return Sweeper(
@@ -294,13 +351,13 @@ class Container:
         )
 
     @cached_property
-    def releases(self) -> Any:
-        """Research dataset releases (``worker.research.release.ReleaseService``); a release
-        of several shards is fanned out as a Celery group unless the settings are eager."""
+    def releases(self) -> ReleaseService:
+        """Research dataset releases; with a broker, a release of several shards is fanned out
+        as a group of shard tasks and finished by a task (inline otherwise)."""
         from worker.research.release import ReleaseConfig, ReleaseService
-        from worker.research.release.keys import SigningKeys
+        from worker.research.release.signing import SigningKeys
 
-        s = self.settings
+        s, d = self.settings, self.dispatcher
         return ReleaseService(
             self.db,
             self.store,
@@ -314,71 +371,43 @@ class Container:
                 segment_size=s.segment_size,
                 max_sample_bytes=s.max_upload_bytes,
             ),
-            fan_out=None if s.eager else self._release_fan_out,
-            finish_later=None if s.eager else self._release_finish_later,
+            fan_out=d.release_shards if d.remote else None,
+            finish_later=d.finish_release if d.remote else None,
             # the finish task of a published release purges its revoked samples
-            purge_later=None if s.eager else self._release_finish_later,
+            purge_later=d.finish_release if d.remote else None,
         )
 
-    def _release_fan_out(self, release_id: str, shards: int) -> None:
-        """Send the shard tasks of a release as one Celery group on the research queue."""
-        from celery import group
-
-        from worker.tasks.releases import BUILD_SHARD
-
-        group(
-            self.producer.signature(BUILD_SHARD, args=[release_id, i], queue="research")
-            for i in range(shards)
-        ).apply_async()
-
-    def _release_finish_later(self, release_id: str) -> None:
-        from worker.tasks.releases import FINISH
-
-        self.producer.send_task(FINISH, args=[release_id], queue="research")
-
-    def send(self, task: str, args: list[Any], queue: str) -> None:
-        """Send a task by name; with no broker, run it here and now."""
+    @cached_property
+    def dispatcher(self) -> Dispatcher:
+        """The dispatch port: a broker configured → tasks sent to it (Celery); none → every
+        task runs here and now, on this container (the embedded default)."""
         if self.settings.eager:
-            import worker.tasks.privacy  # noqa: F401  (registers the privacy tasks)
-            from worker.celery_app import app
+            from worker.dispatch.inline import InlineDispatcher
 
-            app.tasks[task].apply(args=args, throw=True)
-        else:
-            self.producer.send_task(task, args=args, queue=queue)
+            return InlineDispatcher(self)
+        from worker.dispatch.broker import CeleryDispatcher
+
+        return CeleryDispatcher(self.settings)
 
     @cached_property
     def client(self) -> JobClient:
         """The upstream-facing client; enqueues onto the media queue."""
+        from worker.jobs.client import JobClient
+
         return JobClient(
             self.db,
             self.vault,
             self.subjects,
-            enqueue=self.enqueue,
+            enqueue=self.dispatcher.enqueue,
             max_upload_bytes=self.settings.max_upload_bytes,
             original_max_age=self.settings.retention.ttl("original"),
-            send=self.send,
+            send=self.dispatcher.send,
         )
-
-    @cached_property
-    def producer(self) -> Celery:
-        """A Celery instance used only to send messages to the configured broker."""
-        from worker.celery_app import celery_config
-
-        producer = Celery("facemedia-producer", set_as_current=False)
-        producer.conf.update(celery_config(self.settings))
-        return producer
-
-    def enqueue(self, job_id: str) -> None:
-        """Send ``facemedia.media.process(job_id)``; with no broker, run it here and now."""
-        from worker.tasks.media import PROCESS, run_inline
-
-        if self.settings.eager:
-            run_inline(self, job_id)
-        else:
-            self.producer.send_task(PROCESS, args=[job_id], queue="media")
 
     def preflight(self) -> dict[str, Any]:
         """Refuse to run against a bucket or KMS key outside the allowed regions (statement 6.1)."""
+        from worker.storage.errors import RegionNotAllowed
+
         allowed = set(self.settings.allowed_regions)
         info = self.store.info()
         if info.region is not None and info.region not in allowed:
@@ -398,8 +427,8 @@ class Container:
         """Release connections."""
         if "db" in self.__dict__:
             self.db.dispose()
-        if "producer" in self.__dict__:
-            self.producer.close()
+        if "dispatcher" in self.__dict__:
+            self.dispatcher.close()
 
 
 _container: Container | None = None
@@ -409,6 +438,8 @@ def get_container() -> Container:
     """This process's container, built from the settings on first call."""
     global _container
     if _container is None:
+        from worker.settings import load_settings
+
         _container = Container(load_settings())
     return _container
 

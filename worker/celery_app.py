@@ -1,7 +1,10 @@
-"""The Celery app: queues, routes, reliability settings and signals. No job logic lives here.
+"""The Celery app and its worker signals. No job logic lives here.
 
-Configured lazily from the settings on first use (``celery -A worker.celery_app worker``).
-With no broker configured, tasks run eagerly in-process (the embedded default).
+Configured lazily from the settings on first use (``celery -A worker.celery_app worker``), with
+the one Celery configuration (:func:`worker.dispatch.config.celery_config`: queues, routes,
+reliability settings, beat's schedule); the tasks it loads are listed there too
+(``worker/tasks/*``). Services never import this module: they send through a dispatcher
+(:mod:`worker.dispatch`).
 """
 
 from __future__ import annotations
@@ -19,139 +22,11 @@ from celery.signals import (
     worker_ready,
     worker_shutdown,
 )
-from kombu.entity import Exchange, Queue
 
-from worker.settings import Settings, load_settings
+from worker.dispatch.config import celery_config, dead_letter_queues, is_amqp
+from worker.settings import load_settings
 
 log = structlog.get_logger("facemedia.worker")
-
-QUEUES = ("media", "privacy", "research")
-DEAD_LETTER_EXCHANGE = "facemedia.dead"
-
-
-def _is_amqp(settings: Settings) -> bool:
-    return settings.broker_url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
-
-
-def task_queues(settings: Settings) -> list[Queue]:
-    """The queues; on RabbitMQ (when enabled) quorum queues with a delivery limit that
-    dead-letter to ``<name>.dead`` (see :func:`dead_letter_queues`)."""
-    if not (_is_amqp(settings) and settings.amqp_quorum_queues):
-        return [Queue(name) for name in QUEUES]
-    return [
-        Queue(
-            name,
-            queue_arguments={
-                "x-queue-type": "quorum",
-                "x-delivery-limit": settings.amqp_delivery_limit,
-                "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
-                "x-dead-letter-routing-key": name,
-            },
-        )
-        for name in QUEUES
-    ]
-
-
-def dead_letter_queues() -> list[Queue]:
-    """``media.dead`` etc.: where RabbitMQ puts a message past its delivery limit."""
-    dlx = Exchange(DEAD_LETTER_EXCHANGE, type="direct", durable=True)
-    return [
-        Queue(f"{name}.dead", dlx, routing_key=name, queue_arguments={"x-queue-type": "quorum"})
-        for name in QUEUES
-    ]
-
-
-def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery settings chosen for not losing work (see docs/RELIABILITY.md)."""
-    transport = {
-        # An unacked message (its worker vanished) returns after this long on Redis; it must
-        # exceed the task time limit, or a long task is delivered again while running.
-        "visibility_timeout": settings.visibility_timeout,
-        # Redis: sweep for a dead worker's unacked messages every interval, scanning on every
-        # sweep (throttle 1); kombu's defaults (10 s x 10) add up to 100 s to a redelivery.
-        "unacked_restore_interval": settings.redis_restore_interval,
-        "unacked_restore_throttle": 1,
-    }
-    return {
-        "broker_url": settings.broker_url or "memory://",
-        "result_backend": None,
-        "task_ignore_result": True,
-        "task_always_eager": settings.eager,
-        "task_eager_propagates": True,
-        "task_serializer": "json",
-        "accept_content": ["json"],
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "task_time_limit": settings.task_time_limit,
-        "task_soft_time_limit": settings.task_soft_time_limit,
-        "broker_transport_options": transport,
-        "broker_connection_retry_on_startup": True,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
-        # Stop: with REMAP_SIGTERM=SIGQUIT in the worker's environment (the image sets it),
-        # SIGTERM gives jobs in flight this long, then hands each unfinished one back to the
-        # queue unacknowledged (acks late); the ledger lease makes the redelivery safe.
-        "worker_soft_shutdown_timeout": settings.soft_shutdown_seconds,
-        "task_queues": task_queues(settings),
-        "task_default_queue": "media",
-        "task_routes": {
-            "facemedia.media.*": {"queue": "media"},
-            "facemedia.privacy.*": {"queue": "privacy"},
-            "facemedia.research.*": {"queue": "research"},
-        },
-        "task_create_missing_queues": False,
-        "worker_hijack_root_logger": False,
-        "worker_redirect_stdouts": False,
-        "worker_send_task_events": False,
-        "imports": [
-            "worker.tasks.media",
-            "worker.tasks.privacy",
-            "worker.tasks.releases",
-            "worker.tasks.sampling",
-        ],
-        "beat_schedule": {
-            "retention-sweep": {
-                "task": "facemedia.privacy.sweep",
-                "schedule": 300.0,
-                "options": {"queue": "privacy", "expires": 290},
-            },
-            "lease-rescue": {
-                "task": "facemedia.privacy.rescue",
-                "schedule": settings.rescue_interval,
-                "options": {"queue": "privacy", "expires": settings.rescue_interval},
-            },
-            # Retries a revocation purge whose task was lost or ran out of retries.
-            "release-purge": {
-                "task": "facemedia.research.purge_revoked",
-                "schedule": 300.0,
-                "options": {"queue": "research", "expires": 290},
-            },
-            "ksame-batches": {
-                "task": "facemedia.research.build_ksame_batches",
-                "schedule": 300.0,
-                "options": {"queue": "research", "expires": 290},
-            },
-            # Completes pending cryptographic erasures (KEK epoch change) so none waits longer
-            # than erasure_epoch_delay: checks every twelfth of it, at most every 5 minutes
-            # (KeyEpochs.check_interval); does nothing when nothing is pending or due.
-            "kek-epoch": {
-                "task": "facemedia.privacy.kek_epoch",
-                "schedule": _epoch_check_seconds(settings),
-                "options": {"queue": "privacy", "expires": _epoch_check_seconds(settings)},
-            },
-            "orphan-sweep": {
-                "task": "facemedia.privacy.orphans",
-                "schedule": 86400.0,
-                "options": {"queue": "privacy", "expires": 3600},
-            },
-        },
-    }
-
-
-def _epoch_check_seconds(settings: Settings) -> float:
-    """Seconds between beat's KEK epoch checks (as ``KeyEpochs.check_interval``)."""
-    return max(1.0, min(settings.epoch_delay.total_seconds() / 12, 300.0))
-
 
 app = Celery("facemedia")
 
@@ -183,7 +58,7 @@ def _declare_dead_letters(sender: Any = None, **_: Any) -> None:
     """RabbitMQ quorum queues: declare the dead-letter exchange and queues (a message sent to
     an undeclared dead-letter exchange is dropped)."""
     settings = load_settings()
-    if not (_is_amqp(settings) and settings.amqp_quorum_queues):
+    if not (is_amqp(settings) and settings.amqp_quorum_queues):
         return
     try:
         with app.connection_for_write() as conn:

@@ -37,12 +37,12 @@ from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from worker.dispatch.names import QUEUES
 from worker.settings import Settings
 
 log = structlog.get_logger("facemedia.metrics")
 
 CACHE_SECONDS = 5.0
-QUEUES = ("media", "privacy", "research")
 
 
 def multiproc_dir() -> Path | None:

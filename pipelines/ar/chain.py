@@ -9,6 +9,7 @@ from typing import Any, Final
 from pipelines.ar.base import Effect, Frame, get_effect
 from pipelines.errors import BadParams
 from pipelines.faces.detector import Face
+from pipelines.params import JOB, Params
 
 #: Most effects one chain may hold.
 MAX_EFFECTS: Final = 16
@@ -55,11 +56,11 @@ def parse_chain(spec: object) -> EffectChain:
 
     Raises :class:`BadParams` naming the entry (``effects[i]``), the effect and the field.
     """
-    entries = spec.get("effects") if isinstance(spec, Mapping) else spec
-    if isinstance(spec, Mapping):
-        unknown = sorted(set(spec) - {"effects"})
-        if unknown:
-            raise BadParams(f"unknown parameter(s): {', '.join(map(str, unknown))}")
+    entries = (
+        Params(spec, ("effects",), wording=JOB).raw("effects")
+        if isinstance(spec, Mapping)
+        else spec
+    )
     if not isinstance(entries, list | tuple):
         raise BadParams('effects must be a list such as [{"effect": "beautify"}]')
     if not 1 <= len(entries) <= MAX_EFFECTS:

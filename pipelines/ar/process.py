@@ -18,13 +18,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipelines.ar.chain import EffectChain
-from pipelines.errors import NoFace, UnsupportedFormat
+from pipelines.errors import NoFace
 from pipelines.faces.detector import Face, FaceDetector
 from pipelines.faces.tracking import FaceTracker, TrackerConfig
-from pipelines.media.image import ImageLimits, decode_image, encode_image, sniff_image_format
-from pipelines.media.video import VideoLimits, sniff_video_container, transform_video
+from pipelines.media.image import ImageLimits, decode_image, encode_image
+from pipelines.media.sniff import MediaKind, media_kind, sniff_image_format
+from pipelines.media.video import VideoLimits, transform_video
 
-MediaKind = Literal["image", "video"]
 _IMAGE_LIMITS: Final = ImageLimits()
 _VIDEO_LIMITS: Final = VideoLimits()
 _TRACKER: Final = TrackerConfig()
@@ -52,22 +52,6 @@ class ArResult:
     def content_type(self) -> str:
         """The media type of :attr:`data`."""
         return {"jpeg": "image/jpeg", "png": "image/png", "mp4": "video/mp4"}[self.format]
-
-
-def media_kind(data: bytes) -> MediaKind:
-    """``image`` or ``video``, sniffed from the magic bytes; :class:`UnsupportedFormat` else."""
-    try:
-        sniff_image_format(data)
-        return "image"
-    except UnsupportedFormat:
-        pass
-    try:
-        sniff_video_container(data)
-    except UnsupportedFormat:
-        raise UnsupportedFormat(
-            "the media is neither a JPEG, PNG, WebP or HEIF image nor an MP4, MOV or WebM video"
-        ) from None
-    return "video"
 
 
 def _refuse_faceless(chain: EffectChain) -> None:

@@ -1,20 +1,20 @@
 """The operator registry: de-identification operators looked up by name.
 
 Each operator lives in its own module under :mod:`pipelines.deid.operators` and registers one
-instance with :func:`register` when that module is imported. :func:`get_operator` imports the
-operators package on first use, so looking an operator up never depends on import order, and
-dispatch is a dictionary look-up (no chain of string comparisons).
+instance with :func:`register` when that module is imported. :data:`OPERATORS` is a
+:class:`pipelines.registry.Registry`: it imports the operators package on first use, so looking an
+operator up never depends on import order, and dispatch is a dictionary look-up (no chain of
+string comparisons).
 
 An operator is used in two steps: :meth:`Operator.validate` turns a plain parameter mapping into
-the operator's frozen parameter record (raising :class:`~pipelines.errors.BadParams`), then
+the operator's frozen parameter record (read with :class:`pipelines.params.Params`, raising
+:class:`~pipelines.errors.BadParams`), then
 :meth:`Operator.apply` de-identifies the given faces of one BGR image and returns a new image (the
 input is never modified) with any annotations the operator keeps.
 """
 
 from __future__ import annotations
 
-import importlib
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from pipelines.errors import BadParams
 from pipelines.faces.detector import Face
+from pipelines.registry import Registry
 
 P = TypeVar("P")
 
@@ -64,41 +65,33 @@ class Operator(ABC, Generic[P]):
         """De-identify ``faces`` of ``img`` (BGR ``uint8``) into a new image."""
 
 
-_REGISTRY: dict[str, Operator[Any]] = {}
-_LOCK = threading.Lock()
-_OPERATORS_PACKAGE = "pipelines.deid.operators"
+def _unknown_operator(name: object, known: str) -> BadParams:
+    return BadParams(f"unknown de-identification operator; known: {known}")
+
+
+#: The operators by name (one instance each).
+OPERATORS: Registry[Operator[Any]] = Registry(
+    "de-identification operator", "pipelines.deid.operators", _unknown_operator
+)
 
 
 def register(operator: Operator[Any]) -> Operator[Any]:
     """Add ``operator`` under its ``name``; a second, different operator of that name is refused."""
-    with _LOCK:
-        existing = _REGISTRY.get(operator.name)
-        if existing is not None and type(existing) is not type(operator):
-            raise ValueError(f"a de-identification operator named {operator.name!r} exists")
-        _REGISTRY[operator.name] = operator
-    return operator
-
-
-def _load() -> None:
-    importlib.import_module(_OPERATORS_PACKAGE)
+    return OPERATORS.register(operator)
 
 
 def get_operator(name: str) -> Operator[Any]:
     """The operator registered as ``name``; :class:`BadParams` for an unknown name."""
-    _load()
-    operator = _REGISTRY.get(name) if isinstance(name, str) else None
-    if operator is None:
-        raise BadParams(f"unknown de-identification operator; known: {', '.join(operator_names())}")
-    return operator
+    return OPERATORS.get(name)
 
 
 def operator_names() -> tuple[str, ...]:
     """The registered operator names, sorted."""
-    _load()
-    return tuple(sorted(_REGISTRY))
+    return OPERATORS.names()
 
 
 __all__ = [
+    "OPERATORS",
     "FaceAnnotation",
     "Operator",
     "OperatorOutput",

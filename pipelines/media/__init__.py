@@ -1,4 +1,8 @@
-"""Media input and output: decoding and encoding in memory, with limits checked up front."""
+"""Media input and output: decoding and encoding in memory, with limits checked up front.
+
+:mod:`~pipelines.media.sniff` tells formats apart, :mod:`~pipelines.media.image` and the
+:mod:`~pipelines.media.video` package decode and encode, :mod:`~pipelines.media.isobmff` bounds
+an MP4/MOV before FFmpeg reads it; the process memory ceiling is set here."""
 
 from __future__ import annotations
 
@@ -7,14 +11,20 @@ import resource
 from collections.abc import Iterator
 
 from pipelines.media.image import (
-    ImageFormat,
     ImageInfo,
     ImageLimits,
     OutputFormat,
     decode_image,
     encode_image,
     probe_image,
+)
+from pipelines.media.sniff import (
+    ContainerKind,
+    ImageFormat,
+    MediaKind,
+    media_kind,
     sniff_image_format,
+    sniff_video_container,
 )
 
 
@@ -78,15 +88,19 @@ def memory_ceiling(limit_mb: int) -> Iterator[None]:
 
 
 __all__ = [
+    "ContainerKind",
     "ImageFormat",
     "ImageInfo",
     "ImageLimits",
+    "MediaKind",
     "OutputFormat",
     "decode_image",
     "encode_image",
+    "media_kind",
     "memory_ceiling",
     "probe_image",
     "restore_memory_ceiling",
     "set_memory_ceiling",
     "sniff_image_format",
+    "sniff_video_container",
 ]

@@ -1,7 +1,8 @@
 """Still images in and out, entirely in memory.
 
-Accepted inputs are sniffed from their magic bytes (never from a file name): JPEG, PNG, WebP and
-HEIC/HEIF. Everything else is refused with :class:`~pipelines.errors.UnsupportedFormat`, including
+Accepted inputs are sniffed from their magic bytes (never from a file name; see
+:mod:`pipelines.media.sniff`): JPEG, PNG, WebP and HEIC/HEIF. Everything else is refused with
+:class:`~pipelines.errors.UnsupportedFormat`, including
 GIF (animated, palette-limited, not what phones upload as a face photo), AVIF (the bundled libheif
 has no AV1 decoder), SVG, PDF, BMP and TIFF.
 
@@ -45,37 +46,12 @@ from PIL.JpegImagePlugin import JpegImageFile
 from PIL.PngImagePlugin import PngImageFile
 from PIL.WebPImagePlugin import WebPImageFile
 
-from pipelines.errors import BadParams, CorruptMedia, PipelineError, TooLarge, UnsupportedFormat
+from pipelines.errors import BadParams, CorruptMedia, PipelineError, TooLarge
+from pipelines.media.sniff import ImageFormat, sniff_image_format
 
-ImageFormat = Literal["jpeg", "png", "webp", "heif"]
 OutputFormat = Literal["jpeg", "png", "webp"]
 
 _EXIF_ORIENTATION: Final = 0x0112
-
-# ISO-BMFF brands: HEVC-coded HEIF (what phones write) and the generic HEIF brands.
-_HEVC_BRANDS: Final = frozenset(
-    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"}
-)
-_GENERIC_HEIF_BRANDS: Final = frozenset({b"mif1", b"msf1"})
-_AVIF_BRANDS: Final = frozenset({b"avif", b"avis"})
-_VIDEO_BRANDS: Final = frozenset(
-    {
-        b"isom",
-        b"iso2",
-        b"iso4",
-        b"iso5",
-        b"iso6",
-        b"mp41",
-        b"mp42",
-        b"avc1",
-        b"qt  ",
-        b"M4V ",
-        b"3gp4",
-        b"3gp5",
-        b"3gp6",
-        b"dash",
-    }
-)
 
 # Exceptions Pillow and its plugins raise on malformed data.
 _DECODE_ERRORS: Final = (
@@ -117,55 +93,6 @@ class ImageInfo:
     width: int
     height: int
     orientation: int = 1
-
-
-def sniff_image_format(data: bytes) -> ImageFormat:
-    """Return the image format of ``data`` from its magic bytes.
-
-    Raises :class:`UnsupportedFormat` for anything that is not JPEG, PNG, WebP or HEIF.
-    """
-    head = bytes(data[:64])
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[4:8] == b"ftyp":
-        return _sniff_bmff(head)
-    raise UnsupportedFormat(_describe_unsupported(head))
-
-
-def _sniff_bmff(head: bytes) -> ImageFormat:
-    box_size = int.from_bytes(head[0:4], "big")
-    end = min(max(box_size, 16), len(head))
-    brands = {head[8:12]} | {head[i : i + 4] for i in range(16, end - 3, 4)}
-    if brands & _HEVC_BRANDS:
-        return "heif"
-    if brands & _AVIF_BRANDS:
-        raise UnsupportedFormat("AVIF images are not supported")
-    if brands & _GENERIC_HEIF_BRANDS:
-        return "heif"
-    if brands & _VIDEO_BRANDS:
-        raise UnsupportedFormat("the input is a video, not an image")
-    raise UnsupportedFormat("unrecognised ISO media file")
-
-
-def _describe_unsupported(head: bytes) -> str:
-    if not head:
-        return "the input is empty"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "GIF images are not supported"
-    if head.startswith(b"%PDF"):
-        return "PDF documents are not supported"
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith((b"<?xml", b"<svg", b"<!doctype svg", b"<!--")):
-        return "SVG and XML documents are not supported"
-    if head.startswith(b"BM"):
-        return "BMP images are not supported"
-    if head.startswith((b"II*\x00", b"MM\x00*")):
-        return "TIFF images are not supported"
-    return "unrecognised image format"
 
 
 def _open(data: bytes, fmt: ImageFormat) -> ImageFile.ImageFile:
@@ -594,12 +521,10 @@ def encode_image(img: NDArray[np.uint8], fmt: str = "jpeg", quality: int = 90) -
 
 
 __all__ = [
-    "ImageFormat",
     "ImageInfo",
     "ImageLimits",
     "OutputFormat",
     "decode_image",
     "encode_image",
     "probe_image",
-    "sniff_image_format",
 ]

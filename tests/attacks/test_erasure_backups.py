@@ -89,7 +89,9 @@ def _opens(home: Path, job_id: str, out: Path, database_url: str = "") -> bool:
         # Success with nothing written: the ledger lists no live output (deleted by erasure).
         return bool(written)
     assert not written, "a failed result left a decrypted file behind"
-    assert run.exception is None or "KEK version" in str(run.exception), run.exception
+    # a clean refusal, not a crash: exit 1, `undecryptable` naming the missing KEK version
+    assert run.exit_code == 1 and isinstance(run.exception, SystemExit), run.exception
+    assert "undecryptable" in run.output and "KEK version" in run.output, run.output
     return False
 
 

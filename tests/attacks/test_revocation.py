@@ -95,7 +95,7 @@ def victim_of(setup: Setup, upstream: str) -> Victim:
     """The subject's release pseudonym, sample ids, media bytes (from alice's pulled shards)
     and contact-sheet thumbnails: the oracle the scans look for. (``populate`` gives subjects
     ``ok-0``, ``ok-3``, ``ok-4`` and ``ok-5`` images no other released sample shares.)"""
-    from worker.research.release.service import _thumbnail
+    from worker.research.release.shards import _thumbnail
 
     c = setup.container
     ref = c.subjects.find(upstream)
@@ -189,7 +189,7 @@ def local_objects(root: Path, release_id: str) -> list[tuple[str, bytes]]:
 def all_contexts(setup: Setup, objects: list[tuple[str, bytes]]) -> list[str]:
     """Every object key an attacker could name: the store's, and the files of alice's old
     index (kept from before the revocation) at every generation seen."""
-    from worker.research.release.service import file_key
+    from worker.research.release.format import file_key
 
     old = json.loads((setup.alice_out / "index.json").read_text())
     names = [f["name"] for f in old["files"]]
@@ -359,8 +359,8 @@ def test_a_forged_manifest_naming_dotdot_writes_nothing_outside_out(local_setup:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from worker.research.release.format import file_key
     from worker.research.release.keys import ReleaseCipher
-    from worker.research.release.service import file_key
 
     s = local_setup
     store = s.container.store
@@ -505,7 +505,7 @@ def test_deleting_a_non_revoked_sample_fails_verify(local_setup: Setup) -> None:
 
 
 def test_a_failed_pull_leaves_no_part_files(local_setup: Setup) -> None:
-    from worker.research.release.service import file_key
+    from worker.research.release.format import file_key
 
     s = local_setup
     store = s.container.store

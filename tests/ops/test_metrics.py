@@ -60,7 +60,7 @@ def test_metrics_are_summed_across_prefork_children(
         job_ids.append(container.client.submit(b"not an image", "detect", subject_id="m"))
         # A long job delivered twice: the second delivery finds a live lease and retries later.
         long_job = container.client.submit(_mid_jpeg(), "detect", subject_id="metrics-subject")
-        container.enqueue(long_job)
+        container.dispatcher.enqueue(long_job)
         job_ids.append(long_job)
 
         def done() -> bool:

@@ -4,6 +4,7 @@ astronaut pasted onto its coffee photo; nothing read from or written to disk."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from collections.abc import Mapping
@@ -34,8 +35,9 @@ from pipelines.deid import (
     residual_gate_video,
 )
 from pipelines.deid.align import template
+from pipelines.deid.gate import DEFAULT_GATE_THRESHOLD
 from pipelines.errors import BadParams
-from pipelines.faces import CenterFaceDetector, Face
+from pipelines.faces import CenterFaceDetector, Face, FaceDetector
 from pipelines.media.image import decode_image, encode_image
 
 pytestmark = pytest.mark.timeout(120)
@@ -211,16 +213,44 @@ def test_gate_fails_closed_without_a_source_face(scene: U8, detector: CenterFace
 
 def test_gate_runs_at_the_low_threshold(scene: U8, detector: CenterFaceDetector) -> None:
     # A face blurred just enough that the default 0.5 detector misses it is still caught by the
-    # gate at 0.2: the gate does not use the caller's threshold.
+    # gate at 0.2: the gate does not use the caller's threshold. The blur strength is searched
+    # on a fine grid; finding none in between is a failure (the scene or the detector changed),
+    # never a skip.
+    assert detector.config.threshold > DEFAULT_GATE_THRESHOLD
+    low = CenterFaceDetector.load(
+        dataclasses.replace(detector.config, threshold=DEFAULT_GATE_THRESHOLD)
+    )
     faces = detector.detect(scene)
-    for strength in (0.06, 0.08, 0.1, 0.12, 0.15):
+    between: list[tuple[float, U8, int]] = []
+    for step in range(4, 21):  # strengths 0.04 ... 0.20
+        strength = step / 100
         out = deidentify_image(scene, faces, "blur", {"strength": strength}).image
-        at_default = len(detector.detect(out))
+        found_low = len(low.detect(out))
+        if not detector.detect(out) and found_low:
+            between.append((strength, out, found_low))
+    assert between, "no blur strength leaves a face only the low threshold finds"
+    for strength, out, found_low in between:
         gate = residual_gate(out, detector, len(faces))
-        assert gate.residual_faces >= at_default
-        if at_default == 0 and not gate.passed:
-            return
-    pytest.skip("no blur strength on this scene lies between the two thresholds")
+        assert not gate.passed, f"the gate passed a face left by blur strength {strength}"
+        assert gate.reason == "residual_face"
+        assert gate.residual_faces == found_low
+
+
+def test_gate_counts_faces_down_to_its_own_threshold(scene: U8) -> None:
+    # Any detector is run as given and its faces counted from the gate's threshold (0.2) up,
+    # whatever the threshold the detector was built for.
+    class Fixed(FaceDetector):
+        def __init__(self, score: float) -> None:
+            self.score = score
+
+        def detect(self, img: U8) -> list[Face]:
+            lm = ((40.0, 40.0), (60.0, 40.0), (50.0, 50.0), (42.0, 60.0), (58.0, 60.0))
+            return [Face((30.0, 30.0, 70.0, 75.0), lm, self.score)]
+
+    weak = residual_gate(scene, Fixed(0.3), source_faces=1)
+    assert (weak.passed, weak.reason, weak.residual_faces) == (False, "residual_face", 1)
+    assert residual_gate(scene, Fixed(0.1), source_faces=1).passed
+    assert not residual_gate(scene, Fixed(0.1), source_faces=1, threshold=0.05).passed
 
 
 def test_landmarks_only_returns_normalised_landmarks(scene: U8, scene_faces: list[Face]) -> None:

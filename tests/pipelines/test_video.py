@@ -624,7 +624,7 @@ def box(kind: bytes, payload: bytes) -> bytes:
 @pytest.mark.parametrize("wide", [False, True])
 def test_faststart_moves_moov_and_shifts_chunk_offsets(wide: bool) -> None:
     """stco (32-bit) and co64 (64-bit) offsets follow mdat when moov moves in front of it."""
-    from pipelines.media.video import _faststart
+    from pipelines.media.video.mp4box import _faststart
 
     ftyp = box(b"ftyp", b"isom\x00\x00\x02\x00isom")
     free = box(b"free", b"")
@@ -713,11 +713,11 @@ def test_every_open_of_an_input_is_prewalked(
 ) -> None:
     """Each ``av.open`` of an MP4/MOV input (probe, rotation, decode or transcode) follows a
     pre-walk of the same bytes; WebM is not walked (Matroska is not ISO-BMFF)."""
-    import pipelines.media.video as video
+    import pipelines.media.video.container as container
 
     walked: list[int] = []
     opened: list[int] = []
-    real_walk, real_open = video.prewalk, video.av.open
+    real_walk, real_open = container.prewalk, container.av.open
 
     def walk(data: bytes, limits: Any) -> Any:
         walked.append(len(data))
@@ -728,8 +728,8 @@ def test_every_open_of_an_input_is_prewalked(
             opened.append(len(target.getvalue()))
         return real_open(target, *args, **kwargs)
 
-    monkeypatch.setattr(video, "prewalk", walk)
-    monkeypatch.setattr(video.av, "open", open_)
+    monkeypatch.setattr(container, "prewalk", walk)
+    monkeypatch.setattr(container.av, "open", open_)
     transform_video(mp4_clip, identity)
     list(iter_frames(mp4_clip))
     assert opened and walked == opened

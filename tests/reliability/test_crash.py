@@ -173,7 +173,7 @@ def test_sigkill_mid_job_every_job_finishes_once(
         last_sweep[0] = time.monotonic()
         for job_id in container.sweeper.run().requeued_ids:
             requeued.append(job_id)
-            container.enqueue(job_id)
+            container.dispatcher.enqueue(job_id)
 
     def submit(n: int) -> None:
         for _ in range(n):

@@ -1,8 +1,12 @@
 """Regression: the ledger (PostgreSQL) being unreachable for a moment is a transient fault.
 
-Found by test_restarts.py: during a PostgreSQL restart a job whose ``_key_id`` lookup failed
+Found by test_restarts.py: during a PostgreSQL restart a job whose subject-key lookup failed
 ended ``failed``/``internal_error``, and a delivery whose claim failed raised out of the task,
 which Celery acked: the job was stranded in ``processing``. Both now retry with backoff.
+
+The fault is injected through public seams: the service's ``subject_key_id`` collaborator (a
+constructor argument; by default a ledger read) and the ``process`` callable the delivery
+policy runs.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from worker.jobs.delivery import run_inline, run_once
 from worker.jobs.errors import TransientJobError
-from worker.tasks.media import run_inline, run_once
 
 pytestmark = pytest.mark.reliability
 
@@ -23,23 +27,32 @@ def _outage() -> OperationalError:
 
 
 def test_a_ledger_error_mid_job_is_transient_not_internal_error(
-    embedded: Any, astronaut_jpeg: bytes, monkeypatch: pytest.MonkeyPatch
+    embedded: Any, astronaut_jpeg: bytes
 ) -> None:
     embedded.client.enqueue = lambda job_id: None  # submit without running
     job_id = embedded.client.submit(astronaut_jpeg, "detect", subject_id="outage-subject")
-    service = embedded.service
-    real = service._key_id
+    real = embedded.service.subject_key_id
     calls = {"n": 0}
 
-    def flaky(job: Any) -> str:
+    def flaky(subject_id: str) -> str:  # the ledger is down for the first lookup
         calls["n"] += 1
         if calls["n"] == 1:
             raise _outage()
-        return real(job)
+        return real(subject_id)
 
-    monkeypatch.setattr(service, "_key_id", flaky)
+    from worker.jobs.service import JobService
+
+    service = JobService(
+        embedded.db,
+        embedded.vault,
+        embedded.tools,
+        embedded.service.config,
+        deleter=embedded.deleter,
+        subject_key_id=flaky,
+    )
     with pytest.raises(TransientJobError):
         service.process(job_id)
+    assert calls["n"] == 1  # the fault was met mid-job (after the claim)
     assert service.status(job_id)["status"] == "processing"  # not failed
     from datetime import UTC, datetime, timedelta
 
@@ -49,17 +62,17 @@ def test_a_ledger_error_mid_job_is_transient_not_internal_error(
         job = s.get(Job, job_id)
         assert job is not None
         job.lease_until = datetime.now(UTC) - timedelta(seconds=1)
-    step = run_inline(embedded, job_id)
+    backoff = embedded.settings.retry_backoff_seconds
+    process = embedded.service.process  # the next delivery, on the container's own service
+    step = run_inline(process, job_id, backoff_base=backoff, checkpoint=embedded.checkpoint)
     assert step.status == "succeeded"
     assert service.status(job_id)["original_deleted"]
 
 
-def test_a_ledger_error_in_the_claim_becomes_a_retry(
-    embedded: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def down(job_id: str) -> Any:
+def test_a_ledger_error_in_the_claim_becomes_a_retry(embedded: Any) -> None:
+    def down(job_id: str) -> Any:  # the delivery's process step: the ledger is down
         raise _outage()
 
-    monkeypatch.setattr(embedded.service, "process", down)
-    step = run_once(embedded, "0" * 32, attempt=3)
+    backoff = embedded.settings.retry_backoff_seconds
+    step = run_once(down, "0" * 32, backoff_base=backoff, attempt=3)
     assert step.status == "queued" and step.retry_in is not None and step.retry_in >= 1.0

@@ -65,7 +65,11 @@ def test_release_build_survives_a_killed_worker(
         with celery_worker(settings, log2, queues="research", concurrency=2):
 
             def published() -> bool:
-                return container.releases.result(res.release_id).status == "published"
+                # published, and the finish that published it has dropped the shard part
+                # records (the step after publishing; the worker is stopped right after this)
+                return container.releases.result(res.release_id).status == "published" and not list(
+                    container.store.keys(f"releases/{res.release_id}/parts/")
+                )
 
             assert wait_for(published, 120), log2.read_text()[-3000:]
         # the new worker took over the build (the killed worker's log may have lost its last

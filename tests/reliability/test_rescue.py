@@ -64,7 +64,7 @@ def test_rescue_recovers_a_whole_worker_crash_on_redis_before_the_visibility_tim
             def beat_and_check() -> bool:
                 nonlocal last
                 if time.monotonic() - last >= BEAT:  # what beat does every rescue_interval
-                    container.send("facemedia.privacy.rescue", [], "privacy")
+                    container.dispatcher.send("facemedia.privacy.rescue", [])
                     last = time.monotonic()
                 return job_row(container, job_id)[1] >= 2
 

@@ -607,7 +607,7 @@ def test_release_keys_survive_kek_rotation(
     embedded: Any, built: dict[str, Any], tmp_path: Path
 ) -> None:
     from worker.cli import app
-    from worker.research.release.keys import SigningKeys
+    from worker.research.release.signing import SigningKeys
 
     old = embedded.keyring.current().version
     pem = embedded.releases.signing.public_pem()

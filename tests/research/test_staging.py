@@ -17,7 +17,8 @@ from pipelines.faces.detector import Face
 from tests.media_signatures import plaintext_hits
 from worker.ledger.models import DeletionReceipt, ResearchSample, StagedFace, StoredObject
 from worker.ledger.subjects import Consent
-from worker.research.staging import k_same_gate, pack, prepare, unpack
+from worker.research.ksame.gate import k_same_gate
+from worker.research.ksame.material import pack, prepare, unpack
 
 K = 3
 REGION = "cn-north-1"  # the allowed region the shared fixtures create buckets in
@@ -257,8 +258,9 @@ def test_on_a_versioned_bucket_no_version_of_a_staged_object_is_left(
 def test_the_batch_task_runs_inline_and_is_in_beat(
     ksame: Any, people: list[bytes], make_settings: Callable[..., Any]
 ) -> None:
-    from worker.celery_app import celery_config
-    from worker.tasks.sampling import BUILD_KSAME, build_ksame_batches
+    from worker.dispatch.config import celery_config
+    from worker.dispatch.names import BUILD_KSAME
+    from worker.tasks.sampling import build_ksame_batches
 
     c = ksame()
     _submit_all(c, people[:K], "task")

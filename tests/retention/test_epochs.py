@@ -351,7 +351,8 @@ def test_beat_checks_often_enough_and_the_task_runs_a_due_epoch(
     embedded: Any, make_settings: Callable[..., Any]
 ) -> None:
     import worker.tasks.privacy  # noqa: F401  (registers the task)
-    from worker.celery_app import app, celery_config
+    from worker.celery_app import app
+    from worker.dispatch.config import celery_config
 
     for delay, most in (("1h", 300.0), ("10m", 50.0), ("1d", 300.0)):
         entry = celery_config(make_settings(erasure_epoch_delay=delay))["beat_schedule"]

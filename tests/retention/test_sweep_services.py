@@ -210,7 +210,7 @@ def test_privacy_tasks_on_a_real_worker(
                 return s.get(Subject, ref.id).erased_at is not None
 
         assert wait_for(erased, 60), (tmp_path / "w.log").read_text()[-2000:]
-        container.send("facemedia.privacy.sweep", [], "privacy")
+        container.dispatcher.send("facemedia.privacy.sweep", [])
 
         def swept() -> bool:
             with container.db.session() as s:

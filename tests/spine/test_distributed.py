@@ -79,7 +79,7 @@ def test_twenty_jobs_through_a_real_worker(
             for _ in range(JOBS)
         ]
         for job_id in job_ids[:5]:  # the same job delivered twice does the work once
-            container.enqueue(job_id)
+            container.dispatcher.enqueue(job_id)
 
         def done() -> bool:
             states = [container.service.status(j) for j in job_ids]

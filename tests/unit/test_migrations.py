@@ -37,3 +37,29 @@ def test_migrations_are_a_single_line(tmp_path: Path) -> None:
 
     script = ScriptDirectory.from_config(alembic_config(f"sqlite:///{tmp_path / 'x.db'}"))
     assert len(script.get_heads()) == 1
+
+
+def test_revision_ids_are_the_file_prefixes_and_migrate_skips_a_current_schema(
+    tmp_path: Path,
+) -> None:
+    """``Database.at_head`` reads the newest revision from the file names: hold every
+    migration to ``revision == its file's number prefix``, and the head to the newest file."""
+    from alembic.script import ScriptDirectory
+
+    from worker.ledger.db import MIGRATIONS, alembic_config
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    script = ScriptDirectory.from_config(alembic_config(url))
+    for rev in script.walk_revisions():
+        assert rev.path is not None
+        assert Path(rev.path).name.split("_", 1)[0] == rev.revision
+    files = [p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py")]
+    assert script.get_current_head() == max(files)
+    db = Database(url)
+    assert not db.at_head()  # empty database
+    db.migrate()
+    assert db.at_head() and db.current_revision() == max(files)
+    with db.engine.begin() as conn:  # a schema one revision behind is not taken for current
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0009'")
+    assert not db.at_head()
+    db.dispose()

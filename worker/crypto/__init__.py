@@ -8,6 +8,8 @@ shreds every object of that subject; rotating the KEK re-wraps subject keys only
 This package does no I/O at import time and imports nothing from storage or the ledger.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .context import canonical_context
 from .envelope import Envelope
 from .errors import (
@@ -27,11 +29,23 @@ from .key_store import (
     WrappedSubjectKey,
 )
 from .keyring import KekRef, Keyring, WrappedKey
-from .keyring_kms import KmsKeyring
 from .keyring_local import LocalKeyring
 from .secret import SecretKey
 from .stream import EncryptingWriter
 from .subject_keys import SubjectKeys
+
+if TYPE_CHECKING:
+    from .keyring_kms import KmsKeyring
+
+
+def __getattr__(name: str) -> Any:
+    """``KmsKeyring`` on first use: it loads botocore, which a local keyring never needs."""
+    if name == "KmsKeyring":
+        from .keyring_kms import KmsKeyring
+
+        return KmsKeyring
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_SEGMENT_SIZE",

@@ -14,8 +14,10 @@ from typing import Any, BinaryIO
 import structlog
 from sqlalchemy import select
 
+from worker.dispatch import names
 from worker.ids import new_id
 from worker.jobs import errors as codes
+from worker.jobs import lifecycle
 from worker.jobs.errors import JobError, JobNotFound, SubmitRefused
 from worker.jobs.registry import handler
 from worker.ledger import audit
@@ -104,16 +106,14 @@ class JobClient:
         t = datetime.now(UTC)
         object_id = new_id()
         with self.db.session() as s:
-            s.add(
-                Job(
-                    id=job_id,
-                    subject_id=subject,
-                    job_type=job_type,
-                    params=clean,
-                    status="queued",
-                    created_at=t,
-                    quasi=quasi.to_json() if keep_quasi else None,
-                )
+            lifecycle.create(
+                s,
+                job_id,
+                subject_id=subject,
+                job_type=job_type,
+                params=clean,
+                at=t,
+                quasi=quasi.to_json() if keep_quasi else None,
             )
             s.flush()
             s.add(
@@ -153,15 +153,12 @@ class JobClient:
         except StorageError:
             deleted = False  # the sweep removes it once the original's max age passes
         t = datetime.now(UTC)
+        message = "the upload was refused" if code == codes.TOO_LARGE else "upload failed"
         with self.db.session() as s:
+            lifecycle.fail(s, job_id, str(code), message, at=t)  # queued: never enqueued
             job = s.get(Job, job_id)
             obj = s.get(StoredObject, object_id)
             assert job is not None and obj is not None
-            job.status, job.error_code, job.finished_at = "failed", str(code), t
-            job.quasi = None
-            job.error_message = (
-                "the upload was refused" if code == codes.TOO_LARGE else "upload failed"
-            )
             if deleted:
                 obj.deleted_at = job.original_deleted_at = t
             audit.append(s, "job.failed", job_id, error_code=str(code))
@@ -173,11 +170,11 @@ class JobClient:
 
     def request_erasure(self, subject_id: str) -> bool:
         """Queue ``facemedia.privacy.erase`` for the subject; False if the ledger never saw it."""
-        return self._privacy("facemedia.privacy.erase", subject_id)
+        return self._privacy(names.ERASE, subject_id)
 
     def request_consent_withdrawal(self, subject_id: str) -> bool:
         """Queue ``facemedia.privacy.withdraw_consent`` for the subject."""
-        return self._privacy("facemedia.privacy.withdraw_consent", subject_id)
+        return self._privacy(names.WITHDRAW, subject_id)
 
     def _privacy(self, task: str, subject_id: str) -> bool:
         ref = self.subject_ref(subject_id)
@@ -185,7 +182,7 @@ class JobClient:
             return False
         if self.send is None:
             raise JobError("this client cannot send privacy tasks")
-        self.send(task, [ref], "privacy")
+        self.send(task, [ref], names.queue_of(task))
         return True
 
     def job_exists(self, job_id: str) -> bool:

@@ -15,6 +15,7 @@ ORIGINAL_MISSING = "original_missing"
 SUBJECT_ERASED = "subject_erased"
 WORKER_LOST = "worker_lost"
 RETRIES_EXHAUSTED = "retries_exhausted"
+EXPIRED = "expired"
 INTERNAL_ERROR = "internal_error"
 
 ERROR_CODES = (
@@ -28,6 +29,7 @@ ERROR_CODES = (
     SUBJECT_ERASED,
     WORKER_LOST,
     RETRIES_EXHAUSTED,
+    EXPIRED,
     INTERNAL_ERROR,
 )
 

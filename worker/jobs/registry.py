@@ -1,4 +1,7 @@
-"""Job types: one handler per file under worker/jobs/types, registered by name."""
+"""Job types: one handler per file under worker/jobs/types, registered by name in
+:data:`JOB_TYPES` (a :class:`pipelines.registry.Registry`, the type effects and de-identification
+operators use too). A handler validates its params (with :class:`pipelines.params.Params`,
+wording :data:`pipelines.params.JOB`) before it runs."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from pipelines.faces import FaceDetector
 from pipelines.faces.tracking import TrackerConfig
 from pipelines.media import ImageLimits
 from pipelines.media.video import VideoLimits
+from pipelines.registry import Registry
 from worker.jobs.errors import UnknownJobType
 
 
@@ -57,32 +61,28 @@ class JobHandler(ABC):
         """Process ``media`` (plaintext, in memory); raise PipelineError for bad input."""
 
 
-_REGISTRY: dict[str, type[JobHandler]] = {}
 H = TypeVar("H", bound=type[JobHandler])
+
+
+def _unknown_job_type(name: object, known: str) -> UnknownJobType:
+    return UnknownJobType(f"unknown job type {name!r}; known: {known}")
+
+
+#: The job types by name (classes; :func:`handler` hands out a fresh instance).
+JOB_TYPES: Registry[type[JobHandler]] = Registry("job type", "worker.jobs.types", _unknown_job_type)
 
 
 def register(cls: H) -> H:
     """Class decorator: make a handler available under ``cls.name``."""
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"job type {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
+    JOB_TYPES.register(cls)
     return cls
-
-
-def _load_builtin() -> None:
-    import worker.jobs.types  # noqa: F401  (each module registers itself)
 
 
 def handler(name: str) -> JobHandler:
     """A fresh handler for job type ``name``; UnknownJobType if none."""
-    _load_builtin()
-    try:
-        return _REGISTRY[name]()
-    except KeyError:
-        raise UnknownJobType(f"unknown job type {name!r}; known: {', '.join(names())}") from None
+    return JOB_TYPES.get(name)()
 
 
 def names() -> list[str]:
     """Every registered job type."""
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return list(JOB_TYPES.names())

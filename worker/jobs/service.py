@@ -1,7 +1,8 @@
 """The job lifecycle: claim → load → run → store outputs → commit → delete the original.
 
-Every transition is a compare-and-set in the ledger, so a task delivered twice does the work once.
-A claim is a lease (token + expiry) renewed by a heartbeat while the job runs; a redelivered job
+Every transition is a compare-and-set in the ledger (:mod:`worker.jobs.lifecycle`), so a task
+delivered twice does the work once. A claim is a lease (token + expiry) renewed by a heartbeat
+(:mod:`worker.jobs.lease`) while the job runs; a redelivered job
 whose worker died is taken over once the lease lapses. Order inside a job: outputs written and
 recorded → state committed → original deleted (all versions) → deletion recorded. A crash anywhere
 leaves a state that the next delivery (or the sweep) finishes.
@@ -9,24 +10,26 @@ leaves a state that the next delivery (or the sweep) finishes.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import structlog
-from sqlalchemy import CursorResult, Update, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import Session
 
 from pipelines.errors import PipelineError
 from worker.crypto import CryptoError, KeyShreddedError
 from worker.ids import new_id
 from worker.jobs import errors as codes
+from worker.jobs import lifecycle
 from worker.jobs.errors import JobFailed, JobNotFound, TransientJobError, UnknownJobType
+from worker.jobs.lease import Lease
+from worker.jobs.lifecycle import ENDED, JobStatus
+from worker.jobs.reads import job_status
 from worker.jobs.registry import JobOutcome, Tools, handler
 from worker.ledger import audit
 from worker.ledger.db import Database
@@ -38,19 +41,12 @@ from worker.storage.vault import TooBig, Vault, original_key, output_key
 
 log = structlog.get_logger("facemedia.jobs")
 
-ENDED = frozenset({"succeeded", "failed", "expired"})
 _OUT_OF_MEMORY = "the media needs more memory than the decode limit allows"
 
 
 def _allocation_failure(exc: Exception) -> bool:
     """An OpenCV ``cv2.error`` for a failed allocation (code -4, StsNoMem)."""
     return type(exc).__module__.startswith("cv2") and "Insufficient memory" in str(exc)
-
-
-def _cas(session: Session, stmt: Update) -> int:
-    """Run a compare-and-set UPDATE; return how many rows it changed (0 or 1)."""
-    result = session.execute(stmt)
-    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def _known(versions: dict[str, str | None] | None, name: str) -> list[str] | None:
@@ -85,36 +81,6 @@ class ProcessResult:
     retry_in: float | None = None
 
 
-class _Lease:
-    """Renews a claim's expiry from a background thread while the job runs."""
-
-    def __init__(self, db: Database, job_id: str, token: str, seconds: int) -> None:
-        self._db, self._job_id, self._token, self._seconds = db, job_id, token, seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
-
-    def __enter__(self) -> _Lease:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._seconds / 3):
-            try:
-                with self._db.session() as s:
-                    _cas(
-                        s,
-                        update(Job)
-                        .where(Job.id == self._job_id, Job.lease_token == self._token)
-                        .values(lease_until=now() + timedelta(seconds=self._seconds)),
-                    )
-            except Exception:  # a missed beat only shortens the lease; the job goes on
-                log.warning("lease.heartbeat_failed", job_id=self._job_id)
-
-
 class JobService:
     """Runs jobs against the ledger and the vault; collaborators are injected."""
 
@@ -127,8 +93,12 @@ class JobService:
         clock: Callable[[], datetime] = now,
         deleter: Deleter | None = None,
         sampler: Callable[[str, bytes], object] | None = None,
+        subject_key_id: Callable[[str], str] | None = None,
     ) -> None:
         self.db = db
+        # The id of the key a subject's objects are sealed under (a ledger read by default).
+        # Its ledger errors mid-job are transient, like every ledger error the job meets.
+        self.subject_key_id = subject_key_id or self._subject_key_id
         # Research sampling (worker.research.sampling.Sampler.sample): called with the job id
         # and the decrypted original inside the lease, after the outputs are stored.
         self.sampler = sampler
@@ -154,7 +124,7 @@ class JobService:
             self._fail(job_id, token, codes.WORKER_LOST, "the job stopped its worker repeatedly")
             return self._finish_tail(job_id)
         try:
-            with _Lease(self.db, job_id, token, self.config.lease_seconds):
+            with Lease(self.db, job_id, token, self.config.lease_seconds):
                 media = self._load(job)
                 outcome = self._run(job, media)
                 versions = self._store_outputs(job, outcome)
@@ -198,29 +168,22 @@ class JobService:
             status, lease_until, old_token = job.status, job.lease_until, job.lease_token
         if status in ENDED:
             return self._finish_tail(job_id)
-        if status == "processing" and lease_until is not None and lease_until > t:
+        if status == JobStatus.PROCESSING and lease_until is not None and lease_until > t:
             return ProcessResult(job_id, status, retry_in=(lease_until - t).total_seconds() + 1)
         token = uuid.uuid4().hex
         with self.db.session() as s:
-            cond = [Job.id == job_id, Job.status == status]
-            cond.append(
-                Job.lease_token.is_(None) if old_token is None else Job.lease_token == old_token
-            )
-            changed = _cas(
+            won = lifecycle.claim(
                 s,
-                update(Job)
-                .where(*cond)
-                .values(
-                    status="processing",
-                    lease_token=token,
-                    lease_until=t + timedelta(seconds=self.config.lease_seconds),
-                    deliveries=Job.deliveries + 1,
-                    started_at=t,
-                ),
+                job_id,
+                seen=status,
+                old_token=old_token,
+                token=token,
+                at=t,
+                lease=timedelta(seconds=self.config.lease_seconds),
             )
-            if changed != 1:  # somebody else claimed it between our read and our write
+            if not won:  # somebody else claimed it between our read and our write
                 return ProcessResult(
-                    job_id, "processing", retry_in=float(self.config.lease_seconds)
+                    job_id, JobStatus.PROCESSING.value, retry_in=float(self.config.lease_seconds)
                 )
             job = s.get(Job, job_id)
             assert job is not None
@@ -231,12 +194,7 @@ class JobService:
     def _release(self, job_id: str, token: str) -> None:
         """Hand a claimed job back (transient fault): queued again, retry count bumped."""
         with self.db.session() as s:
-            _cas(
-                s,
-                update(Job)
-                .where(Job.id == job_id, Job.lease_token == token, Job.status == "processing")
-                .values(status="queued", lease_until=None, retries=Job.retries + 1),
-            )
+            lifecycle.release(s, job_id, token)
             audit.append(s, "job.released", job_id, reason="transient")
 
     # ----- the work ----------------------------------------------------------------------------
@@ -309,7 +267,7 @@ class JobService:
 
     def _store_outputs(self, job: Job, outcome: JobOutcome) -> dict[str, str | None]:
         """Encrypt and store each output; return the version id each put created."""
-        key_id = self._key_id(job)
+        key_id = self.subject_key_id(job.subject_id)
         versions: dict[str, str | None] = {}
         for out in outcome.outputs:
             try:
@@ -324,9 +282,10 @@ class JobService:
                 raise JobFailed(codes.INTERNAL_ERROR, f"could not store an output: {exc}") from exc
         return versions
 
-    def _key_id(self, job: Job) -> str:
+    def _subject_key_id(self, subject_id: str) -> str:
+        """The subject's key id, read from the ledger."""
         with self.db.session() as s:
-            subject = s.get(Subject, job.subject_id)
+            subject = s.get(Subject, subject_id)
             assert subject is not None
             return subject.key_id
 
@@ -353,21 +312,14 @@ class JobService:
         # takeover or a hand-back an earlier attempt may have left versions: list them on delete.
         known = versions if job.deliveries == 1 and job.retries == 0 else None
         with self.db.session() as s:
-            changed = _cas(
+            won = lifecycle.succeed(
                 s,
-                update(Job)
-                .where(Job.id == job.id, Job.lease_token == token, Job.status == "processing")
-                .values(
-                    status="succeeded",
-                    finished_at=t,
-                    lease_until=None,
-                    summary={"faces": outcome.faces, **dict(outcome.summary)},
-                    error_code=None,
-                    error_message=None,
-                    quasi=None,  # sampling is decided: the generalized attributes go
-                ),
+                job.id,
+                token,
+                at=t,
+                summary={"faces": outcome.faces, **dict(outcome.summary)},
             )
-            if changed != 1:
+            if not won:
                 log.warning("job.lease_lost", job_id=job.id)
                 return False
             for out in outcome.outputs:
@@ -393,32 +345,17 @@ class JobService:
             audit.append(
                 s, "job.succeeded", job.id, outputs=len(outcome.outputs), faces=outcome.faces
             )
-        JOBS.labels(job.job_type, "succeeded").inc()
+        JOBS.labels(job.job_type, JobStatus.SUCCEEDED.value).inc()
         log.info("job.succeeded", job_id=job.id, outputs=len(outcome.outputs), faces=outcome.faces)
         return True
 
     def _fail(self, job_id: str, token: str | None, code: str, message: str) -> None:
         t = self.clock()
         with self.db.session() as s:
-            cond = [Job.id == job_id, Job.status.in_(("queued", "processing"))]
-            if token is not None:
-                cond.append(Job.lease_token == token)
-            changed = _cas(
-                s,
-                update(Job)
-                .where(*cond)
-                .values(
-                    status="failed",
-                    error_code=code,
-                    error_message=message,
-                    finished_at=t,
-                    lease_until=None,
-                    quasi=None,
-                ),
-            )
-            if changed == 1:
+            won = lifecycle.fail(s, job_id, code, message, at=t, token=token)
+            if won:
                 audit.append(s, "job.failed", job_id, error_code=code)
-        if changed == 1:
+        if won:
             JOBS.labels("any", "failed").inc()
             log.info("job.failed", job_id=job_id, error_code=code)
 
@@ -467,26 +404,4 @@ class JobService:
 
     def status(self, job_id: str) -> dict[str, Any]:
         """The job's public summary (ids, state, error code, counts, output names)."""
-        with self.db.session() as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                raise JobNotFound("no such job")
-            outputs = [
-                o.name
-                for o in s.query(StoredObject)
-                .filter_by(job_id=job_id, object_class="output")
-                .order_by(StoredObject.name)
-                if o.deleted_at is None
-            ]
-            return {
-                "job_id": job.id,
-                "job_type": job.job_type,
-                "status": job.status,
-                "error_code": job.error_code,
-                "error_message": job.error_message,
-                "faces": (job.summary or {}).get("faces"),
-                "outputs": outputs,
-                "original_deleted": job.original_deleted_at is not None,
-                "deliveries": job.deliveries,
-                "retries": job.retries,
-            }
+        return job_status(self.db, job_id)

@@ -19,7 +19,7 @@ metadata dropped) and the gate on every frame. Kept samples are re-encoded pixel
 H.264 MP4, encrypted under the subject's key as class ``research``, with the job's quasi-
 identifiers (generalized at submit, :mod:`worker.research.quasi`) and the capture month. Under
 ``k_same`` the image's aligned faces are staged for a batch instead
-(:mod:`worker.research.staging`).
+(:mod:`worker.research.ksame`).
 
 Sampling never fails the job: any error is logged with a stable code and counted
 (``facemedia_research_sampling_total{outcome="error"}``), and the job goes on.
@@ -45,12 +45,14 @@ from pipelines.deid.registry import get_operator
 from pipelines.errors import PipelineError
 from pipelines.faces.detector import FaceDetector
 from pipelines.faces.tracking import TrackerConfig
-from pipelines.media.image import ImageLimits, decode_image, encode_image, sniff_image_format
-from pipelines.media.video import VideoLimits, sniff_video_container
+from pipelines.media import sniff
+from pipelines.media.image import ImageLimits, decode_image, encode_image
+from pipelines.media.video import VideoLimits
 from worker.ledger.db import Database
 from worker.ledger.models import Job, Subject
+from worker.research.ksame.material import prepare
+from worker.research.ksame.stager import Stager
 from worker.research.quasi import QuasiIdentifiers
-from worker.research.staging import Stager, prepare
 from worker.research.store import (
     NotEligible,
     SampleRecord,
@@ -93,15 +95,9 @@ def rate_point(digest_hex: str) -> float:
 
 
 def media_kind(data: bytes) -> str | None:
-    """``"image"``, ``"video"`` or ``None``, from the magic bytes."""
+    """``"image"``, ``"video"`` or ``None``, from the magic bytes (:mod:`pipelines.media.sniff`)."""
     try:
-        sniff_image_format(data)
-        return "image"
-    except PipelineError:
-        pass
-    try:
-        sniff_video_container(data)
-        return "video"
+        return sniff.media_kind(data)
     except PipelineError:
         return None
 

@@ -1,7 +1,7 @@
 """Writing research samples: encrypted under the subject's key, one ledger row per source job.
 
 Shared by the job-time sampler (:mod:`worker.research.sampling`) and the k-Same batch builder
-(:mod:`worker.research.staging`). The object key is ``research/{sample_id}`` (a random id: no
+(:mod:`worker.research.ksame`). The object key is ``research/{sample_id}`` (a random id: no
 personal data); the encryption context binds it, the class ``research`` and the source job id.
 The store is written first, the ledger second: a crash in between leaves an object with no row,
 which the orphan sweep deletes; a second writer for the same job loses on the unique

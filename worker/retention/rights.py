@@ -20,6 +20,7 @@ from sqlalchemy import delete, or_, select, update
 
 from worker.crypto import SubjectKeys
 from worker.ids import new_id
+from worker.jobs import lifecycle
 from worker.ledger import audit
 from worker.ledger.db import Database
 from worker.ledger.errors import NotFound
@@ -173,18 +174,7 @@ class SubjectRights:
             if not already:
                 subject.erase_requested_at = subject.erase_requested_at or t
                 subject.research_consent = False
-                cancelled = s.execute(
-                    update(Job)
-                    .where(Job.subject_id == subject_id, Job.status == "queued")
-                    .values(
-                        status="failed",
-                        error_code="subject_erased",
-                        error_message="the subject was erased",
-                        finished_at=t,
-                        quasi=None,
-                    )
-                )
-                del cancelled
+                lifecycle.cancel_queued(s, subject_id, at=t)
                 self._revoke(s, subject_id, "erasure", t)
                 audit.append(s, "subject.erase_requested", subject_id)
         if already:

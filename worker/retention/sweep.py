@@ -18,10 +18,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import CursorResult, Select, Table, and_, func, or_, select, update
+from sqlalchemy import Select, Table, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
+from worker.jobs import lifecycle
 from worker.ledger import audit
 from worker.ledger.db import Database
 from worker.ledger.models import Job, StoredObject, Subject
@@ -32,7 +33,6 @@ from worker.storage.base import CHECKPOINT_PREFIX, DeleteResult, ObjectStore
 
 log = structlog.get_logger("facemedia.retention")
 
-ACTIVE = ("queued", "processing")
 _OBJECTS = cast(Table, StoredObject.__table__)
 
 
@@ -371,7 +371,8 @@ class Sweeper:
         return batch
 
     def _jobs(self, as_of: datetime) -> tuple[list[str], int]:
-        """Expire jobs whose original is past its maximum age; re-queue stuck ones.
+        """Expire jobs whose original is past its maximum age (never one under a live lease);
+        re-queue stuck ones.
 
         Returns (ids to re-enqueue, number expired).
         """
@@ -380,45 +381,29 @@ class Sweeper:
         with self.db.session() as s:
             if self.config.original_ttl is not None:
                 limit = as_of - self.config.original_ttl
-                stale = list(
-                    s.scalars(select(Job).where(Job.status.in_(ACTIVE), Job.created_at < limit))
-                )
-                for job in stale:
-                    job.status, job.error_code = "expired", "expired"
-                    job.error_message = "the job did not run within the originals' maximum age"
-                    job.finished_at, job.lease_until = as_of, None
+                stale = list(s.scalars(select(Job.id).where(lifecycle.expirable(limit, as_of))))
+                for job_id in stale:
+                    if not lifecycle.expire(s, job_id, created_before=limit, at=as_of):
+                        continue  # claimed, ended or renewed since the select
                     s.execute(
                         update(StoredObject)
                         .where(
-                            StoredObject.job_id == job.id,
+                            StoredObject.job_id == job_id,
                             StoredObject.object_class == "original",
                             StoredObject.deleted_at.is_(None),
                         )
                         .values(expires_at=as_of)
                     )
-                    audit.append(s, "job.expired", job.id)
+                    audit.append(s, "job.expired", job_id)
                     expired += 1
             stuck_before = as_of - self.config.requeue_after
-            stuck = list(
-                s.scalars(
-                    select(Job).where(
-                        or_(
-                            and_(Job.status == "processing", Job.lease_until < stuck_before),
-                            and_(
-                                Job.status == "queued",
-                                Job.created_at < stuck_before,
-                                or_(Job.started_at.is_(None), Job.started_at < stuck_before),
-                            ),
-                        )
-                    )
-                )
-            )
-            for job in stuck:
+            stuck = list(s.scalars(select(Job.id).where(lifecycle.stuck(stuck_before))))
+            for job_id in stuck:
                 # The broker lost it, or its worker died and nothing redelivered it: send it
                 # again. The lease makes a duplicate harmless.
-                requeue.append(job.id)
-                job.started_at = as_of
-                audit.append(s, "job.requeued", job.id)
+                if lifecycle.requeue_stuck(s, job_id, before=stuck_before, at=as_of):
+                    requeue.append(job_id)
+                    audit.append(s, "job.requeued", job_id)
         return requeue, expired
 
     def rescue(self, as_of: datetime | None = None) -> list[str]:
@@ -434,26 +419,12 @@ class Sweeper:
         before = t - self.config.rescue_grace
         with self.db.session() as s:
             lapsed = list(
-                s.execute(
-                    select(Job.id, Job.lease_token).where(
-                        Job.status == "processing", Job.lease_until < before
-                    )
-                )
+                s.execute(select(Job.id, Job.lease_token).where(lifecycle.lapsed(before)))
             )
         rescued: list[str] = []
         for job_id, token in lapsed:
             with self.db.session() as s:
-                changed = s.execute(
-                    update(Job)
-                    .where(
-                        Job.id == job_id,
-                        Job.status == "processing",
-                        Job.lease_token == token,
-                        Job.lease_until < before,
-                    )
-                    .values(status="queued", lease_token=None, lease_until=None, started_at=t)
-                )
-                if cast(CursorResult[Any], changed).rowcount == 1:
+                if lifecycle.rescue(s, job_id, token, before=before, at=t):
                     audit.append(s, "job.rescued", job_id)
                     rescued.append(job_id)
         if rescued:
@@ -500,3 +471,33 @@ class Sweeper:
                 with self.db.session() as s:
                     audit.append(s, "orphans.deleted", None, count=removed)
         return {"orphans": len(found), "deleted": removed, "dry_run": dry_run}
+
+
+# ----- the sweep's use cases (the task, beat's rescue and the CLI run these) -------------------
+
+
+def sweep_and_requeue(
+    sweeper: Sweeper,
+    enqueue: Callable[[str], None],
+    *,
+    as_of: datetime | None = None,
+    dry_run: bool = False,
+    max_batches: int | None = None,
+) -> SweepReport:
+    """One sweep (:meth:`Sweeper.run`), then every job it set back to ``queued`` (its message
+    was lost) is sent again through ``enqueue`` (the dispatcher's)."""
+    report = sweeper.run(as_of=as_of, dry_run=dry_run, max_batches=max_batches)
+    for job_id in report.requeued_ids:
+        enqueue(job_id)
+    return report
+
+
+def rescue_and_requeue(
+    sweeper: Sweeper, enqueue: Callable[[str], None], as_of: datetime | None = None
+) -> list[str]:
+    """Hand back every job whose worker stopped heartbeating (:meth:`Sweeper.rescue`) and send
+    each again through ``enqueue``; returns their ids."""
+    rescued = sweeper.rescue(as_of=as_of)
+    for job_id in rescued:
+        enqueue(job_id)
+    return rescued

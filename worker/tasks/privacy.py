@@ -9,20 +9,13 @@ Subject ids are the ledger's opaque ids (``JobClient.subject_ref``), never the u
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from celery import Task
 
 from worker.celery_app import app
-
-SWEEP = "facemedia.privacy.sweep"
-ORPHANS = "facemedia.privacy.orphans"
-ERASE = "facemedia.privacy.erase"
-WITHDRAW = "facemedia.privacy.withdraw_consent"
-RESCUE = "facemedia.privacy.rescue"
-KEK_EPOCH = "facemedia.privacy.kek_epoch"
-SWEEP_BATCHES_PER_TASK = 20
+from worker.dispatch import handlers
+from worker.dispatch.names import ERASE, KEK_EPOCH, ORPHANS, PRIVACY, RESCUE, SWEEP, WITHDRAW
 
 
 @app.task(name=SWEEP, bind=True, ignore_result=True, acks_late=True)
@@ -30,13 +23,9 @@ def sweep(self: Task, as_of: str | None = None) -> dict[str, Any]:
     """Delete what is due, a bounded number of batches; re-enqueue itself while more is due."""
     from worker.bootstrap import get_container
 
-    container = get_container()
-    when = datetime.fromisoformat(as_of) if as_of else None
-    report = container.sweeper.run(as_of=when, max_batches=SWEEP_BATCHES_PER_TASK)
-    for job_id in report.requeued_ids:
-        container.enqueue(job_id)
+    report = handlers.sweep(get_container(), as_of)
     if report.more and not self.request.is_eager:
-        self.apply_async(args=[as_of] if as_of else [], queue="privacy")
+        self.apply_async(args=[as_of] if as_of else [], queue=PRIVACY)
     return report.to_json()
 
 
@@ -45,11 +34,7 @@ def rescue() -> int:
     """Queue again every job whose worker stopped heartbeating (beat, every rescue_interval)."""
     from worker.bootstrap import get_container
 
-    container = get_container()
-    rescued = container.sweeper.rescue()
-    for job_id in rescued:
-        container.enqueue(job_id)
-    return len(rescued)
+    return handlers.rescue(get_container())
 
 
 @app.task(name=ORPHANS, ignore_result=True, acks_late=True)
@@ -57,7 +42,7 @@ def orphans() -> dict[str, Any]:
     """Delete store objects that have no ledger row, past the grace period."""
     from worker.bootstrap import get_container
 
-    return dict(get_container().sweeper.orphans())
+    return handlers.orphans(get_container())
 
 
 @app.task(name=ERASE, ignore_result=True, acks_late=True)
@@ -65,7 +50,7 @@ def erase(subject_id: str) -> dict[str, Any]:
     """Erase a subject (idempotent)."""
     from worker.bootstrap import get_container
 
-    return get_container().rights.erase(subject_id).to_json()
+    return handlers.erase(get_container(), subject_id)
 
 
 @app.task(name=WITHDRAW, ignore_result=True, acks_late=True)
@@ -73,7 +58,7 @@ def withdraw_consent(subject_id: str) -> dict[str, Any]:
     """Withdraw a subject's research consent (idempotent)."""
     from worker.bootstrap import get_container
 
-    return get_container().rights.withdraw_consent(subject_id).to_json()
+    return handlers.withdraw_consent(get_container(), subject_id)
 
 
 @app.task(name=KEK_EPOCH, ignore_result=True, time_limit=6 * 3600, soft_time_limit=6 * 3600 - 60)
@@ -81,9 +66,5 @@ def kek_epoch() -> dict[str, Any]:
     """Change the KEK epoch if a cryptographic erasure is due (beat); a no-op otherwise, or
     while another pass runs. A pass killed mid-way is resumed by the next call."""
     from worker.bootstrap import get_container
-    from worker.retention.epochs import EpochBusy
 
-    try:
-        return get_container().epochs.run().to_json()
-    except EpochBusy as exc:
-        return {"ran": False, "error_code": exc.code}
+    return handlers.kek_epoch(get_container())

@@ -13,12 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from worker.celery_app import app
+from worker.dispatch import handlers
+from worker.dispatch.names import BUILD_SHARD, FINISH, PURGE_PENDING
 from worker.storage.errors import TransientStorageError
-
-BUILD_SHARD = "facemedia.research.build_shard"
-FINISH = "facemedia.research.finish_release"
-PURGE_PENDING = "facemedia.research.purge_revoked"
-
 
 _RETRY: dict[str, Any] = {
     "autoretry_for": (TransientStorageError,),
@@ -33,7 +30,7 @@ def build_shard(release_id: str, index: int) -> bool:
     """Build one shard; True when it completed the set and triggered the finish."""
     from worker.bootstrap import get_container
 
-    return bool(get_container().releases.build_shard(release_id, int(index)))
+    return handlers.build_shard(get_container(), release_id, index)
 
 
 @app.task(name=FINISH, ignore_result=True, acks_late=True, **_RETRY)
@@ -41,8 +38,7 @@ def finish_release(release_id: str) -> dict[str, Any]:
     """Manifest, documents, signed index; publish."""
     from worker.bootstrap import get_container
 
-    result: dict[str, Any] = get_container().releases.finish(release_id).to_json()
-    return result
+    return handlers.finish_release(get_container(), release_id)
 
 
 @app.task(name=PURGE_PENDING, ignore_result=True, acks_late=True, **_RETRY)
@@ -50,4 +46,4 @@ def purge_revoked() -> list[dict[str, Any]]:
     """Beat's retry of revocation purges: remove revoked samples still stored in releases."""
     from worker.bootstrap import get_container
 
-    return list(get_container().releases.purge_pending())
+    return handlers.purge_revoked(get_container())

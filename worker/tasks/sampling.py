@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from worker.celery_app import app
-
-BUILD_KSAME = "facemedia.research.build_ksame_batches"
-BATCHES_PER_TASK = 20
+from worker.dispatch import handlers
+from worker.dispatch.names import BUILD_KSAME
 
 
 @app.task(name=BUILD_KSAME, ignore_result=True, acks_late=True)
@@ -21,4 +20,4 @@ def build_ksame_batches() -> list[dict[str, Any]]:
     """Build the k-Same batches that are due (bounded per task)."""
     from worker.bootstrap import get_container
 
-    return [r.to_json() for r in get_container().ksame.build(max_batches=BATCHES_PER_TASK)]
+    return handlers.build_ksame_batches(get_container())

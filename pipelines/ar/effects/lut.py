@@ -18,10 +18,10 @@ from typing import Any, Final, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from pipelines.ar.base import Effect, Frame, check_fields, choice, number, register
+from pipelines.ar.base import Effect, Frame, register
 from pipelines.ar.cube import Lut3D, identity_table, parse_cube
-from pipelines.errors import BadParams
 from pipelines.faces.detector import Face
+from pipelines.params import EFFECT, Params
 
 F32 = NDArray[np.float32]
 LOOK_SIZE: Final = 33
@@ -106,19 +106,17 @@ class LutFilter(Effect[LutParams]):
 
     def validate(self, params: Mapping[str, Any]) -> LutParams:
         """Exactly one of ``look`` and ``cube``; ``strength`` from 0 to 1."""
-        check_fields(self.name, params, ("look", "cube", "strength"))
-        strength = number(self.name, params, "strength", 1.0, 0.0, 1.0)
-        has_look, has_cube = "look" in params, "cube" in params
+        checked = Params(params, ("look", "cube", "strength"), self.name, EFFECT)
+        strength = checked.number("strength", 1.0, 0.0, 1.0)
+        has_look, has_cube = "look" in checked, "cube" in checked
         if has_look == has_cube:
-            raise BadParams(
-                f"lut: give exactly one of look (one of {', '.join(LOOK_NAMES)}) or cube"
-            )
+            checked.fail(f"give exactly one of look (one of {', '.join(LOOK_NAMES)}) or cube")
         if has_look:
-            look = choice(self.name, params, "look", LOOK_NAMES, "")
+            look = checked.choice("look", LOOK_NAMES, "")
             return LutParams(look, None, strength, look_lut(look))
-        cube = params["cube"]
+        cube = checked.raw("cube")
         if not isinstance(cube, str):
-            raise BadParams("lut: cube must be the text of a .cube file")
+            checked.fail("cube must be the text of a .cube file")
         return LutParams(None, cube, strength, parse_cube(cube))
 
     def apply(self, frame: Frame, faces: Sequence[Face], params: LutParams) -> Frame:

@@ -27,9 +27,10 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from pipelines.ar.base import Effect, Frame, register, strengths
+from pipelines.ar.base import Effect, Frame, register
 from pipelines.ar.regions import Roi, face_roi
 from pipelines.faces.detector import Face
+from pipelines.params import strengths
 from pipelines.pta.geometry import FaceFrame
 
 F32 = NDArray[np.float32]

@@ -20,11 +20,11 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from pipelines.ar.base import Effect, Frame, check_fields, choice, number, register
+from pipelines.ar.base import Effect, Frame, register
 from pipelines.ar.regions import Roi, face_roi, to_uint8
 from pipelines.ar.stickers import PPU, STICKER_NAMES, StickerArt, sticker_art
-from pipelines.errors import BadParams
 from pipelines.faces.detector import Face
+from pipelines.params import EFFECT, Params
 from pipelines.pta.geometry import FaceFrame, apply_affine
 
 F32 = NDArray[np.float32]
@@ -48,12 +48,12 @@ class Sticker(Effect[StickerParams]):
 
     def validate(self, params: Mapping[str, Any]) -> StickerParams:
         """``name`` (required) and ``opacity`` (0-1)."""
-        check_fields(self.name, params, ("name", "opacity"))
-        if "name" not in params:
-            raise BadParams(f"sticker: name is required (one of {', '.join(STICKER_NAMES)})")
+        checked = Params(params, ("name", "opacity"), self.name, EFFECT)
+        if "name" not in checked:
+            checked.fail(f"name is required (one of {', '.join(STICKER_NAMES)})")
         return StickerParams(
-            name=choice(self.name, params, "name", STICKER_NAMES, ""),
-            opacity=number(self.name, params, "opacity", 1.0, 0.0, 1.0),
+            name=checked.choice("name", STICKER_NAMES, ""),
+            opacity=checked.number("opacity", 1.0, 0.0, 1.0),
         )
 
     def apply(self, frame: Frame, faces: Sequence[Face], params: StickerParams) -> Frame:

@@ -25,9 +25,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipelines.deid.geometry import CIRCUMSCRIBED, composite, ellipse_region, resize_exact
-from pipelines.deid.params import check_keys, get_float
 from pipelines.deid.registry import Operator, OperatorOutput, register
 from pipelines.faces.detector import Face
+from pipelines.params import Params
 
 #: Largest sigma (pixels) applied at full resolution; larger ones run on a downscaled region.
 _DIRECT_SIGMA: Final = 8.0
@@ -64,10 +64,10 @@ class BlurOperator(Operator[BlurParams]):
 
     def validate(self, params: Mapping[str, object]) -> BlurParams:
         """Check ``strength`` (0.02-1.0) and ``dilation`` (sqrt(2)-3)."""
-        check_keys(self.name, params, ("strength", "dilation"))
+        checked = Params(params, ("strength", "dilation"), self.name)
         return BlurParams(
-            strength=get_float(self.name, params, "strength", 0.25, 0.02, 1.0),
-            dilation=get_float(self.name, params, "dilation", 1.5, round(CIRCUMSCRIBED, 4), 3.0),
+            strength=checked.number("strength", 0.25, 0.02, 1.0),
+            dilation=checked.number("dilation", 1.5, round(CIRCUMSCRIBED, 4), 3.0),
         )
 
     def apply(

@@ -28,10 +28,10 @@ from numpy.typing import NDArray
 
 from pipelines.deid.align import DEFAULT_SIZE, align_face, paste_into
 from pipelines.deid.geometry import CIRCUMSCRIBED
-from pipelines.deid.params import check_keys, get_float, get_int
 from pipelines.deid.registry import Operator, OperatorOutput, register
 from pipelines.errors import BadParams
 from pipelines.faces.detector import Face
+from pipelines.params import Params
 
 
 class KSameBatchTooSmall(BadParams):
@@ -104,11 +104,11 @@ class KSameOperator(Operator[KSameParams]):
 
     def validate(self, params: Mapping[str, object]) -> KSameParams:
         """Check ``k`` (2-64), ``size`` (64-512) and ``dilation`` (sqrt(2)-3)."""
-        check_keys(self.name, params, ("k", "size", "dilation"))
+        checked = Params(params, ("k", "size", "dilation"), self.name)
         return KSameParams(
-            k=get_int(self.name, params, "k", 3, 2, 64),
-            size=get_int(self.name, params, "size", DEFAULT_SIZE, 64, 512),
-            dilation=get_float(self.name, params, "dilation", 1.5, round(CIRCUMSCRIBED, 4), 3.0),
+            k=checked.integer("k", 3, 2, 64),
+            size=checked.integer("size", DEFAULT_SIZE, 64, 512),
+            dilation=checked.number("dilation", 1.5, round(CIRCUMSCRIBED, 4), 3.0),
         )
 
     def apply(

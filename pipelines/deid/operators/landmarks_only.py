@@ -17,9 +17,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipelines.deid.geometry import CIRCUMSCRIBED, ellipse_region, fill_region
-from pipelines.deid.params import check_keys, get_bool, get_color, get_float
 from pipelines.deid.registry import FaceAnnotation, Operator, OperatorOutput, register
 from pipelines.faces.detector import Face
+from pipelines.params import Params
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,11 @@ class LandmarksOnlyOperator(Operator[LandmarksOnlyParams]):
 
     def validate(self, params: Mapping[str, object]) -> LandmarksOnlyParams:
         """Check ``dilation`` (sqrt(2)-3), ``color`` (BGR 0-255) and ``draw`` (bool)."""
-        check_keys(self.name, params, ("dilation", "color", "draw"))
+        checked = Params(params, ("dilation", "color", "draw"), self.name)
         return LandmarksOnlyParams(
-            dilation=get_float(self.name, params, "dilation", 1.5, round(CIRCUMSCRIBED, 4), 3.0),
-            color=get_color(self.name, params, "color", (128, 128, 128)),
-            draw=get_bool(self.name, params, "draw", False),
+            dilation=checked.number("dilation", 1.5, round(CIRCUMSCRIBED, 4), 3.0),
+            color=checked.color("color", (128, 128, 128)),
+            draw=checked.boolean("draw", False),
         )
 
     def apply(

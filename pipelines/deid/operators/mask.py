@@ -14,9 +14,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipelines.deid.geometry import CIRCUMSCRIBED, ellipse_region, fill_region
-from pipelines.deid.params import check_keys, get_color, get_float
 from pipelines.deid.registry import Operator, OperatorOutput, register
 from pipelines.faces.detector import Face
+from pipelines.params import Params
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,10 @@ class MaskOperator(Operator[MaskParams]):
 
     def validate(self, params: Mapping[str, object]) -> MaskParams:
         """Check ``dilation`` (sqrt(2)-3) and ``color`` (BGR 0-255)."""
-        check_keys(self.name, params, ("dilation", "color"))
+        checked = Params(params, ("dilation", "color"), self.name)
         return MaskParams(
-            dilation=get_float(self.name, params, "dilation", 1.5, round(CIRCUMSCRIBED, 4), 3.0),
-            color=get_color(self.name, params, "color", (0, 0, 0)),
+            dilation=checked.number("dilation", 1.5, round(CIRCUMSCRIBED, 4), 3.0),
+            color=checked.color("color", (0, 0, 0)),
         )
 
     def apply(

@@ -18,9 +18,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipelines.deid.geometry import CIRCUMSCRIBED, Region, composite, ellipse_region, resize_exact
-from pipelines.deid.params import check_keys, get_float, get_int
 from pipelines.deid.registry import Operator, OperatorOutput, register
 from pipelines.faces.detector import Face
+from pipelines.params import Params
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,10 @@ class PixelateOperator(Operator[PixelateParams]):
 
     def validate(self, params: Mapping[str, object]) -> PixelateParams:
         """Check ``blocks`` (2-64) and ``dilation`` (sqrt(2)-3)."""
-        check_keys(self.name, params, ("blocks", "dilation"))
+        checked = Params(params, ("blocks", "dilation"), self.name)
         return PixelateParams(
-            blocks=get_int(self.name, params, "blocks", 6, 2, 64),
-            dilation=get_float(self.name, params, "dilation", 1.5, round(CIRCUMSCRIBED, 4), 3.0),
+            blocks=checked.integer("blocks", 6, 2, 64),
+            dilation=checked.number("dilation", 1.5, round(CIRCUMSCRIBED, 4), 3.0),
         )
 
     def apply(

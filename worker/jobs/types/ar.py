@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from pipelines.ar import apply_media, parse_chain
-from pipelines.errors import BadParams
+from pipelines.params import JOB, Params
 from worker.jobs.registry import JobHandler, JobOutcome, Output, Tools, register
 
 #: The chain when the params name none (what ``facemedia demo --job ar`` shows).
@@ -22,13 +22,9 @@ class ArJob(JobHandler):
     def validate(self, params: Mapping[str, Any]) -> Mapping[str, Any]:
         """Accepts ``effects`` (the chain, a list of ``{"effect": name, ...}``; default
         :data:`DEFAULT_EFFECTS`) and ``quality`` (JPEG output quality, 1-100, default 90)."""
-        unknown = set(params) - {"effects", "quality"}
-        if unknown:
-            raise BadParams(f"unknown parameter(s): {', '.join(sorted(unknown))}")
-        quality = params.get("quality", 90)
-        if not isinstance(quality, int) or isinstance(quality, bool) or not 1 <= quality <= 100:
-            raise BadParams("quality must be an integer from 1 to 100")
-        chain = parse_chain(params.get("effects", DEFAULT_EFFECTS))
+        checked = Params(params, ("effects", "quality"), wording=JOB)
+        quality = checked.integer("quality", 90, 1, 100)
+        chain = parse_chain(checked.raw("effects", DEFAULT_EFFECTS))
         return {"effects": chain.to_json(), "quality": quality}
 
     def run(self, media: bytes, params: Mapping[str, Any], tools: Tools) -> JobOutcome:

@@ -6,8 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pipelines.errors import BadParams
 from pipelines.media import decode_image
+from pipelines.params import JOB, Params
 from worker.jobs.registry import JobHandler, JobOutcome, Output, Tools, register
 
 SCHEMA_VERSION = 1
@@ -21,17 +21,8 @@ class DetectJob(JobHandler):
 
     def validate(self, params: Mapping[str, Any]) -> Mapping[str, Any]:
         """Accepts ``max_faces`` (1 to 1000, default 100); anything else is refused."""
-        unknown = set(params) - {"max_faces"}
-        if unknown:
-            raise BadParams(f"unknown parameter(s): {', '.join(sorted(unknown))}")
-        max_faces = params.get("max_faces", 100)
-        if (
-            not isinstance(max_faces, int)
-            or isinstance(max_faces, bool)
-            or not (1 <= max_faces <= 1000)
-        ):
-            raise BadParams("max_faces must be an integer from 1 to 1000")
-        return {"max_faces": max_faces}
+        checked = Params(params, ("max_faces",), wording=JOB)
+        return {"max_faces": checked.integer("max_faces", 100, 1, 1000)}
 
     def run(self, media: bytes, params: Mapping[str, Any], tools: Tools) -> JobOutcome:
         """Decode, detect, serialise."""

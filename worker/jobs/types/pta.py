@@ -6,8 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pipelines.errors import BadParams
 from pipelines.media import decode_image
+from pipelines.params import JOB, Params
 from pipelines.pta import AvatarConfig, RenderParams, make_avatars
 from worker.jobs.registry import JobHandler, JobOutcome, Output, Tools, register
 
@@ -24,16 +24,10 @@ class PtaJob(JobHandler):
     def validate(self, params: Mapping[str, Any]) -> Mapping[str, Any]:
         """Accepts ``max_faces`` (1-100, default 20), ``size`` (avatar side in pixels, 64-2048,
         default 512) and ``colors`` (palette size, 2-32, default 8)."""
-        unknown = set(params) - set(_LIMITS)
-        if unknown:
-            raise BadParams(f"unknown parameter(s): {', '.join(sorted(unknown))}")
-        out: dict[str, int] = {}
-        for key, (lo, hi, default) in _LIMITS.items():
-            value = params.get(key, default)
-            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-                raise BadParams(f"{key} must be an integer from {lo} to {hi}")
-            out[key] = value
-        return out
+        checked = Params(params, tuple(_LIMITS), wording=JOB)
+        return {
+            key: checked.integer(key, default, lo, hi) for key, (lo, hi, default) in _LIMITS.items()
+        }
 
     def run(self, media: bytes, params: Mapping[str, Any], tools: Tools) -> JobOutcome:
         """Decode, detect, describe and render."""

@@ -1,5 +1,6 @@
 """Release cryptography: the release data key as an envelope key, grants to researchers'
-X25519 keys, and the service's Ed25519 signing key.
+X25519 keys, and Ed25519 signatures (the service's signing key itself is :mod:`.signing`).
+Used by both sides, so it imports no ledger.
 
 * **Release objects** are written in the envelope format v1 of :mod:`worker.crypto` unchanged:
   the release's random data key stands where a subject key stands (key id ``rel_<release id>``,
@@ -22,23 +23,20 @@ from typing import Any, BinaryIO, cast
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from worker.crypto import Envelope, KekRef, Keyring, SecretKey, SubjectKeys
+from worker.crypto import Envelope, KekRef, SecretKey, SubjectKeys
 from worker.crypto.errors import KeyNotFoundError
-from worker.ledger.db import Database
-from worker.ledger.service_keys import ServiceSecret
 
 from .errors import ReleaseError
 
 __all__ = [
     "GRANT_INFO",
     "ReleaseCipher",
-    "SigningKeys",
     "fingerprint",
     "load_private_key",
     "load_public_key",
@@ -50,7 +48,6 @@ __all__ = [
 ]
 
 GRANT_INFO = b"facemedia release grant v1"
-SIGNING_KEY_NAME = "release-signing"
 
 
 def release_key_context(release_id: str, which: str) -> dict[str, str]:
@@ -238,44 +235,6 @@ def verify_signature(pub: Ed25519PublicKey, data: bytes, signature: bytes, what:
         pub.verify(signature, data)
     except InvalidSignature:
         raise ReleaseError("bad_signature", f"the signature of {what} does not verify") from None
-
-
-def _new_signing_key() -> bytes:
-    return Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-    )
-
-
-class SigningKeys:
-    """The service's Ed25519 signing key: generated once, stored wrapped in ``service_keys``."""
-
-    def __init__(self, db: Database, keyring: Keyring) -> None:
-        self._secret = ServiceSecret(db, keyring, SIGNING_KEY_NAME, _new_signing_key)
-        self._key: Ed25519PrivateKey | None = None
-
-    def _load(self) -> Ed25519PrivateKey:
-        if self._key is None:
-            self._key = Ed25519PrivateKey.from_private_bytes(self._secret.get().raw())
-        return self._key
-
-    def rewrap(self) -> bool:
-        """Re-wrap the signing key under the keyring's current KEK (after a rotation)."""
-        return self._secret.rewrap()
-
-    def public(self) -> Ed25519PublicKey:
-        """The public half (published next to each release)."""
-        return self._load().public_key()
-
-    def public_pem(self) -> bytes:
-        """The public key as PEM."""
-        return signer_pem(self.public())
-
-    def sign(self, data: bytes) -> bytes:
-        """An Ed25519 signature over ``data``."""
-        return self._load().sign(data)
-
-    def __repr__(self) -> str:
-        return "SigningKeys(<wrapped in service_keys>)"
 
 
 def canonical_json(doc: Mapping[str, Any]) -> bytes:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import os
 import re
@@ -56,6 +55,19 @@ from worker.storage.errors import InvalidKey, ObjectMissing
 
 from .artifacts import read_manifest
 from .errors import ReleaseError
+from .format import (
+    INDEX_FORMAT,
+    REVOCATIONS_FORMAT,
+    HashingReader,
+    copy_tar_without,
+    file_key,
+    grant_key,
+    index_key,
+    index_sig_key,
+    release_prefix,
+    revocations_key,
+    revocations_sig_key,
+)
 from .keys import (
     ReleaseCipher,
     fingerprint,
@@ -64,14 +76,6 @@ from .keys import (
     open_grant,
     signer_pem,
     verify_signature,
-)
-from .service import (
-    INDEX_FORMAT,
-    REVOCATIONS_FORMAT,
-    HashingReader,
-    _tarinfo,
-    file_key,
-    release_prefix,
 )
 
 __all__ = [
@@ -446,22 +450,10 @@ def _shard_ok(
 
 def _drop_revoked(path: Path, samples: set[str]) -> int:
     """Rewrite a local shard without the members of ``samples``; how many samples went."""
-    out = io.BytesIO()
-    dropped: set[str] = set()
-    with (
-        tarfile.open(path, "r:") as src,
-        tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as dst,
-    ):
-        for info in src:
-            sample = info.name.split(".", 1)[0]
-            if sample in samples:
-                dropped.add(sample)
-                continue
-            fh = src.extractfile(info)
-            data = fh.read() if fh is not None else b""
-            dst.addfile(_tarinfo(info.name, len(data)), io.BytesIO(data))
+    with tarfile.open(path, "r:") as src:
+        body, dropped = copy_tar_without(src, samples)
     if dropped:
-        atomic_write_private(path, out.getvalue())
+        atomic_write_private(path, body)
     return len(dropped)
 
 
@@ -552,12 +544,12 @@ def pull(
     cfg = config or config_dir()
     keys = _trusted(signer, cfg)
     try:
-        prefix = release_prefix(release_id)
+        release_prefix(release_id)
     except InvalidKey:
         raise ReleaseError("bad_request", "not a release id") from None
     out = _private(out)
     try:
-        return _pull(store, release_id, prefix, private_key, out, keys, cfg, progress)
+        return _pull(store, release_id, private_key, out, keys, cfg, progress)
     except BaseException:
         _remove_partials(out)
         raise
@@ -566,25 +558,24 @@ def pull(
 def _pull(
     store: ObjectStore,
     release_id: str,
-    prefix: str,
     private_key: bytes,
     out: Path,
     keys: list[Ed25519PublicKey],
     cfg: Path,
     progress: Progress | None,
 ) -> PullResult:
-    index_bytes = _get(store, f"{prefix}/index.json", "the release index")
-    index_sig = _get(store, f"{prefix}/index.sig", "the index signature")
+    index_bytes = _get(store, index_key(release_id), "the release index")
+    index_sig = _get(store, index_sig_key(release_id), "the index signature")
     signer_used = _verify_any(keys, index_bytes, index_sig, "index.json")
     index = _parse_index(index_bytes, release_id)
-    rev_bytes = _get(store, f"{prefix}/revocations.json", "the revocation list")
-    rev_sig = _get(store, f"{prefix}/revocations.sig", "the revocation list signature")
+    rev_bytes = _get(store, revocations_key(release_id), "the revocation list")
+    rev_sig = _get(store, revocations_sig_key(release_id), "the revocation list signature")
     revoked, seq = _load_revocations(keys, rev_bytes, rev_sig, release_id)
     _check_sequence(cfg, release_id, seq)
     key = load_private_key(private_key)
     fp = fingerprint(key.public_key())
     try:
-        grant = json.loads(_get(store, f"{prefix}/grants/{fp}.json", "grant"))
+        grant = json.loads(_get(store, grant_key(release_id, fp), "grant"))
     except ReleaseError:
         raise ReleaseError(
             "no_grant",

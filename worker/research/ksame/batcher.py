@@ -1,51 +1,24 @@
-"""k-Same staging: a job's aligned face crops wait, encrypted, for a batch of ≥ k subjects.
-
-k-Same-Pixel (``pipelines.deid.operators.k_same``) replaces each face by the average of a cluster
-of at least k faces, so it needs several people's faces at once; a job has one person's. At job
-time (:class:`Stager`) the sampler stores, encrypted under the subject's key as class ``staging``
-(key ``staging/{staged_id}``, expiring after ``retention.staging``, 24 h):
-
-* the image with every face already masked (solid ellipse, the same dilation the paste uses), as
-  a JPEG, and
-* each face's aligned crop (lossless) with its alignment transform and detection,
-
-and records a :class:`~worker.ledger.models.StagedFace` row. The batch builder
-(:class:`KSameBatcher`, task ``facemedia.research.build_ksame_batches``) claims the staged jobs of
-at least k distinct subjects (one per subject, oldest first) atomically, runs k-Same over all
-their crops, pastes each cluster average back into each member's masked image, checks each
-result with :func:`k_same_gate`, writes the members' research samples, and deletes every staged
-object of the batch (with receipts) and the batch's rows. Fewer than k eligible subjects: nothing
-is written and the claim is not taken. A staged object that reaches its expiry is deleted by the
-retention sweep; its row is no longer claimable (expired or object deleted) and is pruned.
-
-**The k-Same gate.** The residual-face gate fails on any face, and a k-Same output is a face by
-design (the cluster average), so it cannot be the check here. :func:`k_same_gate` re-detects at
-the gate's low threshold (0.2) and passes only if every face found lies on a region that was
-replaced by a cluster average (IoU ≥ 0.3 with the replaced face's box, or its centre inside the
-replaced ellipse's rectangle) — a face found anywhere else is a face that was missed and left as
-it was — and the batch had at least k distinct subjects. It fails closed.
-"""
+"""The k-Same batch builder: claims the staged jobs of ≥ k distinct subjects atomically, runs
+k-Same over their crops, pastes each cluster average back, gates each result, writes the
+members' research samples, and deletes the batch's staged objects (with receipts) and rows;
+prunes rows whose object is gone."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-import numpy as np
 import structlog
-from numpy.typing import NDArray
 from sqlalchemy import CursorResult, Delete, delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from pipelines.deid.align import AlignTransform, align_face, paste_into
-from pipelines.deid.gate import DEFAULT_GATE_THRESHOLD, gate_detector
-from pipelines.deid.geometry import ellipse_region, fill_region
+from pipelines.deid.align import paste_into
+from pipelines.deid.gate import DEFAULT_GATE_THRESHOLD
 from pipelines.deid.operators.k_same import k_same
-from pipelines.faces.detector import Face, FaceDetector
-from pipelines.media.image import decode_image, encode_image
+from pipelines.faces.detector import FaceDetector
+from pipelines.media.image import encode_image
 from worker.ids import new_id
 from worker.ledger.db import Database
 from worker.ledger.models import Job, ResearchSample, StagedFace, StoredObject, Subject
@@ -54,249 +27,24 @@ from worker.research.store import (
     NotEligible,
     SampleRecord,
     SampleWriter,
-    StoredItem,
     count,
     discard,
     ineligible,
-    store_once,
 )
 from worker.retention.deleter import Deleter, Doomed
-from worker.storage.base import check_key
 from worker.storage.vault import Vault
 
-log = structlog.get_logger("facemedia.research")
+from .gate import k_same_gate
+from .material import unpack
 
-_BACKGROUND_QUALITY = 95
-MIN_IOU = 0.3
+__all__ = ["BatchReport", "BatcherConfig", "Claimed", "KSameBatcher"]
+
+log = structlog.get_logger("facemedia.research")
 
 
 def _cas_count(session: Session, stmt: Delete) -> int:
     """Run a DELETE; how many rows it removed."""
     return int(cast(CursorResult[Any], session.execute(stmt)).rowcount or 0)
-
-
-def staging_key(staged_id: str) -> str:
-    """Where a staged k-Same item lives."""
-    return check_key(f"staging/{staged_id}")
-
-
-# ----- the staged material ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StagedMaterial:
-    """A job's image with its faces masked, plus each face's aligned crop and geometry."""
-
-    background: NDArray[np.uint8]
-    crops: tuple[NDArray[np.uint8], ...]
-    transforms: tuple[AlignTransform, ...]
-    faces: tuple[Face, ...]
-    dilation: float
-
-
-def prepare(
-    img: NDArray[np.uint8], faces: Sequence[Face], size: int, dilation: float
-) -> StagedMaterial:
-    """Align every face (``size`` px crops) and mask it out of the image (same ellipse as the
-    later paste, so nothing of the face survives outside the pasted average)."""
-    if not faces:
-        raise ValueError("nothing to stage: no face")
-    aligned = [align_face(img, face, size) for face in faces]
-    background = img.copy()
-    for face in faces:
-        fill_region(background, ellipse_region(background.shape, face, dilation), (0, 0, 0))
-    return StagedMaterial(
-        background,
-        tuple(c for c, _ in aligned),
-        tuple(t for _, t in aligned),
-        tuple(faces),
-        dilation,
-    )
-
-
-def pack(material: StagedMaterial) -> bytes:
-    """Serialise (numpy ``.npz``, no pickles): JPEG background, raw crops, geometry."""
-    buf = io.BytesIO()
-    np.savez(
-        buf,
-        background=np.frombuffer(
-            encode_image(material.background, "jpeg", _BACKGROUND_QUALITY), np.uint8
-        ),
-        crops=np.stack(material.crops),
-        matrices=np.array([t.matrix for t in material.transforms], dtype=np.float64),
-        size=np.array([material.transforms[0].size], dtype=np.int64),
-        boxes=np.array([f.box for f in material.faces], dtype=np.float64),
-        landmarks=np.array([f.landmarks for f in material.faces], dtype=np.float64),
-        scores=np.array([f.score for f in material.faces], dtype=np.float64),
-        dilation=np.array([material.dilation], dtype=np.float64),
-    )
-    return buf.getvalue()
-
-
-def unpack(data: bytes) -> StagedMaterial:
-    """The inverse of :func:`pack` (``allow_pickle=False``)."""
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        background = decode_image(bytes(z["background"].tobytes()))
-        size = int(z["size"][0])
-        crops = tuple(np.ascontiguousarray(c, dtype=np.uint8) for c in z["crops"])
-        transforms = tuple(
-            AlignTransform(
-                (float(m[0]), float(m[1]), float(m[2]), float(m[3]), float(m[4]), float(m[5])),
-                size,
-            )
-            for m in z["matrices"]
-        )
-        faces = tuple(
-            Face(
-                (float(b[0]), float(b[1]), float(b[2]), float(b[3])),
-                tuple((float(x), float(y)) for x, y in lm),
-                float(sc),
-            )
-            for b, lm, sc in zip(z["boxes"], z["landmarks"], z["scores"], strict=True)
-        )
-        dilation = float(z["dilation"][0])
-    return StagedMaterial(background, crops, transforms, faces, dilation)
-
-
-# ----- the gate ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class KSameGateResult:
-    """The k-Same gate's verdict: faces found, how many lay on replaced regions, the batch's
-    distinct subjects, and the ``reason`` (``ok``, ``face_outside_replaced``,
-    ``too_few_subjects``, ``no_source_face``)."""
-
-    passed: bool
-    reason: str
-    faces: int = 0
-    on_replaced: int = 0
-    subjects: int = 0
-    k: int = 0
-
-    def to_json(self) -> dict[str, object]:
-        """JSON-ready."""
-        return {
-            "gate": "k_same",
-            "passed": self.passed,
-            "reason": self.reason,
-            "faces": self.faces,
-            "on_replaced": self.on_replaced,
-            "subjects": self.subjects,
-            "k": self.k,
-        }
-
-
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _on_replaced(found: Face, replaced: Sequence[Face], shape: tuple[int, ...], d: float) -> bool:
-    cx, cy = (found.box[0] + found.box[2]) / 2.0, (found.box[1] + found.box[3]) / 2.0
-    for face in replaced:
-        if _iou(found.box, face.box) >= MIN_IOU:
-            return True
-        region = ellipse_region(shape, face, d)
-        if not region.empty and region.x0 <= cx < region.x1 and region.y0 <= cy < region.y1:
-            return True
-    return False
-
-
-def k_same_gate(
-    img: NDArray[np.uint8],
-    detector: FaceDetector,
-    replaced: Sequence[Face],
-    dilation: float,
-    subjects: int,
-    k: int,
-    threshold: float = DEFAULT_GATE_THRESHOLD,
-) -> KSameGateResult:
-    """Check one k-Same output: fail closed unless the batch had ≥ ``k`` distinct subjects and
-    every face detected at ``threshold`` lies on a replaced region (see the module docstring)."""
-    if not replaced:
-        return KSameGateResult(False, "no_source_face", subjects=subjects, k=k)
-    if subjects < k:
-        return KSameGateResult(False, "too_few_subjects", subjects=subjects, k=k)
-    runner = gate_detector(detector, threshold)
-    found = [f for f in runner.detect(img) if f.score >= threshold]
-    on = sum(1 for f in found if _on_replaced(f, replaced, img.shape, dilation))
-    if on < len(found):
-        return KSameGateResult(False, "face_outside_replaced", len(found), on, subjects, k)
-    return KSameGateResult(True, "ok", len(found), on, subjects, k)
-
-
-# ----- staging at job time ----------------------------------------------------------------------
-
-
-class Stager:
-    """Stores a job's k-Same material (class ``staging``) and its :class:`StagedFace` row."""
-
-    def __init__(
-        self,
-        db: Database,
-        vault: Vault,
-        ttl: timedelta | None,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self.db = db
-        self.vault = vault
-        self.ttl = ttl or timedelta(hours=24)
-        self.clock = clock
-
-    def exists(self, job_id: str) -> bool:
-        """True if ``job_id`` was staged already (its row may be gone once its batch ran)."""
-        with self.db.session() as s:
-            found = s.scalars(select(StagedFace.id).where(StagedFace.source_job_id == job_id))
-            return found.first() is not None
-
-    def stage(
-        self,
-        *,
-        job_id: str,
-        subject_id: str,
-        key_id: str,
-        material: StagedMaterial,
-        quasi: dict[str, Any],
-    ) -> str | None:
-        """Encrypt and store the material, record the row; its id, or ``None`` if the job was
-        staged already (what this call stored is deleted again)."""
-        staged_id = new_id()
-
-        def row(object_id: str, t: datetime) -> StagedFace:
-            return StagedFace(
-                id=staged_id,
-                object_id=object_id,
-                subject_id=subject_id,
-                source_job_id=job_id,
-                media_kind="image",
-                quasi=quasi,
-                created_at=t,
-                expires_at=t + self.ttl,
-            )
-
-        item = StoredItem(
-            key=staging_key(staged_id),
-            object_class="staging",
-            job_id=job_id,
-            subject_id=subject_id,
-            key_id=key_id,
-            name="staged.npz",
-            content_type="application/octet-stream",
-            ttl=self.ttl,
-        )
-        if not store_once(
-            self.db, self.vault, item, pack(material), row, self.clock, "research.staged"
-        ):
-            return None
-        log.info("research.staged", job_id=job_id, faces=len(material.faces))
-        return staged_id
-
-
-# ----- the batch builder ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -613,19 +361,3 @@ class KSameBatcher:
             if report.outcome == "too_few":
                 break
         return reports
-
-
-__all__ = [
-    "BatchReport",
-    "BatcherConfig",
-    "Claimed",
-    "KSameBatcher",
-    "KSameGateResult",
-    "StagedMaterial",
-    "Stager",
-    "k_same_gate",
-    "pack",
-    "prepare",
-    "staging_key",
-    "unpack",
-]

@@ -9,17 +9,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
+
+from worker.cli._common import JsonOpt, container, emit, err, out
 
 research_app = typer.Typer(no_args_is_help=True, help="Research dataset releases")
 revocations_app = typer.Typer(no_args_is_help=True, help="Signed revocation lists of releases")
 research_app.add_typer(revocations_app, name="revocations")
 
-_out = Console()
-_err = Console(stderr=True)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
 SignerOpt = Annotated[
     Path | None,
     typer.Option(
@@ -28,25 +24,6 @@ SignerOpt = Annotated[
         "call; without it, a key pinned with `research trust` (nothing is trusted on first use)",
     ),
 ]
-
-
-def _container() -> Any:
-    from worker.bootstrap import get_container
-    from worker.logs import configure_logging
-
-    container = get_container()
-    configure_logging(container.settings.log_level)
-    return container
-
-
-def _emit(data: dict[str, Any], as_json: bool, title: str = "") -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(data, default=str) + "\n")
-        return
-    table = Table(title=title or None, show_header=False)
-    for key, value in data.items():
-        table.add_row(key, value if isinstance(value, str) else json.dumps(value, default=str))
-    _out.print(table)
 
 
 def _run(fn: Any, as_json: bool) -> Any:
@@ -60,7 +37,7 @@ def _run(fn: Any, as_json: bool) -> Any:
             sys.stdout.write(json.dumps(exc.to_json()) + "\n")
         else:
             where = f" ({exc.path})" if exc.path else ""
-            _err.print(f"[red]error[/red] {exc.code}: {exc}{where}", highlight=False)
+            err.print(f"[red]error[/red] {exc.code}: {exc}{where}", highlight=False)
         raise typer.Exit(1) from None
 
 
@@ -68,7 +45,7 @@ def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError:
-        _err.print(f"[red]error[/red] bad_request: cannot read the {what} file", highlight=False)
+        err.print(f"[red]error[/red] bad_request: cannot read the {what} file", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -101,9 +78,9 @@ def release(
 
     from worker.research.release import ReleaseRequest
 
-    container = _container()
+    built = container()
     result = _run(
-        lambda: container.releases.create(
+        lambda: built.releases.create(
             ReleaseRequest(name=name, k=k, operator=operator, max_suppression=max_suppression)
         ),
         as_json,
@@ -111,25 +88,27 @@ def release(
     deadline = time.monotonic() + wait
     while result.status in ("building", "finishing") and time.monotonic() < deadline:
         time.sleep(0.5)
-        result = container.releases.result(result.release_id)
-    _emit(result.to_json(), as_json, "release")
+        result = built.releases.result(result.release_id)
+    emit(result.to_json(), as_json, "release")
 
 
 @research_app.command("status")
 def status(release: str, as_json: JsonOpt = False) -> None:
     """A release's status and figures (by id or name)."""
-    container = _container()
-    svc = container.releases
-    _emit(_run(lambda: svc.result(svc.find(release)).to_json(), as_json), as_json, "release")
+    built = container()
+    svc = built.releases
+    emit(_run(lambda: svc.result(svc.find(release)).to_json(), as_json), as_json, "release")
 
 
 @research_app.command("list")
 def list_releases(as_json: JsonOpt = False) -> None:
     """Every release."""
-    rows = _container().releases.list_releases()
+    rows = container().releases.list_releases()
     if as_json:
         sys.stdout.write(json.dumps(rows) + "\n")
         return
+    from rich.table import Table
+
     table = Table("release_id", "name", "status", "samples", "k", "suppressed")
     for r in rows:
         table.add_row(
@@ -140,7 +119,7 @@ def list_releases(as_json: JsonOpt = False) -> None:
             str(r["k_achieved"]),
             str(r["suppressed"]),
         )
-    _out.print(table)
+    out.print(table)
 
 
 @research_app.command("keygen")
@@ -156,31 +135,31 @@ def keygen(
     try:
         fp = write_keypair(private, public)
     except FileExistsError:
-        _err.print("[red]error[/red] bad_request: a key already exists there", highlight=False)
+        err.print("[red]error[/red] bad_request: a key already exists there", highlight=False)
         raise typer.Exit(1) from None
-    _emit({"private_key": str(private), "public_key": str(public), "fingerprint": fp}, as_json)
+    emit({"private_key": str(private), "public_key": str(public), "fingerprint": fp}, as_json)
 
 
 @research_app.command("grant")
 def grant(release: str, pubkey_file: Path, as_json: JsonOpt = False) -> None:
     """Wrap a release's key to a researcher's public key."""
     data = _read(pubkey_file, "public key")
-    container = _container()
-    _emit(_run(lambda: container.releases.grant(release, data), as_json), as_json, "grant")
+    built = container()
+    emit(_run(lambda: built.releases.grant(release, data), as_json), as_json, "grant")
 
 
 @research_app.command("revoke")
 def revoke(release: str, as_json: JsonOpt = False) -> None:
     """Withdraw a whole release: delete every object of it from the store (audited)."""
-    container = _container()
-    _emit(_run(lambda: container.releases.revoke(release), as_json), as_json, "revoke")
+    built = container()
+    emit(_run(lambda: built.releases.revoke(release), as_json), as_json, "revoke")
 
 
 @research_app.command("rewrap")
 def rewrap(as_json: JsonOpt = False) -> None:
     """Re-wrap release keys and the signing key under the current KEK (after `keys rotate`)."""
-    count = _container().releases.rewrap()
-    _emit({"rewrapped": count}, as_json, "rewrap")
+    count = container().releases.rewrap()
+    emit({"rewrapped": count}, as_json, "rewrap")
 
 
 @research_app.command("signing-key")
@@ -191,9 +170,9 @@ def signing_key(
     """Export the service's Ed25519 release-signing public key."""
     import hashlib
 
-    pem = _container().releases.signing.public_pem()
+    pem = container().releases.signing.public_pem()
     out.write_bytes(pem)
-    _emit({"path": str(out), "sha256": hashlib.sha256(pem).hexdigest()}, as_json)
+    emit({"path": str(out), "sha256": hashlib.sha256(pem).hexdigest()}, as_json)
 
 
 @revocations_app.command("refresh")
@@ -202,9 +181,9 @@ def revocations_refresh(
     as_json: JsonOpt = False,
 ) -> None:
     """Re-sign the revocation lists of published releases from the ledger."""
-    container = _container()
-    rows = _run(lambda: container.releases.refresh_revocations(release or None), as_json)
-    _emit({"releases": rows}, as_json, "revocations")
+    built = container()
+    rows = _run(lambda: built.releases.refresh_revocations(release or None), as_json)
+    emit({"releases": rows}, as_json, "revocations")
 
 
 @research_app.command("trust")
@@ -217,7 +196,7 @@ def trust(
     from worker.research.release.pull import trust as do_trust
 
     data = _read(signer_file, "signer")
-    _emit(_run(lambda: do_trust(data).to_json(), as_json), as_json, "trust")
+    emit(_run(lambda: do_trust(data).to_json(), as_json), as_json, "trust")
 
 
 @research_app.command("pull")
@@ -233,7 +212,7 @@ def pull(
 
     private = _read(key, "private key")
     pinned = _read(signer, "signer") if signer is not None else None
-    store = _container().store
+    store = container().store
     if as_json:
         result = _run(lambda: do_pull(store, release, private, out, signer=pinned), as_json)
     else:
@@ -250,7 +229,7 @@ def pull(
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
-            console=_err,
+            console=err,
         ) as bar:
             tasks: dict[str, Any] = {}
 
@@ -263,7 +242,7 @@ def pull(
                 lambda: do_pull(store, release, private, out, signer=pinned, progress=progress),
                 as_json,
             )
-    _emit(result.to_json(), as_json, "pull")
+    emit(result.to_json(), as_json, "pull")
 
 
 @research_app.command("verify")
@@ -277,4 +256,4 @@ def verify(
     from worker.research.release.pull import verify as do_verify
 
     pinned = _read(signer, "signer") if signer is not None else None
-    _emit(_run(lambda: do_verify(directory, signer=pinned), as_json).to_json(), as_json, "verify")
+    emit(_run(lambda: do_verify(directory, signer=pinned), as_json).to_json(), as_json, "verify")

@@ -1,0 +1,5 @@
+"""``python -m worker.cli``: the ``facemedia`` command."""
+
+from worker.cli import main
+
+main()

@@ -1,0 +1,86 @@
+"""``facemedia crypto encrypt | decrypt``: files in and out of the envelope format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from worker.cli._common import SubjectOpt, container, fail, private_writes
+
+if TYPE_CHECKING:
+    from worker.bootstrap import Container
+
+crypto_app = typer.Typer(no_args_is_help=True, help="Encrypt and decrypt files (envelope format)")
+
+ContextOpt = Annotated[
+    list[str], typer.Option("--context", help="Encryption context entry key=value (repeatable)")
+]
+
+
+def _context(pairs: list[str]) -> dict[str, str]:
+    ctx: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise fail(f"--context takes key=value, got {pair!r}", 2)
+        ctx[key] = value
+    return ctx
+
+
+def _crypto_setup(src: Path, context: list[str]) -> tuple[Container, dict[str, str]]:
+    """The container and the parsed context; refuses a missing input before any key work."""
+    built = container()
+    ctx = _context(context)
+    if not src.is_file():
+        raise fail("input file not found", 2)
+    return built, ctx
+
+
+@crypto_app.command("encrypt")
+def crypto_encrypt(
+    src: Path,
+    dst: Path,
+    subject: SubjectOpt,
+    context: ContextOpt = [],  # noqa: B006
+) -> None:
+    """Encrypt SRC to DST under SUBJECT's key, binding the context."""
+    from worker.crypto import CryptoError
+    from worker.ledger.subjects import SubjectErasurePending
+    from worker.private_files import private_output
+
+    built, ctx = _crypto_setup(src, context)
+    try:
+        ref = built.subjects.ensure(subject)
+        with private_writes(), src.open("rb") as fin, private_output(dst) as fout:
+            built.envelope.encrypt(ref.key_id, ctx, fin, fout)
+    except SubjectErasurePending as exc:
+        raise fail(f"{exc.code}: {exc}", 2) from None
+    except CryptoError as exc:
+        raise fail(f"encryption failed: {exc}") from None
+
+
+@crypto_app.command("decrypt")
+def crypto_decrypt(
+    src: Path,
+    dst: Path,
+    subject: SubjectOpt,
+    context: ContextOpt = [],  # noqa: B006
+) -> None:
+    """Decrypt SRC to DST; fails (and leaves no DST) on any tampering or wrong context/subject."""
+    from worker.crypto import CryptoError, DecryptError, Envelope
+    from worker.private_files import private_output
+
+    built, ctx = _crypto_setup(src, context)
+    try:
+        ref = built.subjects.find(subject)
+        with src.open("rb") as fin:
+            if ref is None or Envelope.key_id_of(fin) != ref.key_id:
+                raise DecryptError("not encrypted for this subject")
+            fin.seek(0)
+            # Plaintext: a 0600 temp file beside DST, renamed only once fully authenticated.
+            with private_writes(), private_output(dst) as fout:
+                built.envelope.decrypt(ctx, fin, fout)
+    except CryptoError as exc:
+        raise fail(f"decryption failed: {exc}") from None

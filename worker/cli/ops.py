@@ -1,0 +1,97 @@
+"""``facemedia audit verify | db upgrade | sweep | doctor``: operating the service."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from worker.cli._common import JsonOpt, container, emit, fail, out, settings_failure
+
+audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log")
+db_app = typer.Typer(no_args_is_help=True, help="Ledger schema")
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: JsonOpt = False) -> None:
+    """Check the audit log: hash chain, every entry's MAC, and the newest signed checkpoint in
+    the object store (truncation, deletion, re-chaining, a missing or rolled-back checkpoint).
+    Exit 1 when anything is wrong; ``problems`` lists {code, seq, message}."""
+    from worker.ledger.checkpoints import describe
+
+    built = container()
+    report = built.checkpoints.verify()
+    if as_json:
+        emit(describe(report), True)
+    else:
+        data = {k: v for k, v in report.to_json().items() if k != "problems"}
+        emit(data, False, "audit")
+        for p in report.problems:
+            out.print(f"  [red]{p.code}[/red] seq={p.seq}: {p.message}", highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply Alembic migrations up to head."""
+    built = container()
+    built.db.migrate()
+    out.print(f"ledger at revision {built.db.current_revision()}")
+
+
+def sweep(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what is due")] = False,
+    as_of: Annotated[str, typer.Option("--as-of", help="ISO-8601 time to sweep as of")] = "",
+    orphans: Annotated[bool, typer.Option("--orphans", help="Also delete orphan objects")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run every deletion due now (or at --as-of); re-queue stuck jobs; finish erasures."""
+    from datetime import UTC, datetime
+
+    from worker.retention.sweep import sweep_and_requeue
+
+    built = container()
+    when = None
+    if as_of:
+        try:
+            when = datetime.fromisoformat(as_of)
+        except ValueError:
+            raise fail("--as-of must be an ISO-8601 time", 2) from None
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    report = sweep_and_requeue(built.sweeper, built.dispatcher.enqueue, as_of=when, dry_run=dry_run)
+    data = report.to_json()
+    if orphans:
+        data["orphans"] = built.sweeper.orphans(as_of=when, dry_run=dry_run)
+    emit(data, as_json, "sweep")
+
+
+def doctor(as_json: JsonOpt = False) -> None:
+    """Check broker, ledger and migrations, bucket (versioning, region), KMS key, clock skew."""
+    from rich.table import Table
+
+    from worker.doctor import run_checks
+    from worker.settings import load_settings
+
+    try:
+        settings = load_settings()
+    except Exception as exc:  # invalid settings are the first thing to fix
+        raise settings_failure(exc) from None
+    checks = run_checks(settings)
+    failed = [c for c in checks if not c.ok]
+    if as_json:
+        sys.stdout.write(
+            json.dumps({"ok": not failed, "checks": [c.to_json() for c in checks]}) + "\n"
+        )
+    else:
+        table = Table(title="facemedia doctor")
+        for column in ("check", "status", "detail", "fix"):
+            table.add_column(column)
+        colour = {"ok": "green", "fail": "red", "skip": "yellow"}
+        for c in checks:
+            table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", c.detail, c.fix)
+        out.print(table)
+    if failed:
+        raise typer.Exit(1)

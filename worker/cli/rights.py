@@ -1,0 +1,144 @@
+"""``facemedia erase | export | consent withdraw | hold set|release|show``: data subjects'
+rights and legal holds."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from worker.cli._common import (
+    JsonOpt,
+    YesOpt,
+    container,
+    emit,
+    fail,
+    private_writes,
+    subject_ref,
+)
+
+consent_app = typer.Typer(no_args_is_help=True, help="Research consent")
+hold_app = typer.Typer(no_args_is_help=True, help="Legal holds on a subject or a job")
+
+HOLD_REASON_HELP = (
+    "A reason code: litigation, court_order, regulator_request, law_enforcement, "
+    "contract_dispute, security_incident"
+)
+
+
+def erase(subject: str, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
+    """Erase SUBJECT: delete every object, destroy the subject key, mark erased (idempotent).
+    The erasure is cryptographically complete (no backup can unwrap the key) at the next KEK
+    epoch change: `crypto_complete_by`, or now with `keys retire`. Asks first on a terminal
+    unless --yes."""
+    built = container()
+    subject_id = subject_ref(built, subject)
+    if not yes and sys.stdin.isatty():
+        typer.confirm("Erase this subject's data for good?", abort=True, err=True)
+    result = built.rights.erase(subject_id)
+    emit(result.to_json(), as_json, "erase")
+
+
+def export(
+    subject: str,
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the access report")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Write an access report of everything held about SUBJECT, with decrypted outputs."""
+    built = container()
+    with private_writes():
+        report = built.rights.export(subject_ref(built, subject), out_dir)
+    emit(report, as_json, "export")
+
+
+@consent_app.command("withdraw")
+def consent_withdraw(subject: str, as_json: JsonOpt = False) -> None:
+    """Withdraw research consent: samples deleted, excluded from releases, revocation listed."""
+    built = container()
+    result = built.rights.withdraw_consent(subject_ref(built, subject))
+    emit(result.to_json(), as_json, "consent")
+
+
+def _hold(
+    subject: str | None,
+    job: str | None,
+    reason: str,
+    release: bool,
+    as_json: bool,
+    note: str | None = None,
+) -> None:
+    from worker.crypto import CryptoError
+    from worker.ledger.errors import NotFound
+    from worker.retention.holds import HoldNoteTooLong, UnknownHoldReason, parse_reason
+
+    if (subject is None) == (job is None):
+        raise fail("name exactly one of --subject or --job", 2)
+    if not release:
+        try:  # before any ledger work: free text is refused, never stored or echoed
+            parse_reason(reason)
+        except UnknownHoldReason as exc:
+            raise fail(f"{exc.code}: {exc}", 2) from None
+    built = container()
+    subject_id = subject_ref(built, subject) if subject is not None else None
+    try:
+        result = built.rights.hold(
+            subject_id=subject_id, job_id=job, reason=reason, release=release, note=note
+        )
+    except (UnknownHoldReason, HoldNoteTooLong) as exc:
+        raise fail(f"{exc.code}: {exc}", 2) from None
+    except (ValueError, NotFound) as exc:
+        raise fail(str(exc), 2) from None
+    except CryptoError:  # the subject's key is destroyed: nothing can be sealed for them
+        raise fail("note_unsealable: the subject's key is destroyed (erased)", 2) from None
+    emit(result, as_json, "hold")
+
+
+@hold_app.command("set")
+def hold_set(
+    subject: Annotated[str | None, typer.Option("--subject")] = None,
+    job: Annotated[str | None, typer.Option("--job")] = None,
+    reason: Annotated[str, typer.Option("--reason", help=HOLD_REASON_HELP)] = "",
+    note: Annotated[
+        str | None,
+        typer.Option(
+            "--note", help="Optional free text, stored sealed under the subject's key only"
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Put a legal hold on a subject or a job: its objects survive sweeps and erasure. Only the
+    reason code enters the ledger and the audit log; a note is sealed (erasure shreds it)."""
+    _hold(subject, job, reason, False, as_json, note)
+
+
+@hold_app.command("release")
+def hold_release(
+    subject: Annotated[str | None, typer.Option("--subject")] = None,
+    job: Annotated[str | None, typer.Option("--job")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Release a legal hold (its note is dropped); what is due goes on the next sweep."""
+    _hold(subject, job, "", True, as_json)
+
+
+@hold_app.command("show")
+def hold_show(
+    subject: Annotated[str | None, typer.Option("--subject")] = None,
+    job: Annotated[str | None, typer.Option("--job")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the hold on a subject or a job: reason code and the note (opened with the subject's
+    key; unreadable once the subject is erased)."""
+    from worker.ledger.errors import NotFound
+
+    if (subject is None) == (job is None):
+        raise fail("name exactly one of --subject or --job", 2)
+    built = container()
+    subject_id = subject_ref(built, subject) if subject is not None else None
+    try:
+        info = built.rights.hold_info(subject_id=subject_id, job_id=job)
+    except NotFound as exc:
+        raise fail(str(exc), 2) from None
+    emit(info, as_json, "hold")

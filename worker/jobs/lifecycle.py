@@ -1,0 +1,364 @@
+"""The job state machine: every status a job can have and every way it changes.
+
+Each transition is one compare-and-set: a single ``UPDATE jobs ... WHERE`` on the status (and,
+where it matters, the lease) that returns whether it won, so two deliveries, a delivery and the
+sweep, or the sweep and an erasure can never both move the same job. Functions take the caller's
+session and write nothing else (the caller audits in the same transaction). Nothing outside this
+module assigns ``Job.status`` (``tests/jobs/test_status_writes.py`` reads ``worker/`` for it).
+
+``TRANSITIONS`` describes them for documentation: ``diagram()`` renders the state diagram shown
+in docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, CursorResult, Update, and_, or_, update
+from sqlalchemy.orm import Session
+
+from worker.jobs import errors as codes
+from worker.ledger.models import Job
+
+
+class JobStatus(StrEnum):
+    """A job's ledger status."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+QUEUED, PROCESSING = JobStatus.QUEUED, JobStatus.PROCESSING
+SUCCEEDED, FAILED, EXPIRED = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.EXPIRED
+
+#: Statuses a job never leaves (its original is then deleted, or kept under a legal hold).
+ENDED: frozenset[JobStatus] = frozenset({SUCCEEDED, FAILED, EXPIRED})
+#: Statuses of a job that has not ended.
+ACTIVE: tuple[JobStatus, ...] = (QUEUED, PROCESSING)
+
+EXPIRED_MESSAGE = "the job did not run within the originals' maximum age"
+ERASED_MESSAGE = "the subject was erased"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One edge set of the state machine: ``sources`` → ``target`` when ``guard`` holds."""
+
+    name: str
+    sources: tuple[JobStatus, ...]
+    target: JobStatus | None  # None: the status is kept (only a timestamp or lease changes)
+    guard: str
+    by: str  # who takes it
+
+
+CREATE = Transition("create", (), QUEUED, "submitted; original stored", "client")
+CLAIM = Transition(
+    "claim", ACTIVE, PROCESSING, "no lease, or a lapsed one (CAS on its token)", "service"
+)
+RENEW = Transition("renew", (PROCESSING,), None, "lease token held (heartbeat)", "lease")
+RELEASE = Transition("release", (PROCESSING,), QUEUED, "transient fault; retries + 1", "service")
+SUCCEED = Transition("succeed", (PROCESSING,), SUCCEEDED, "lease token held", "service")
+FAIL = Transition(
+    "fail", ACTIVE, FAILED, "permanent fault (lease token held if claimed)", "service, client"
+)
+EXPIRE = Transition(
+    "expire", ACTIVE, EXPIRED, "older than the originals' maximum age, no live lease", "sweep"
+)
+REQUEUE_STUCK = Transition(
+    "requeue_stuck", ACTIVE, None, "message lost: lease lapsed or queued too long", "sweep"
+)
+RESCUE = Transition(
+    "rescue",
+    (PROCESSING,),
+    QUEUED,
+    "lease lapsed over `rescue_grace` ago (CAS on its token)",
+    "beat",
+)
+CANCEL_QUEUED = Transition("cancel_queued", (QUEUED,), FAILED, "the subject is erased", "erasure")
+
+TRANSITIONS: tuple[Transition, ...] = (
+    CREATE,
+    CLAIM,
+    RENEW,
+    RELEASE,
+    SUCCEED,
+    FAIL,
+    EXPIRE,
+    REQUEUE_STUCK,
+    RESCUE,
+    CANCEL_QUEUED,
+)
+
+
+def _won(session: Session, stmt: Update) -> int:
+    """Run a compare-and-set UPDATE; return how many rows it changed."""
+    return int(cast(CursorResult[Any], session.execute(stmt)).rowcount)
+
+
+def _from(transition: Transition) -> ColumnElement[bool]:
+    sources = [s.value for s in transition.sources]  # plain strings for every driver
+    return Job.status == sources[0] if len(sources) == 1 else Job.status.in_(sources)
+
+
+def _to(transition: Transition, **values: Any) -> dict[str, Any]:
+    """The SET clause: the target status, and for an ended job no lease and no generalized
+    quasi-identifiers (they are kept only until the job ends; sampling has decided by then)."""
+    if transition.target is not None:
+        values["status"] = transition.target.value
+        if transition.target in ENDED:
+            values.update(lease_until=None, quasi=None)
+    return values
+
+
+def lease_free(at: datetime) -> ColumnElement[bool]:
+    """No lease is live at ``at`` (none was taken, or it lapsed)."""
+    return or_(Job.lease_until.is_(None), Job.lease_until <= at)
+
+
+def lapsed(before: datetime) -> ColumnElement[bool]:
+    """Processing under a lease that lapsed before ``before`` (its worker stopped heartbeating)."""
+    return and_(Job.status == PROCESSING.value, Job.lease_until < before)
+
+
+def stuck(before: datetime) -> ColumnElement[bool]:
+    """A job whose message was lost: processing with a lease lapsed before ``before``, or queued
+    since before ``before`` and not re-sent since."""
+    return or_(
+        lapsed(before),
+        and_(
+            Job.status == QUEUED.value,
+            Job.created_at < before,
+            or_(Job.started_at.is_(None), Job.started_at < before),
+        ),
+    )
+
+
+def expirable(created_before: datetime, at: datetime) -> ColumnElement[bool]:
+    """Not ended, created before ``created_before``, and no live lease at ``at``: a job still
+    running under a live lease is never expired under its worker."""
+    return and_(_from(EXPIRE), Job.created_at < created_before, lease_free(at))
+
+
+# ----- the transitions ---------------------------------------------------------------------------
+
+
+def create(
+    session: Session,
+    job_id: str,
+    *,
+    subject_id: str,
+    job_type: str,
+    params: Mapping[str, Any],
+    at: datetime,
+    quasi: dict[str, Any] | None,
+) -> Job:
+    """Add a new ``queued`` job to the session (flushed by the caller)."""
+    job = Job(
+        id=job_id,
+        subject_id=subject_id,
+        job_type=job_type,
+        params=dict(params),
+        status=QUEUED.value,
+        created_at=at,
+        quasi=quasi,
+    )
+    session.add(job)
+    return job
+
+
+def claim(
+    session: Session,
+    job_id: str,
+    *,
+    seen: str,
+    old_token: str | None,
+    token: str,
+    at: datetime,
+    lease: timedelta,
+) -> bool:
+    """``seen`` → processing under a new lease ``token`` until ``at + lease``.
+
+    Wins only if the job is still as read (status ``seen``, lease ``old_token``) and no lease
+    is live at ``at``; counts the delivery.
+    """
+    held = Job.lease_token.is_(None) if old_token is None else Job.lease_token == old_token
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, _from(CLAIM), Job.status == seen, held, lease_free(at))
+        .values(
+            _to(
+                CLAIM,
+                lease_token=token,
+                lease_until=at + lease,
+                deliveries=Job.deliveries + 1,
+                started_at=at,
+            )
+        )
+    )
+    return _won(session, stmt) == 1
+
+
+def renew(session: Session, job_id: str, token: str, until: datetime) -> bool:
+    """Extend the lease ``token`` holds to ``until`` (the heartbeat)."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, _from(RENEW), Job.lease_token == token)
+        .values(_to(RENEW, lease_until=until))
+    )
+    return _won(session, stmt) == 1
+
+
+def release(session: Session, job_id: str, token: str) -> bool:
+    """Hand a claimed job back after a transient fault: queued, no lease, ``retries + 1``."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, _from(RELEASE), Job.lease_token == token)
+        .values(_to(RELEASE, lease_until=None, retries=Job.retries + 1))
+    )
+    return _won(session, stmt) == 1
+
+
+def succeed(
+    session: Session, job_id: str, token: str, *, at: datetime, summary: dict[str, Any]
+) -> bool:
+    """processing → succeeded, only for the lease ``token`` (a worker taken over cannot commit)."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, _from(SUCCEED), Job.lease_token == token)
+        .values(
+            _to(
+                SUCCEED,
+                finished_at=at,
+                summary=summary,
+                error_code=None,
+                error_message=None,
+            )
+        )
+    )
+    return _won(session, stmt) == 1
+
+
+def fail(
+    session: Session,
+    job_id: str,
+    code: str,
+    message: str,
+    *,
+    at: datetime,
+    token: str | None = None,
+) -> bool:
+    """queued | processing → failed with ``code``; with ``token``, only for that lease."""
+    cond = [Job.id == job_id, _from(FAIL)]
+    if token is not None:
+        cond.append(Job.lease_token == token)
+    stmt = (
+        update(Job)
+        .where(*cond)
+        .values(
+            _to(
+                FAIL,
+                error_code=code,
+                error_message=message,
+                finished_at=at,
+            )
+        )
+    )
+    return _won(session, stmt) == 1
+
+
+def expire(session: Session, job_id: str, *, created_before: datetime, at: datetime) -> bool:
+    """queued | processing → expired (``error_code`` ``expired``): the job was created before
+    ``created_before`` (the originals' maximum age) and holds no live lease at ``at``."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, expirable(created_before, at))
+        .values(
+            _to(
+                EXPIRE,
+                error_code=codes.EXPIRED,
+                error_message=EXPIRED_MESSAGE,
+                finished_at=at,
+            )
+        )
+    )
+    return _won(session, stmt) == 1
+
+
+def requeue_stuck(session: Session, job_id: str, *, before: datetime, at: datetime) -> bool:
+    """Mark a stuck job (see :func:`stuck`) re-sent at ``at``; its status is kept (a lapsed
+    lease is taken over by the next delivery). The caller enqueues it again."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, _from(REQUEUE_STUCK), stuck(before))
+        .values(_to(REQUEUE_STUCK, started_at=at))
+    )
+    return _won(session, stmt) == 1
+
+
+def rescue(
+    session: Session, job_id: str, token: str | None, *, before: datetime, at: datetime
+) -> bool:
+    """processing → queued, no lease, for a job whose lease ``token`` lapsed before ``before``
+    (its worker stopped heartbeating). The caller enqueues it again."""
+    stmt = (
+        update(Job)
+        .where(
+            Job.id == job_id,
+            _from(RESCUE),
+            Job.lease_token.is_(None) if token is None else Job.lease_token == token,
+            lapsed(before),
+        )
+        .values(_to(RESCUE, lease_token=None, lease_until=None, started_at=at))
+    )
+    return _won(session, stmt) == 1
+
+
+def cancel_queued(session: Session, subject_id: str, *, at: datetime) -> int:
+    """Fail every queued job of an erased subject (``subject_erased``); return how many."""
+    stmt = (
+        update(Job)
+        .where(Job.subject_id == subject_id, _from(CANCEL_QUEUED))
+        .values(
+            _to(
+                CANCEL_QUEUED,
+                error_code=codes.SUBJECT_ERASED,
+                error_message=ERASED_MESSAGE,
+                finished_at=at,
+            )
+        )
+    )
+    return _won(session, stmt)
+
+
+# ----- documentation -----------------------------------------------------------------------------
+
+
+def diagram() -> str:
+    """The state diagram (Mermaid ``stateDiagram-v2``) generated from :data:`TRANSITIONS`."""
+    lines = ["stateDiagram-v2"]
+    for t in TRANSITIONS:
+        for source in t.sources or ("[*]",):
+            lines.append(f"    {source} --> {t.target or source}: {t.name}")
+    lines += [f"    {s} --> [*]" for s in JobStatus if s in ENDED]
+    return "\n".join(lines)
+
+
+def table() -> str:
+    """The transitions as a Markdown table (name, from, to, when, by)."""
+    rows = ["| transition | from | to | when | by |", "|---|---|---|---|---|"]
+    for t in TRANSITIONS:
+        sources = ", ".join(f"`{s}`" for s in t.sources) or "(new)"
+        target = f"`{t.target}`" if t.target else "(unchanged)"
+        rows.append(f"| `{t.name}` | {sources} | {target} | {t.guard} | {t.by} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # regenerate the docs' diagram and table
+    print(f"```mermaid\n{diagram()}\n```\n\n{table()}")
