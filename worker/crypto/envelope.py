@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -186,24 +185,15 @@ class Envelope:
     def decrypt_to_file(
         self, context: Mapping[str, str], src: BinaryIO | Any, path: Path | str
     ) -> int:
-        """Decrypt into ``path`` (mode 0600) via a temp file beside it and a rename.
+        """Decrypt into ``path`` (mode 0600) via a temp file beside it and a rename
+        (:func:`worker.private_files.private_output`: never through a symlink).
 
         On any failure the temp file is removed and ``path`` is left as it was.
         """
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                total = self.decrypt(context, src, cast(BinaryIO, fh))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        return total
+        from worker.private_files import private_output
+
+        with private_output(Path(path)) as fh:
+            return self.decrypt(context, src, fh)
 
     def open(self, context: Mapping[str, str], data: bytes) -> bytes:
         """Decrypt a small object held in memory."""
