@@ -29,7 +29,7 @@ from worker.ledger.models import Job, StoredObject, Subject
 from worker.metrics import DELETION_LAG, DELETION_RATE
 from worker.retention.deleter import Deleter, DeletionBatch, Doomed
 from worker.retention.locks import LedgerLock
-from worker.storage.base import CHECKPOINT_PREFIX, DeleteResult, ObjectStore
+from worker.storage.base import DeleteResult, ObjectStore
 
 log = structlog.get_logger("facemedia.retention")
 
@@ -454,9 +454,9 @@ class Sweeper:
             found.extend(k for k in page if k not in live)
             page.clear()
 
+        # (audit checkpoints have no ledger row: the store's listings leave them out)
         for entry in self.store.entries():
-            # audit checkpoints have no ledger row and are never deleted (worker.ledger.checkpoints)
-            if entry.modified < cutoff and not entry.key.startswith(CHECKPOINT_PREFIX):
+            if entry.modified < cutoff:
                 page.append(entry.key)
                 if len(page) >= 500:
                     flush()

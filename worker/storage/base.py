@@ -100,7 +100,8 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def entries(self, prefix: str = "") -> Iterator[StoreEntry]:
-        """Every key under ``prefix`` with the time of its newest version."""
+        """Every key under ``prefix`` with the time of its newest version; reserved prefixes
+        (``checkpoints/``) only when ``prefix`` names them (as :meth:`keys`)."""
 
     def put_retained(self, key: str, data: bytes, retain_until: datetime) -> PutResult:
         """Write a small object that is never to be deleted (audit checkpoints). A store with a
