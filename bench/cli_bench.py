@@ -5,15 +5,17 @@ Run: ``.venv/bin/python bench/cli_bench.py [--runs 5] [--no-celery] [--broker UR
 installed console script, e.g. the parent commit exported with ``git archive``.)
 
 Every figure is the wall time of a fresh process, median of ``--runs`` runs (after one warm-up
-run each, so the disk cache is warm). The runs are interleaved (round after round over every
-command) so that a burst of load on the machine hits every command alike. The baseline is
-``python -c pass`` with the same interpreter, measured in the same rounds; each command's ratio
-and its time above the baseline are printed with it.
+run each, so the disk cache is warm), with its CPU time (user + system, from the children's
+rusage), which a loaded machine inflates much less than the wall time. The runs are
+interleaved (round after round over every command) so that a burst of load on the machine hits
+every command alike. The baseline is ``python -c pass`` with the same interpreter, measured in
+the same rounds; each command's ratio and its time above the baseline are printed with it.
 
 The commands run against a fresh embedded home (SQLite ledger, LocalStore, local KEK, no
 broker): ``--help``; ``status JOB --json`` of a job run during setup; ``audit verify --json``;
-``crypto encrypt`` of an empty file; ``research verify DIR`` of an empty directory (refused with
-exit 1 once its signer check runs: the imports and the work up to there are the start-up).
+``crypto encrypt`` of an empty file; ``research verify DIR`` of an empty directory (refused once
+its signer check runs, exit 2 (1 before issue 18): the imports and the work up to there are the
+start-up).
 The Celery figure is ``celery -A worker.celery_app worker -Q media -c 2 -P prefork`` on a Redis
 broker (default ``redis://127.0.0.1:6379/9``), from spawn until the worker logs ``ready``.
 """
@@ -24,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import signal
 import statistics
 import subprocess
@@ -57,19 +60,27 @@ def _cwd() -> Path:
     return TREE if TREE is not None else ROOT
 
 
-def _timed(cmd: list[str], env: dict[str, str], expect: int) -> float:
+def _cpu_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(cmd: list[str], env: dict[str, str], expect: tuple[int, ...]) -> tuple[float, float]:
+    """Wall time and CPU time (user + system) of one run of ``cmd``."""
+    cpu = _cpu_children()
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=_cwd(), env=env, capture_output=True, timeout=120)
     elapsed = time.perf_counter() - start
-    if proc.returncode != expect:
+    cpu = _cpu_children() - cpu
+    if proc.returncode not in expect:
         raise SystemExit(
             f"{' '.join(cmd)}: exit {proc.returncode}, expected {expect}\n"
             + proc.stderr.decode(errors="replace")[-2000:]
         )
-    return elapsed
+    return elapsed, cpu
 
 
-def _setup(home: Path, work: Path) -> dict[str, tuple[list[str], int]]:
+def _setup(home: Path, work: Path) -> dict[str, tuple[list[str], tuple[int, ...]]]:
     """A home with one finished job, an empty file and an empty directory; the commands."""
     import cv2
     import numpy as np
@@ -96,15 +107,16 @@ def _setup(home: Path, work: Path) -> dict[str, tuple[list[str], int]]:
     pulled = work / "pulled"
     pulled.mkdir()
     return {
-        "python -c pass": ([sys.executable, "-c", "pass"], 0),
-        "--help": ([*cli, "--help"], 0),
-        "status JOB": ([*cli, "status", job_id, "--json"], 0),
-        "audit verify": ([*cli, "audit", "verify", "--json"], 0),
+        "python -c pass": ([sys.executable, "-c", "pass"], (0,)),
+        "--help": ([*cli, "--help"], (0,)),
+        "status JOB": ([*cli, "status", job_id, "--json"], (0,)),
+        "audit verify": ([*cli, "audit", "verify", "--json"], (0,)),
         "crypto encrypt (empty file)": (
             [*cli, "crypto", "encrypt", str(empty), str(work / "empty.fme"), "--subject", "s1"],
-            0,
+            (0,),
         ),
-        "research verify DIR": ([*cli, "research", "verify", str(pulled), "--json"], 1),
+        # refused: no signer pinned (exit 2 since issue 18's exit codes; 1 before)
+        "research verify DIR": ([*cli, "research", "verify", str(pulled), "--json"], (1, 2)),
     }
 
 
@@ -116,21 +128,28 @@ def bench_cli(runs: int) -> dict[str, Any]:
         commands = _setup(home, work)
         env = _env(home)
         times: dict[str, list[float]] = {name: [] for name in commands}
+        cpus: dict[str, list[float]] = {name: [] for name in commands}
         for cmd, code in commands.values():  # warm-up: disk cache, first migration
             _timed(cmd, env, code)
         for _ in range(runs):
             for name, (cmd, code) in commands.items():
-                times[name].append(_timed(cmd, env, code))
+                wall, cpu = _timed(cmd, env, code)
+                times[name].append(wall)
+                cpus[name].append(cpu)
     base = statistics.median(times["python -c pass"])
+    base_cpu = statistics.median(cpus["python -c pass"])
     rows = {}
     for name, samples in times.items():
         median = statistics.median(samples)
+        cpu = statistics.median(cpus[name])
         rows[name] = {
             "median_s": round(median, 3),
             "min_s": round(min(samples), 3),
             "max_s": round(max(samples), 3),
             "above_python_s": round(median - base, 3),
             "x_python": round(median / base, 1),
+            "cpu_s": round(cpu, 3),
+            "cpu_x_python": round(cpu / base_cpu, 1) if base_cpu else None,
         }
     return rows
 
@@ -221,11 +240,15 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     print(f"runs={args.runs} (median; interleaved)  {result['machine']}")
-    print(f"{'command':32} {'median s':>9} {'min':>7} {'max':>7} {'-python':>8} {'x python':>8}")
+    print(
+        f"{'command':32} {'median s':>9} {'min':>7} {'max':>7} {'-python':>8} {'x python':>8} "
+        f"{'cpu s':>7} {'cpu x py':>8}"
+    )
     for name, row in result["cli"].items():
         print(
             f"{name:32} {row['median_s']:9.3f} {row['min_s']:7.3f} {row['max_s']:7.3f} "
-            f"{row['above_python_s']:8.3f} {row['x_python']:8.1f}"
+            f"{row['above_python_s']:8.3f} {row['x_python']:8.1f} {row['cpu_s']:7.3f} "
+            f"{row['cpu_x_python']:8.1f}"
         )
     if "celery_worker_ready" in result:
         row = result["celery_worker_ready"]

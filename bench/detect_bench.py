@@ -6,6 +6,10 @@ images in the same run. deface runs an image at its native resolution (its defau
 ``--scale`` is given), with its automatic backend choice (OpenCV DNN unless onnxruntime is
 installed). Both use threshold 0.5. Faces found are matched to the pasted ground truth (IoU >= 0.5).
 
+The detect report (``pipelines.faces.report.detect_image``: detection, then the mesh fitted to
+every face for its pose; with ``mesh`` also the iris and the normalised points) against the
+detection alone, on the same images in the same rounds.
+
 Decode: ``pipelines.media.decode_image`` (header limits, EXIF orientation, mode normalisation)
 against raw ``cv2.imdecode`` of the same bytes.
 
@@ -26,6 +30,8 @@ from numpy.typing import NDArray
 from skimage import data
 
 from pipelines.faces import CenterFaceDetector, DetectorConfig
+from pipelines.faces.mesh import default_mesher
+from pipelines.faces.report import detect_image
 from pipelines.media import decode_image, encode_image
 
 Box = tuple[float, float, float, float]
@@ -150,6 +156,27 @@ def main() -> None:
             f"| {scene.name} | {t_ours:.0f} | {t_peer:.0f} | {t_ours / t_peer:.2f}x "
             f"| {hits(found_ours)} | {hits(found_peer)} "
             f"| {t_untiled:.0f} ms, {recall(found_untiled, truth)}/{len(truth)} |"
+        )
+
+    print("\n### The detect report: pose for every face, and the mesh on request\n")
+    print("| image | faces | detection ms | + pose (report v2) ms | + mesh and iris ms "
+          "| pose / detection | mesh / detection |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    mesher = default_mesher()
+    for scene in scenes():
+        img = scene.image
+        n = repeats[img.shape[1]]
+        t_det, t_pose, t_mesh = timed(
+            [
+                lambda img=img: ours.detect(img),  # type: ignore[misc]
+                lambda img=img: detect_image(img, ours, mesher),  # type: ignore[misc]
+                lambda img=img: detect_image(img, ours, mesher, with_mesh=True),  # type: ignore[misc]
+            ],
+            n,
+        )
+        print(
+            f"| {scene.name} | {len(ours.detect(img))} | {t_det:.0f} | {t_pose:.0f} | "
+            f"{t_mesh:.0f} | {t_pose / t_det:.2f}x | {t_mesh / t_det:.2f}x |"
         )
 
     print("\n### Decode (median ms; bytes to BGR uint8)\n")

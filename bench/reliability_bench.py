@@ -33,9 +33,9 @@ TESTS = {
 
 
 def run_pytest(paths: list[str], report: Path) -> int:
-    env = dict(os.environ, FACEMEDIA_LONG="1", FACEMEDIA_REL_REPORT=str(report))
+    env = dict(os.environ, FACEMEDIA_TEST_LONG="1", FACEMEDIA_TEST_REL_REPORT=str(report))
     if any("restarts" in p for p in paths):
-        env["FACEMEDIA_RESTART_SERVICES"] = "1"
+        env["FACEMEDIA_TEST_RESTART_SERVICES"] = "1"
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-s", *paths]
     return subprocess.call(cmd, cwd=ROOT, env=env)
 

@@ -1,7 +1,12 @@
-"""Sweep throughput on moto's S3 server (versioned bucket) against raw boto3 deletes.
+"""Sweep throughput on a real S3 store (SeaweedFS, versioned bucket) against raw boto3 deletes
+on the same server in the same run; ``--store moto`` runs the same on moto's server (the figures
+before SeaweedFS, kept for comparison).
 
-    .venv/bin/python bench/retention_bench.py [--objects 100000] [--rounds 4] [--naive 2000]
-        [--listing 10000] [--parallel 20000] [--json]
+    .venv/bin/python bench/retention_bench.py [--store seaweedfs|moto] [--objects 10000]
+        [--rounds 4] [--naive 500] [--listing 2000] [--parallel 4000] [--json]
+
+(Defaults sized for SeaweedFS on a 2-core machine, where a versioned delete costs ~6 ms: a few
+minutes. moto's runs in docs/BENCHMARKS.md used 100,000 objects.)
 
 Ways to delete due objects from the same server in the same run:
 - raw: a bare boto3 loop of DeleteObjects calls with 1000 keys each and ``Quiet`` (version ids
@@ -17,13 +22,14 @@ Raw and sweep (verify=confirmations) each get ``--objects`` objects, deleted in 
 interleaved rounds (raw chunk, sweep of one due group, alternating which goes first), so both
 see the same machine load; each round's sweep is a whole ``Sweeper.run(as_of=...)`` timed from
 outside (lock, counts and audit included). verify=listing runs on ``--listing`` objects in a
-bucket of its own because moto's ListObjectVersions costs time in proportion to the whole bucket
-on every call (real S3 pages in constant time).
+bucket of its own (moto's ListObjectVersions costs time in proportion to the whole bucket on
+every call; SeaweedFS's, like real S3's, pages through the filer's sorted keys).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -32,6 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -84,6 +91,7 @@ class SweepTarget:
                 store_url=f"s3://{bucket}/p",
                 s3_endpoint_url=endpoint,
                 s3_region=REGION,
+                store_region=REGION,  # SeaweedFS has no regions (moto: the same one)
                 log_level="WARNING",
                 delete_verify=verify,
             )
@@ -132,6 +140,36 @@ class SweepTarget:
         self.container.close()
 
 
+@contextlib.contextmanager
+def _s3_server(store: str, directory: Path) -> Iterator[str]:
+    """The S3 endpoint of a server in its own process (off this process's GIL): SeaweedFS
+    (master, volume, filer, S3 gateway) or moto's server."""
+    from tests.conftest import free_port
+    from tests.seaweed import SeaweedServer
+
+    if store == "seaweedfs":
+        with SeaweedServer(directory, volume_size_limit_mb=1024) as server:
+            yield server.endpoint
+        return
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.kill()  # never mask the real error behind a slow shutdown
+        server.wait(timeout=30)
+
+
 def _load() -> str:
     one, five, _ = os.getloadavg()
     return f"{one:.2f}/{five:.2f}"
@@ -143,35 +181,25 @@ def main() -> None:
     import psycopg
     from botocore.config import Config
 
-    from tests.conftest import free_port
+    from tests.seaweed import ACCESS_KEY, SECRET_KEY
     from worker.ids import new_id
     from worker.logs import configure_logging
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--objects", type=int, default=100_000, help="raw and sweep, each")
+    parser.add_argument("--store", choices=("seaweedfs", "moto"), default="seaweedfs")
+    parser.add_argument("--objects", type=int, default=10_000, help="raw and sweep, each")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved raw/sweep rounds")
-    parser.add_argument("--naive", type=int, default=2000)
-    parser.add_argument("--listing", type=int, default=10000, help="objects for verify=listing")
-    parser.add_argument("--parallel", type=int, default=20000, help="objects for raw, 2 threads")
+    parser.add_argument("--naive", type=int, default=500)
+    parser.add_argument("--listing", type=int, default=2000, help="objects for verify=listing")
+    parser.add_argument("--parallel", type=int, default=4000, help="objects for raw, 2 threads")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     configure_logging("WARNING")
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    port = free_port()
-    # moto's server in its own process, like a real S3 endpoint (and off this process's GIL)
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    endpoint = f"http://127.0.0.1:{port}"
+    os.environ["AWS_ACCESS_KEY_ID"] = ACCESS_KEY  # the identity SeaweedFS's gateway checks
+    os.environ["AWS_SECRET_ACCESS_KEY"] = SECRET_KEY
+    tmp = tempfile.TemporaryDirectory()
+    servers = contextlib.ExitStack()
+    endpoint = servers.enter_context(_s3_server(args.store, Path(tmp.name) / "store"))
     s3 = boto3.client(
         "s3", endpoint_url=endpoint, region_name=REGION, config=Config(max_pool_connections=32)
     )
@@ -181,7 +209,6 @@ def main() -> None:
     db = f"fm_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
-    tmp = tempfile.TemporaryDirectory()
     targets: list[SweepTarget] = []
     try:
 
@@ -199,7 +226,8 @@ def main() -> None:
         raw_bucket = bucket()
         raw_objs = seed(raw_bucket, args.objects)
         seed_rate = args.objects / (time.perf_counter() - t0)
-        sweep = SweepTarget(s3, bucket(), endpoint, db, "confirmations", Path(tmp.name) / "c")
+        # one home for every target: they share the ledger, whose audit key its keyring wraps
+        sweep = SweepTarget(s3, bucket(), endpoint, db, "confirmations", Path(tmp.name) / "home")
         targets.append(sweep)
         sweep.seed(args.objects, args.rounds)
         load["seeded"] = _load()
@@ -246,7 +274,7 @@ def main() -> None:
             results["naive DeleteObject per object"] = args.naive / (time.perf_counter() - t0)
 
         if args.listing:
-            listing = SweepTarget(s3, bucket(), endpoint, db, "listing", Path(tmp.name) / "l")
+            listing = SweepTarget(s3, bucket(), endpoint, db, "listing", Path(tmp.name) / "home")
             targets.append(listing)
             listing.seed(args.listing, 1)
             n, seconds = listing.sweep(0)
@@ -257,17 +285,17 @@ def main() -> None:
     finally:
         for target in targets:
             target.close()
+        servers.close()
         tmp.cleanup()
-        server.kill()  # never mask the real error behind a slow shutdown
-        server.wait(timeout=30)
         with psycopg.connect(PG, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     raw = results["raw DeleteObjects loop (1000/call)"]
     if args.json:
-        print(json.dumps({"results": results, "rounds": rounds, "load": load}))
+        print(json.dumps({"store": args.store, "results": results, "rounds": rounds, "load": load}))
         return
     print(
-        f"objects: {args.objects} raw + {args.objects} sweep in {args.rounds} interleaved rounds "
+        f"store: {args.store}; objects: {args.objects} raw + {args.objects} sweep in "
+        f"{args.rounds} interleaved rounds "
         f"(raw 2 threads: {args.parallel}, naive: {args.naive}, verify=listing: {args.listing}); "
         f"seeding ran at {seed_rate:.0f} puts/s; load average (1/5 min) "
         + ", ".join(f"{k} {v}" for k, v in load.items())

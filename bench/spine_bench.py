@@ -1,7 +1,9 @@
 """Per-job Celery overhead: the same `detect` jobs run by a direct in-process call and by a real
-`celery worker` (Redis broker, one prefork child), both on PostgreSQL and the same store.
+`celery worker` (Redis broker, one prefork child), both on PostgreSQL and the same store: a
+versioned bucket on a SeaweedFS server started for the run (``--store seaweedfs``, the default),
+moto's server (``--store moto``, the figures before SeaweedFS) or the local store (``local``).
 
-    .venv/bin/python bench/spine_bench.py [--jobs 40] [--json]
+    .venv/bin/python bench/spine_bench.py [--jobs 40] [--store seaweedfs|moto|local] [--json]
 
 Needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 (as on the dev machines and CI).
 """
@@ -9,12 +11,15 @@ Needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 (as on the dev ma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379/8"
+REGION = "cn-north-1"
 SEQ = "spine, celery worker, one job at a time"
 BURST = "spine, celery worker, burst (submit overlaps work)"
 
@@ -46,6 +52,43 @@ def _wait(container: Any, job_ids: list[str], timeout: float = 600) -> None:
         raise SystemExit(f"{len(pending)} jobs did not finish")
 
 
+@contextlib.contextmanager
+def _store(kind: str, directory: Path) -> Iterator[dict[str, Any]]:
+    """Settings of the store the jobs write to, its server running meanwhile."""
+    if kind == "local":
+        yield {}
+        return
+    import boto3
+
+    from tests.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer, new_bucket_name
+
+    os.environ["AWS_ACCESS_KEY_ID"] = ACCESS_KEY  # the celery worker inherits them
+    os.environ["AWS_SECRET_ACCESS_KEY"] = SECRET_KEY
+    with contextlib.ExitStack() as stack:
+        if kind == "seaweedfs":
+            endpoint = stack.enter_context(SeaweedServer(directory)).endpoint
+        else:
+            from moto.server import ThreadedMotoServer
+
+            from tests.conftest import free_port
+
+            port = free_port()
+            moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            moto.start()
+            stack.callback(moto.stop)
+            endpoint = f"http://127.0.0.1:{port}"
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
+        bucket = new_bucket_name("bench")
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        yield {
+            "store_url": f"s3://{bucket}/p",
+            "s3_endpoint_url": endpoint,
+            "s3_region": REGION,
+            "store_region": REGION,  # SeaweedFS has no regions
+        }
+
+
 def main() -> None:
     """Run both paths and print a markdown table (or JSON)."""
     import psycopg
@@ -58,6 +101,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=40)
+    parser.add_argument("--store", choices=("seaweedfs", "moto", "local"), default="seaweedfs")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     from worker.logs import configure_logging
@@ -70,11 +114,15 @@ def main() -> None:
     redis.Redis.from_url(REDIS).flushdb()
     results: dict[str, float] = {}
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            _store(args.store, Path(tmp) / "store") as store,
+        ):
             base = {
                 "home": Path(tmp) / "var",
                 "database_url": f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}",
                 "log_level": "WARNING",
+                **store,
             }
             direct = Container(load_settings(**base))
             detect = handler("detect")
@@ -118,9 +166,13 @@ def main() -> None:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     base_ms = results["spine, direct call"] * 1000
     if args.json:
-        print(json.dumps({k: v * 1000 for k, v in results.items()}))
+        print(json.dumps({"store": args.store, **{k: v * 1000 for k, v in results.items()}}))
         return
-    print(f"jobs per path: {args.jobs} (detect on a 512x512 JPEG; redis, 1 prefork child)\n")
+    one, five, _ = os.getloadavg()
+    print(
+        f"jobs per path: {args.jobs} (detect on a 512x512 JPEG; redis, 1 prefork child); "
+        f"store: {args.store}; load average (1/5 min) at the end {one:.2f}/{five:.2f}\n"
+    )
     print("| path | ms per job | ratio to direct call |")
     print("|---|---:|---:|")
     for name, seconds in results.items():

@@ -1,53 +1,72 @@
-"""Video transform and face tracking benchmark for ``pipelines`` (generated media only).
+"""Video path benchmark (issue 16): the pipelines against a raw PyAV transcode, in one run.
 
-One synthetic clip (default 150 frames, 1280x720, 30 fps, H.264 + AAC tone) with two faces cut
-from scikit-image's astronaut sliding over a textured background, generated in memory.
+Generated clips only (in memory): 1280x720 (and 1920x1080) at 30 fps, H.264 + a stereo AAC tone,
+astronaut faces (scikit-image) sliding over a panning texture with sensor noise, the true face
+boxes known on every frame (``make_clip``; two faces, or six for the per-face cost).
 
-(a) ``transform_video`` with an identity callback against a raw PyAV loop with the same codec
-    settings (libx264 crf 23 preset veryfast, yuv420p, threaded decode, AAC packets copied), two
-    baselines: frames handed from decoder to encoder untouched, and the same with the BGR numpy
-    round trip per frame that any per-pixel pipeline needs (the conversions transform_video
-    uses). Best of ``--repeat`` interleaved rounds.
-(b) Face localisation cost on the decoded frames: ``FaceTracker`` (``detect_every=5``) against
-    running the detector on every frame; only the time inside ``update``/``detect`` is counted.
-    Coverage: share of (frame, face) pairs with a reported box of IoU > 0.3 with the true face.
-(c) End to end anonymisation, bytes in to bytes out: ``transform_video`` with the tracker and a
-    box blur like deface's (mask scale 1.3, kernel a third of the box) against the deface CLI on
-    the same clip (written to a temporary file for deface only: it takes paths), at its defaults
-    and at ``--scale 640x360`` (the working size pipelines' detector uses). Coverage here is
-    measured on the output pixels: a (frame, face) pair counts as covered when the centre of
-    the true face differs from the input by more than 8 grey levels on average. Best of
-    ``--repeat-e2e`` interleaved rounds.
+Every row is bytes in -> bytes out, timed in this process (wall and CPU of every thread), in
+interleaved rounds (each round runs every row once), median over the rounds; ratios are
+throughput against the baseline of the same clip in the same run:
 
-Run: ``.venv/bin/python bench/video_bench.py`` (``--no-deface`` to skip the peer tool).
+* baseline: a raw PyAV loop, decode -> libx264 (crf 23, veryfast, yuv420p, threaded decode),
+  AAC packets copied (``raw_transcode``); no probe, no limits, decoded frames handed to the
+  encoder as they are.
+* ``transform_video_planes`` with an identity callback (the decoder's I420 planes), and
+  ``transform_video`` with an identity BGR callback (the BGR round trip every BGR callback pays).
+* ``deid``: ``deidentify_video_detailed`` (detection at 0.3, ``FaceTracker`` every 5 frames,
+  the operator on the planes), the default profile (``mask``) and ``blur``.
+* ``ar``: ``apply_video`` with beautify + glasses sticker (face mesh).
+
+Quality, checked on every deid output: *coverage* is the share of (frame, true face) pairs whose
+centre half differs from the source by more than 8 grey levels; *non-face PSNR* is measured
+against the decoded source frames over the pixels outside every true face box grown by half its
+size on each side plus 16 px (the default operators' ellipse, dilation 1.5, reaches a quarter of
+the box beyond it; the other quarter allows for the tracker's box error), and compared with the
+same PSNR of the plain transcode over the same pixels (goal: within 0.1 dB).
+``tests/pipelines/test_video_planes.py`` runs the same checks (``deid_quality``) on a small clip.
+
+Run: ``.venv/bin/python bench/video_bench.py`` (``--rounds``, ``--frames``, ``--no-six``,
+``--no-1080``, ``--no-ar``).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
 import platform
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import av
 import cv2
 import numpy as np
-from numpy.typing import NDArray
 from skimage import data
 
-from pipelines.faces.detector import CenterFaceDetector, Face, FaceDetector
-from pipelines.faces.tracking import FaceTracker, TrackerConfig
-from pipelines.media.video import VideoLimits, iter_frames, probe_video, transform_video
+from pipelines.ar import apply_video, parse_chain
+from pipelines.deid import DEFAULT_PROFILE, deidentify_video_detailed
+from pipelines.faces.detector import CenterFaceDetector, FaceDetector
+from pipelines.media.video import (
+    VideoLimits,
+    iter_frames,
+    probe_video,
+    transform_video,
+    transform_video_planes,
+)
 
 Box = tuple[float, float, float, float]
 CRF, PRESET = 23, "veryfast"
+#: Non-face region for the PSNR check: outside the true boxes grown by this share of their size.
+GROW = 0.5
 
 
 @dataclass(frozen=True)
@@ -58,21 +77,45 @@ class Clip:
     truth: list[list[Box]]  # per frame, per face
 
 
-def make_clip(frames: int, width: int, height: int, fps: int, detector: FaceDetector) -> Clip:
-    """Two astronaut faces (scale 1.5 and 1.0, the second mirrored) moving over a panning
-    texture with sensor noise, plus a stereo tone."""
+def make_clip(
+    frames: int, width: int, height: int, fps: int, detector: FaceDetector, faces: int = 2
+) -> Clip:
+    """Astronaut faces moving over a panning texture with sensor noise, plus a stereo tone.
+
+    Two faces (scale 1.5 and 1.0, the second mirrored) cross the frame; with ``faces`` other
+    than 2, that many smaller faces (0.7-1.0) drift in a grid of three columns."""
     astronaut = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
     crop = np.ascontiguousarray(astronaut[30:210, 150:300])
+    sizes = (0.7, 1.0, 0.85, 0.75, 0.95, 0.8)
+    scales = [1.5, 1.0] if faces == 2 else [sizes[i % len(sizes)] for i in range(faces)]
     sprites = [
-        cv2.resize(crop, None, fx=1.5, fy=1.5, interpolation=cv2.INTER_CUBIC),
-        np.ascontiguousarray(crop[:, ::-1]),
+        cv2.resize(crop, None, fx=k, fy=k, interpolation=cv2.INTER_CUBIC) if k != 1.0 else crop
+        for k in scales
     ]
+    sprites = [np.ascontiguousarray(sp[:, ::-1]) if i % 2 else sp for i, sp in enumerate(sprites)]
     inner = []
     for sprite in sprites:
         found = detector.detect(sprite)
         if not found:
             raise RuntimeError("the detector finds no face in the sprite")
         inner.append(found[0].box)
+
+    def spots(u: float) -> list[tuple[float, float]]:
+        if faces == 2:
+            return [
+                (40 + u * (width - 360), height * 0.12 + 40 * np.sin(6 * u)),
+                (width - 220 - u * (width - 300), height * 0.45 + u * height * 0.2),
+            ]
+        rows = -(-faces // 3)
+        cell_w, cell_h = width / 3, height / rows
+        return [
+            (
+                (i % 3 + 0.1 + 0.25 * (u if i % 2 else 1 - u)) * cell_w,
+                (i // 3) * cell_h + 20 + 15 * np.sin(4 * u + i),
+            )
+            for i in range(faces)
+        ]
+
     pan = 2  # pixels per frame: the camera pans, so inter prediction has work to do
     yy, xx = np.mgrid[0:height, 0 : width + pan * frames]
     background = np.stack(
@@ -95,12 +138,8 @@ def make_clip(frames: int, width: int, height: int, fps: int, detector: FaceDete
         for i in range(frames):
             frame = np.ascontiguousarray(background[:, pan * i : pan * i + width])
             u = i / max(1, frames - 1)
-            spots = [
-                (40 + u * (width - 360), height * 0.12 + 40 * np.sin(6 * u)),
-                (width - 220 - u * (width - 300), height * 0.45 + u * height * 0.2),
-            ]
             boxes: list[Box] = []
-            for sprite, box, (x, y) in zip(sprites, inner, spots, strict=True):
+            for sprite, box, (x, y) in zip(sprites, inner, spots(u), strict=True):
                 shift = np.float32([[1, 0, x], [0, 1, y]])
                 cv2.warpAffine(
                     sprite,
@@ -163,20 +202,6 @@ def pixel_coverage(before: bytes, after: bytes, truth: list[list[Box]]) -> tuple
     return changed / max(1, total), count
 
 
-def blur_faces(frame: NDArray[np.uint8], faces: list[Face]) -> NDArray[np.uint8]:
-    """deface-like anonymisation: box blur of the face box scaled by 1.3, kernel = size / 3."""
-    height, width = frame.shape[:2]
-    for face in faces:
-        x1, y1, x2, y2 = face.box
-        cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * 1.3, (y2 - y1) * 1.3
-        a, b = max(0, int(cx - w / 2)), max(0, int(cy - h / 2))
-        c, d = min(width, int(cx + w / 2)), min(height, int(cy + h / 2))
-        if c - a > 2 and d - b > 2:
-            k = (max(1, (c - a) // 3), max(1, (d - b) // 3))
-            frame[b:d, a:c] = cv2.blur(frame[b:d, a:c], k)
-    return frame
-
-
 def raw_transcode(clip: bytes, numpy_roundtrip: bool) -> bytes:
     """The baseline: PyAV decode -> libx264 with the same settings, AAC packets copied.
 
@@ -211,16 +236,6 @@ def raw_transcode(clip: bytes, numpy_roundtrip: bool) -> bytes:
     return out.getvalue()
 
 
-def best_interleaved(repeat: int, fns: list[Callable[[], object]]) -> list[float]:
-    best = [float("inf")] * len(fns)
-    for _ in range(repeat):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
-
-
 def run_deface(clip: bytes, extra: list[str]) -> tuple[float, bytes]:
     """Wall time of the deface CLI on the clip (temp files: deface only takes paths)."""
     exe = Path(sys.executable).with_name("deface")
@@ -237,147 +252,231 @@ def run_deface(clip: bytes, extra: list[str]) -> tuple[float, bytes]:
         return time.perf_counter() - start, dst.read_bytes()
 
 
+def psnr(mse: float) -> float:
+    return float("inf") if mse <= 0 else 10 * math.log10(255.0**2 / mse)
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Coverage of the true faces and the PSNR of everything else, against the source."""
+
+    coverage: float
+    nonface_psnr: float
+    frames: int
+
+
+def deid_quality(source: bytes, output: bytes, truth: list[list[Box]], grow: float) -> Quality:
+    """Coverage (a (frame, face) pair counts when the centre half of the true box differs from
+    the source by more than 8 grey levels on average) and the PSNR of the pixels outside every
+    face's operator region: the true box grown by ``grow`` times its size on each side (for an
+    ellipse of dilation ``d``, ``grow = (d - 1) / 2``) plus 16 px. Use ``grow=0`` for a plain
+    transcode measured against the same source: the region is the same only with the same
+    ``grow``, so compare outputs at one ``grow``."""
+    originals = iter_frames(source)
+    covered = pairs = 0
+    sq_err = 0.0
+    count = pixels = 0
+    with av.open(io.BytesIO(output)) as ic:
+        for frame, (_, _, before) in zip(ic.decode(video=0), originals, strict=False):
+            after = frame.to_ndarray(format="bgr24")[: before.shape[0], : before.shape[1]]
+            keep = np.ones(before.shape[:2], dtype=bool)
+            for x1, y1, x2, y2 in truth[count]:
+                w, h = x2 - x1, y2 - y1
+                ys = slice(int(y1 + 0.25 * h), int(y2 - 0.25 * h))
+                xs = slice(int(x1 + 0.25 * w), int(x2 - 0.25 * w))
+                diff = np.abs(after[ys, xs].astype(np.int16) - before[ys, xs]).mean()
+                pairs += 1
+                covered += int(diff > 8)
+                gx, gy = grow * w + 16, grow * h + 16
+                keep[
+                    max(0, int(y1 - gy)) : int(y2 + gy) + 1, max(0, int(x1 - gx)) : int(x2 + gx) + 1
+                ] = False
+            err = (after.astype(np.float64) - before)[keep]
+            sq_err += float((err * err).sum())
+            pixels += int(err.size)
+            count += 1
+    return Quality(covered / max(1, pairs), psnr(sq_err / max(1, pixels)), count)
+
+
+@dataclass(frozen=True)
+class Timing:
+    wall: float
+    cpu: float
+
+
+def timed(fn: Callable[[], object]) -> tuple[Timing, object]:
+    """Wall and CPU seconds (every thread of this process) of one call, and its result."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    out = fn()
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return Timing(wall, cpu), out
+
+
+@dataclass
+class Row:
+    clip: str
+    name: str
+    run: Callable[[], bytes]
+    goal: float | None = None
+    grow: float | None = None  # deid rows: the operator's region growth, for deid_quality
+    times: list[Timing] = field(default_factory=list)
+    output: bytes = b""
+
+
+def load() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=150)
-    parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--fps", type=int, default=30)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--repeat-e2e", type=int, default=2)
-    parser.add_argument("--no-deface", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-six", action="store_true", help="skip the six-face clip")
+    parser.add_argument("--no-1080", action="store_true", help="skip the 1080p clip")
+    parser.add_argument("--no-ar", action="store_true", help="skip the ar rows")
     args = parser.parse_args(argv)
 
     detector = CenterFaceDetector.load()
-    generated = make_clip(args.frames, args.width, args.height, args.fps, detector)
-    clip, truth = generated.data, generated.truth
-    info = probe_video(clip)
-    n = info.frames
-    limits = VideoLimits(
-        max_width=max(args.width, args.height), max_height=min(args.width, args.height)
-    )
+    clips = {"720p, 2 faces": make_clip(args.frames, 1280, 720, args.fps, detector)}
+    if not args.no_six:
+        clips["720p, 6 faces"] = make_clip(args.frames, 1280, 720, args.fps, detector, faces=6)
+    if not args.no_1080:
+        clips["1080p, 2 faces"] = make_clip(args.frames, 1920, 1080, args.fps, detector)
+    limits = VideoLimits(max_width=1920, max_height=1080)
+    chain = parse_chain([{"effect": "beautify"}, {"effect": "sticker", "name": "glasses"}])
+    mask_name, mask_params = DEFAULT_PROFILE
+    blur_params = {"strength": 0.1}
     print(
-        f"clip: {n} frames {info.width}x{info.height} @ {info.fps:g} fps, "
-        f"{len(clip) / 1e6:.1f} MB; "
         f"Python {platform.python_version()}, PyAV {av.__version__}, OpenCV {cv2.__version__}, "
-        f"{platform.machine()} {os.cpu_count()} cpu, load {os.getloadavg()[0]:.1f} at start\n"
+        f"{platform.machine()} {os.cpu_count()} cpu; load {load()} at start"
     )
-    rows: list[tuple[str, str, str, str, str]] = []
+    for label, clip in clips.items():
+        info = probe_video(clip.data, limits)
+        size = f"{info.width}x{info.height}, {len(clip.data) / 1e6:.1f} MB"
+        print(f"clip {label}: {info.frames} frames {size}")
 
-    # (a) transform vs raw transcode
-    t_raw, t_raw_np, t_ours = best_interleaved(
-        args.repeat,
-        [
-            lambda: raw_transcode(clip, False),
-            lambda: raw_transcode(clip, True),
-            lambda: transform_video(clip, lambda i, t, f: f, limits, crf=CRF, preset=PRESET),
-        ],
-    )
-    rows += [
-        ("a", "raw PyAV decode -> libx264 (baseline)", f"{n / t_raw:.1f}", "1.00x", "-"),
-        (
-            "a",
-            "raw PyAV + BGR numpy round trip",
-            f"{n / t_raw_np:.1f}",
-            f"{t_raw_np / t_raw:.2f}x",
-            "-",
-        ),
-        (
-            "a",
-            "transform_video, identity",
-            f"{n / t_ours:.1f}",
-            f"{t_ours / t_raw:.2f}x ({t_ours / t_raw_np:.2f}x numpy loop)",
-            "-",
-        ),
-    ]
-
-    # (b) tracked vs per-frame detection, localisation time only
-    tracker = FaceTracker(detector, TrackerConfig(detect_every=5), fps=args.fps)
-    t_track = t_every = 0.0
-    tracked: list[list[Box]] = []
-    every: list[list[Box]] = []
-    for index, _, frame in iter_frames(clip, limits):
-        start = time.perf_counter()
-        faces = tracker.update(index, frame)
-        t_track += time.perf_counter() - start
-        start = time.perf_counter()
-        found = detector.detect(frame)
-        t_every += time.perf_counter() - start
-        tracked.append([f.face.box for f in faces])
-        every.append([f.box for f in found])
-    rows += [
-        (
-            "b",
-            "detect every frame (baseline)",
-            f"{n / t_every:.1f}",
-            "1.00x",
-            f"{box_coverage(every, truth):.3f}",
-        ),
-        (
-            "b",
-            f"FaceTracker detect_every=5 ({tracker.detections_run} detections)",
-            f"{n / t_track:.1f}",
-            f"{t_every / t_track:.2f}x faster",
-            f"{box_coverage(tracked, truth):.3f}",
-        ),
-    ]
-
-    # (c) end to end: ours vs deface
-    def anonymise(detect_every: int) -> bytes:
-        trk = FaceTracker(detector, TrackerConfig(detect_every=detect_every), fps=args.fps)
-
-        def fn(index: int, t: float, frame: NDArray[np.uint8]) -> NDArray[np.uint8]:
-            return blur_faces(frame, [f.face for f in trk.update(index, frame, t)])
-
-        return transform_video(clip, fn, limits, crf=CRF, preset=PRESET)
-
-    # Every round runs every row once (interleaved), each row keeps its best time, so a burst of
-    # load from elsewhere hits all rows alike.
-    def ours(every_n: int) -> tuple[float, bytes]:
-        start = time.perf_counter()
-        out = anonymise(every_n)
-        return time.perf_counter() - start, out
-
-    runs: list[tuple[str, Callable[[], tuple[float, bytes]]]] = [
-        (f"pipelines: transform_video + FaceTracker(detect_every={k}) + blur", lambda k=k: ours(k))
-        for k in (5, 1)
-    ]
-    if not args.no_deface:
-        runs += [
-            ("deface CLI, defaults", lambda: run_deface(clip, [])),
-            ("deface CLI, --scale 640x360", lambda: run_deface(clip, ["--scale", "640x360"])),
-        ]
-    best: dict[str, tuple[float, bytes]] = {}
-    for _ in range(args.repeat_e2e):
-        for label, fn in runs:
-            seconds, out = fn()
-            if label not in best or seconds < best[label][0]:
-                best[label] = (seconds, out)
-    e2e = [(label, *best[label]) for label, _ in runs]
-    reference = next((s for label, s, _ in e2e if label == "deface CLI, defaults"), None)
-    for label, seconds, out in e2e:
-        coverage, count = pixel_coverage(clip, out, truth)
-        with av.open(io.BytesIO(out)) as oc:
-            has_audio = bool(oc.streams.audio)
-            duration = oc.duration / 1e6 if oc.duration else float("nan")
-        ratio = f"{reference / seconds:.1f}x deface" if reference else "-"
+    rows: list[Row] = []
+    for label, clip in clips.items():
+        data_ = clip.data
         rows.append(
-            (
-                "c",
-                f"{label} [{count} frames, {duration:.2f} s, audio {'yes' if has_audio else 'no'}]",
-                f"{n / seconds:.1f}",
-                ratio,
-                f"{coverage:.3f}",
+            Row(
+                label,
+                "raw PyAV decode -> libx264 (baseline)",
+                lambda d=data_: raw_transcode(d, False),
             )
         )
+        if label.startswith("720p, 2"):
+            rows.append(
+                Row(
+                    label,
+                    "transform_video_planes, identity",
+                    lambda d=data_: transform_video_planes(d, lambda i, t, p: None, limits),
+                    0.95,
+                )
+            )
+            rows.append(
+                Row(
+                    label,
+                    "transform_video (BGR), identity",
+                    lambda d=data_: transform_video(d, lambda i, t, f: f, limits),
+                )
+            )
+        rows.append(
+            Row(
+                label,
+                f"deid {mask_name} (default profile)",
+                lambda d=data_: (
+                    deidentify_video_detailed(
+                        d, detector, mask_name, mask_params, limits, keep_audio=True
+                    ).data
+                ),
+                0.7,
+                GROW,
+            )
+        )
+        if not label.startswith("720p, 6"):
+            rows.append(
+                Row(
+                    label,
+                    "deid blur strength 0.1",
+                    lambda d=data_: (
+                        deidentify_video_detailed(
+                            d, detector, "blur", blur_params, limits, keep_audio=True
+                        ).data
+                    ),
+                    0.7,
+                    GROW,
+                )
+            )
+        if not args.no_ar:
+            rows.append(
+                Row(
+                    label,
+                    "ar beautify + glasses (mesh)",
+                    lambda d=data_: apply_video(d, chain, detector, limits).data,
+                    0.45,
+                )
+            )
 
-    print("| part | pipeline | fps | ratio | face coverage |")
-    print("|---|---|---:|---:|---:|")
+    for r in range(args.rounds):
+        print(f"round {r + 1}/{args.rounds}, load {load()}", flush=True)
+        for row in rows:
+            took, out = timed(row.run)
+            row.times.append(took)
+            row.output = cast(bytes, out)
+    print(f"load {load()} at the end\n")
+
+    baseline = {row.clip: row for row in rows if row.name.startswith("raw")}
+    head = ["clip", "path", "fps (median)", "ratio wall", "ratio CPU", "rounds (ratio wall)"]
+    head += ["goal", "coverage", "non-face PSNR (plain transcode)"]
+    print("| " + " | ".join(head) + " |")
+    print("|---|---|---:|---:|---:|---|---|---:|---:|")
+    per_face: dict[str, dict[str, float]] = {}
     for row in rows:
-        print("| " + " | ".join(row) + " |")
-    print(
-        f"\ninput: {n} frames, {info.duration_s:.2f} s, audio {'yes' if info.has_audio else 'no'}"
-    )
+        base = baseline[row.clip]
+        frames = clips[row.clip].frames
+        wall = statistics.median(t.wall for t in row.times)
+        cpu = statistics.median(t.cpu for t in row.times)
+        ratio = statistics.median(
+            b.wall / t.wall for b, t in zip(base.times, row.times, strict=True)
+        )
+        ratio_cpu = statistics.median(
+            b.cpu / t.cpu for b, t in zip(base.times, row.times, strict=True)
+        )
+        per_round = ", ".join(
+            f"{b.wall / t.wall:.2f}" for b, t in zip(base.times, row.times, strict=True)
+        )
+        goal = (
+            "-"
+            if row.goal is None
+            else f">= {row.goal:.2f}: {'met' if ratio >= row.goal else 'NOT met'}"
+        )
+        cover = psnr_cell = "-"
+        if row.grow is not None:
+            q = deid_quality(clips[row.clip].data, row.output, clips[row.clip].truth, row.grow)
+            plain = deid_quality(clips[row.clip].data, base.output, clips[row.clip].truth, row.grow)
+            ok = q.nonface_psnr >= plain.nonface_psnr - 0.1
+            cover = f"{q.coverage:.3f}"
+            psnr_cell = (
+                f"{q.nonface_psnr:.2f} dB ({plain.nonface_psnr:.2f}; {'ok' if ok else 'WORSE'})"
+            )
+        cells = [row.clip, row.name, f"{frames / wall:.1f}", f"{ratio:.2f}x", f"{ratio_cpu:.2f}x"]
+        print("| " + " | ".join([*cells, per_round, goal, cover, psnr_cell]) + " |")
+        per_face.setdefault(row.name.split(" (")[0].split(" strength")[0], {})[row.clip] = (
+            cpu - statistics.median(t.cpu for t in base.times)
+        ) / frames
+    print()
+    for name, by_clip in per_face.items():
+        two, six = by_clip.get("720p, 2 faces"), by_clip.get("720p, 6 faces")
+        if two is not None and six is not None and not name.startswith("raw"):
+            print(
+                f"{name}: CPU over the raw transcode per frame, {1000 * two:.1f} ms with 2 faces "
+                f"and {1000 * six:.1f} ms with 6: {250 * (six - two):.2f} ms per extra face"
+            )
     return 0
 
 

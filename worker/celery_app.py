@@ -54,6 +54,18 @@ def _preflight(**_: Any) -> None:
 
 
 @worker_init.connect
+def _warm_imports(**_: Any) -> None:
+    """Import what a task runs (the job service, every job type and its pipelines: OpenCV,
+    SciPy, PyAV) once in the parent, before the pool forks: a child's first task then starts at
+    once instead of spending its soft time limit on imports (seen: > 12 s under heavy load, the
+    job left queued until the rescue sweep). No model is loaded and no thread is started here."""
+    import worker.jobs.service  # noqa: F401
+    from worker.jobs.registry import names
+
+    names()  # loads every job type's module (the registry imports its package on first use)
+
+
+@worker_init.connect
 def _declare_dead_letters(sender: Any = None, **_: Any) -> None:
     """RabbitMQ quorum queues: declare the dead-letter exchange and queues (a message sent to
     an undeclared dead-letter exchange is dropped)."""

@@ -2,8 +2,12 @@
 
 Each check returns a :class:`Check`: ``ok``, a one-line ``detail`` (what was found or what is
 wrong) and, when not ok, a one-line ``fix``. Checks never migrate, create or change anything,
-never print a password (URLs are shown with the password masked) and stop waiting after a few
-seconds. ``status`` is ``ok``, ``fail`` or ``skip`` (not applicable to this configuration).
+never print a password (:func:`shown_url` masks one, and shows a URL that has none as it is)
+and stop waiting after a few seconds. ``status`` is ``ok``, ``fail`` or ``skip`` (not
+applicable to this configuration). What can be checked without the network (the configured
+regions) is checked first, so a region outside ``allowed_regions`` is named even when the bucket
+or the KMS endpoint cannot be reached. :func:`render` prints the outcome for 80 columns: a
+table, then each fix in full on its own line under it (commands are never cut).
 """
 
 from __future__ import annotations
@@ -57,6 +61,56 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
+def shown_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``; a URL without one is shown as it is
+    (kombu's ``as_uri`` prints ``:**@`` even where there is no password)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+# ----- configuration (no network) ---------------------------------------------------------------
+
+
+def check_configuration(settings: Settings) -> Check:
+    """The regions the configuration names (the S3 client's region, a declared store region,
+    the region in a KMS key ARN) are inside ``allowed_regions``: checked without the network,
+    so a wrong region is named even when nothing can be reached."""
+    import re
+
+    name = "config_regions"
+    allowed = settings.allowed_regions
+    named: list[tuple[str, str, str]] = []  # (setting, region, variable)
+    if urlparse(settings.effective_store_url).scheme == "s3":
+        named.append(("s3_region", settings.s3_region, "FACEMEDIA_S3_REGION"))
+        if settings.store_region:
+            named.append(("store_region", settings.store_region, "FACEMEDIA_STORE_REGION"))
+    arn = re.match(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):", settings.keyring)
+    if arn:
+        named.append(("keyring (KMS key ARN)", arn.group(1), "FACEMEDIA_KEYRING"))
+    outside = [(s, r, v) for s, r, v in named if r not in allowed]
+    if outside:
+        variable = outside[0][2]
+        return _fail(
+            name,
+            "; ".join(f"{s} names {r}" for s, r, _ in outside)
+            + f", outside allowed_regions ({', '.join(allowed)}): the worker refuses to start",
+            f"set {variable} to a region in {' or '.join(allowed)} (data must stay inside the "
+            "allowed regions; do not widen allowed_regions)",
+        )
+    if not named:
+        return _skip(name, "no region configured (local store, local keyring)")
+    return _ok(
+        name,
+        ", ".join(f"{s} {r}" for s, r, _ in named) + ": inside allowed_regions",
+    )
+
+
 def _boto_config() -> Any:
     from botocore.config import Config
 
@@ -79,7 +133,7 @@ def check_broker(settings: Settings) -> Check:
     from kombu.connection import Connection
 
     conn = Connection(settings.broker_url, connect_timeout=3)
-    shown = conn.as_uri()  # password masked
+    shown = shown_url(settings.broker_url)
     try:
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=5)
     except Exception as exc:
@@ -100,14 +154,13 @@ def check_database(settings: Settings) -> Check:
     """The ledger accepts a connection and its schema is at the newest migration."""
     from alembic.script import ScriptDirectory
     from sqlalchemy import create_engine
-    from sqlalchemy.engine import make_url
     from sqlalchemy.pool import NullPool
 
     from worker.ledger.db import alembic_config
 
     name = "database"
     url = settings.effective_database_url
-    shown = make_url(url).render_as_string(hide_password=True)
+    shown = shown_url(url)
     head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
     if url.startswith("sqlite") and not settings.database_url:
         path = url.split("///", 1)[-1]
@@ -185,20 +238,10 @@ def check_bucket(settings: Settings) -> list[Check]:
                 "check FACEMEDIA_S3_ENDPOINT_URL and that this role may s3:GetBucketLocation",
             )
         ]
-    checks = [_ok("bucket", f"bucket {bucket} exists")]
-    region = location.get("LocationConstraint") or "us-east-1"
-    if region in settings.allowed_regions:
-        checks.append(_ok("bucket_region", f"bucket {bucket} is in {region}"))
-    else:
-        checks.append(
-            _fail(
-                "bucket_region",
-                f"bucket {bucket} is in {region}, outside allowed_regions "
-                f"({', '.join(settings.allowed_regions)}); the worker refuses to start",
-                f"use a bucket created in {' or '.join(settings.allowed_regions)} "
-                "(data must stay inside the allowed regions; do not widen allowed_regions)",
-            )
-        )
+    checks = [
+        _ok("bucket", f"bucket {bucket} exists"),
+        _check_bucket_region(settings, s3, location),
+    ]
     try:
         status = s3.get_bucket_versioning(Bucket=bucket).get("Status", "")
     except Exception as exc:
@@ -224,6 +267,43 @@ def check_bucket(settings: Settings) -> list[Check]:
             )
         )
     return checks
+
+
+def _check_bucket_region(settings: Settings, s3: Any, location: dict[str, Any]) -> Check:
+    """The region the worker's guard checks (the one the store reports, else the declared
+    ``store_region``; the rule is :func:`worker.storage.s3.bucket_region`), and which it was."""
+    from worker.storage.errors import RegionNotAllowed
+    from worker.storage.s3 import bucket_region, is_aws_endpoint
+
+    bucket = urlparse(settings.effective_store_url).netloc
+    reported = location.get("LocationConstraint")
+    try:
+        region, source = bucket_region(
+            reported, settings.store_region, aws=is_aws_endpoint(s3.meta.endpoint_url)
+        )
+    except RegionNotAllowed as exc:
+        return _fail(
+            "bucket_region",
+            f"{exc}; the worker refuses to start",
+            "set FACEMEDIA_STORE_REGION to the region the store reports, or leave it empty",
+        )
+    if region in settings.allowed_regions:
+        return _ok("bucket_region", f"bucket {bucket} is in {region}, {source}")
+    fix = (
+        f"use a bucket created in {' or '.join(settings.allowed_regions)} "
+        "(data must stay inside the allowed regions; do not widen allowed_regions)"
+    )
+    if not reported and not settings.store_region:
+        fix = (
+            "a store without regions (SeaweedFS, MinIO without MINIO_REGION): set "
+            "FACEMEDIA_STORE_REGION to where its machines are; on AWS S3 " + fix
+        )
+    return _fail(
+        "bucket_region",
+        f"bucket {bucket} is in {region} ({source}), outside allowed_regions "
+        f"({', '.join(settings.allowed_regions)}); the worker refuses to start",
+        fix,
+    )
 
 
 # ----- KMS ---------------------------------------------------------------------------------------
@@ -334,6 +414,7 @@ def run_checks(settings: Settings, clock: Clock = time.time) -> list[Check]:
     """Every check, in order; a check that crashes is reported as a failure, never raised."""
     results: list[Check] = []
     steps: list[tuple[str, Callable[[], Check | list[Check]]]] = [
+        ("config_regions", lambda: check_configuration(settings)),
         ("broker", lambda: check_broker(settings)),
         ("database", lambda: check_database(settings)),
         ("bucket", lambda: check_bucket(settings)),
@@ -347,3 +428,24 @@ def run_checks(settings: Settings, clock: Clock = time.time) -> list[Check]:
             outcome = _fail(name, f"the check itself failed ({_why(exc)})", "see the detail above")
         results.extend(outcome if isinstance(outcome, list) else [outcome])
     return results
+
+
+def render(checks: list[Check], console: Any) -> None:
+    """Print the checks for a person on ``console`` (a rich Console), readable at 80 columns:
+    a table of check, status and detail (details wrap, nothing is cut), then every fix in full
+    under it, on a line of its own that is never wrapped by us (a command stays copyable)."""
+    from rich.table import Table
+
+    colour = {"ok": "green", "fail": "red", "skip": "yellow"}
+    table = Table(title="facemedia doctor", expand=False)
+    table.add_column("check", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    for c in checks:
+        table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", c.detail)
+    console.print(table)
+    fixes = [c for c in checks if c.fix and not c.ok]
+    if fixes:
+        console.print("\nTo fix:", highlight=False)
+    for c in fixes:
+        console.print(f"  {c.name}: {c.fix}", soft_wrap=True, highlight=False, markup=False)

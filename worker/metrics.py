@@ -4,13 +4,18 @@ Under Celery's prefork pool set ``PROMETHEUS_MULTIPROC_DIR`` (before the worker 
 child writes its samples to files there and the worker's metrics server sums them (see
 worker/metrics_server.py and docs/OPERATIONS.md). Nothing here starts a server at import time.
 Gauges declare how children's values combine (``multiprocess_mode``).
+
+Rates are Prometheus's to compute (``rate(facemedia_deletions_total[5m])``): nothing here exports
+a pre-computed per-second figure. Every counter is exported at 0 for each label value the code
+knows from the worker's start (:func:`zero_known_labels`), so a rate or an alert over a failure
+that has not happened yet has a series to read.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
@@ -34,13 +39,13 @@ DELETION_LAG = Gauge(
     "Now minus the oldest due time of an undeleted, unheld object (at the last sweep)",
     multiprocess_mode="max",
 )
-DELETION_RATE = Gauge(
-    "facemedia_sweep_deletions_per_second",
-    "Deletions per second of the last sweep",
-    multiprocess_mode="max",
-)
 JOBS = Counter(
     "facemedia_jobs_total", "Jobs that ended, by type and status", ["job_type", "status"]
+)
+JOBS_FAILED = Counter(
+    "facemedia_jobs_failed_total",
+    "Jobs that failed, by type and stable error code",
+    ["job_type", "error_code"],
 )
 STAGE_SECONDS = Histogram(
     "facemedia_stage_duration_seconds",
@@ -81,7 +86,65 @@ SCRAPE_TIME_METRICS = (
     "facemedia_oldest_queued_job_age_seconds",
     "facemedia_stuck_jobs",
     "facemedia_metrics_collect_errors",
+    "facemedia_build_info",
 )
+
+
+# Label values the code knows, exported at 0 from the start (:func:`zero_known_labels`); the
+# job types and error codes come from their registries when the worker starts.
+DELETION_REASONS = (
+    "job_ended",
+    "retention",
+    "erasure",
+    "withdrawal",
+    "ksame_batch",
+    "release_build",
+    "release_revoked",
+    "release_revocation",
+)
+KSAME_OUTCOMES = ("written", "too_few", "error")
+
+
+def job_ended(job_type: str, status: str, error_code: str | None = None) -> None:
+    """Count a job that ended (``succeeded`` or ``failed``; a failure with its error code)."""
+    JOBS.labels(job_type, status).inc()
+    if status == "failed":
+        JOBS_FAILED.labels(job_type, error_code or "unknown").inc()
+
+
+def zero_known_labels(
+    job_types: Iterable[str],
+    error_codes: Iterable[str],
+    tasks: Iterable[str],
+    operators: Iterable[str] = (),
+    sampling_skips: Iterable[str] = (),
+    gate_reasons: Iterable[str] = (),
+) -> None:
+    """Create every counter series whose label values are known, at 0 (a scrape then shows
+    ``facemedia_jobs_failed_total{job_type="pta",error_code="no_face"} 0`` before the first
+    such failure)."""
+    types, codes = list(job_types), list(error_codes)
+    for job_type in types:
+        for status in ("succeeded", "failed"):
+            JOBS.labels(job_type, status)
+        for code in codes:
+            JOBS_FAILED.labels(job_type, code)
+    for reason in DELETION_REASONS:
+        DELETIONS.labels(reason)
+        DELETION_FAILURES.labels(reason)
+    for task in tasks:
+        RETRIES.labels(task)
+    for outcome in KSAME_OUTCOMES:
+        KSAME_BATCHES.labels(outcome)
+    gates = list(gate_reasons)
+    for reason in sampling_skips:
+        RESEARCH_SAMPLING.labels("skipped", reason)
+    for reason in gates:
+        RESEARCH_SAMPLING.labels("discarded", reason)
+    for operator in operators:
+        RESEARCH_SAMPLING.labels("sampled", operator)
+        for reason in gates:
+            RESIDUAL_DISCARDS.labels(operator, reason)
 
 
 @contextmanager
@@ -137,8 +200,8 @@ def metric_names() -> set[str]:
         DELETIONS,
         DELETION_FAILURES,
         DELETION_LAG,
-        DELETION_RATE,
         JOBS,
+        JOBS_FAILED,
         STAGE_SECONDS,
         RETRIES,
         RESIDUAL_DISCARDS,

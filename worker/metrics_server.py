@@ -18,7 +18,11 @@ forked child never inherits one):
 - ``facemedia_oldest_queued_job_age_seconds``: age of the oldest queued job;
 - ``facemedia_stuck_jobs``: jobs ``processing`` whose lease lapsed (their worker died) plus jobs
   queued for longer than ``visibility_timeout`` (their message was lost);
-- ``facemedia_metrics_collect_errors{source}``: 1 when the broker or ledger could not be read.
+- ``facemedia_metrics_collect_errors{source}``: 1 when the broker or ledger could not be read;
+- ``facemedia_build_info{version,python}``: always 1, the running code's version.
+
+When it starts, every counter series whose label values are known (job types, error codes,
+tasks, deletion reasons...) is created at 0 (:func:`worker.metrics.zero_known_labels`).
 """
 
 from __future__ import annotations
@@ -202,6 +206,51 @@ def ledger_metrics(settings: Settings) -> Iterator[Metric]:
     yield stuck
 
 
+class BuildInfo(Collector):
+    """``facemedia_build_info{version,python} 1``: which code the worker runs."""
+
+    def collect(self) -> Iterable[Metric]:
+        import platform
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            ours = version("facemedia")
+        except PackageNotFoundError:  # a source tree that was never installed
+            ours = "unknown"
+        info = GaugeMetricFamily(
+            "facemedia_build_info",
+            "The running facemedia version and Python version (always 1)",
+            labels=["version", "python"],
+        )
+        info.add_metric([ours, platform.python_version()], 1)
+        yield info
+
+
+def zero_known_labels() -> None:
+    """Export every known counter series at 0 (job types, error codes and task names read
+    from their registries)."""
+    from typing import get_args
+
+    from pipelines.deid.gate import GateReason
+    from pipelines.deid.registry import operator_names
+    from worker import metrics
+    from worker.dispatch import names
+    from worker.jobs import registry, types  # noqa: F401  (types registers the job types)
+    from worker.jobs.errors import ERROR_CODES
+
+    tasks = [v for k, v in vars(names).items() if k.isupper() and isinstance(v, str) and "." in v]
+    from worker.research.funnel import SAMPLING_STEPS
+
+    metrics.zero_known_labels(
+        registry.names(),
+        ERROR_CODES,
+        tasks,
+        operators=operator_names(),
+        sampling_skips=[reason for reason, _ in SAMPLING_STEPS],
+        gate_reasons=[r for r in get_args(GateReason) if r != "ok"],
+    )
+
+
 def build_registry(settings: Settings) -> CollectorRegistry:
     """The registry a scrape reads: children summed (multiprocess) or this process's own."""
     if multiproc_dir() is not None:
@@ -213,6 +262,7 @@ def build_registry(settings: Settings) -> CollectorRegistry:
         registry = CollectorRegistry()
         registry.register(_Forward(REGISTRY))
     registry.register(DeploymentCollector(settings))
+    registry.register(BuildInfo())
     return registry
 
 
@@ -237,6 +287,7 @@ def start(settings: Settings) -> int | None:
     global _server
     if not settings.metrics_port or _server is not None:
         return None
+    zero_known_labels()
     registry = build_registry(settings)
     _server = start_http_server(
         settings.metrics_port, addr=settings.metrics_host, registry=registry

@@ -1,8 +1,14 @@
 """One typed settings object for the whole worker.
 
-Sources, highest precedence first: ``FACEMEDIA_*`` environment variables, the TOML file named by
-``FACEMEDIA_CONFIG``, ``config/default.toml``. Nothing is read at import time: call
-:func:`load_settings`.
+Sources, highest precedence first: keyword overrides, ``FACEMEDIA_*`` environment variables
+(``FACEMEDIA_RETENTION__OUTPUTS`` for a nested key), the TOML file named by ``FACEMEDIA_CONFIG``,
+``config/default.toml``. Nothing is read at import time: call :func:`load_settings`.
+
+The schema is the pydantic model :class:`Settings`; the sources are read here by a small loader
+(tomllib and ``os.environ``) rather than pydantic-settings, which cost a CLI command ~60 ms to
+import and could not refuse unknown variables. Refused at load, naming the closest setting and
+never a value: an unknown ``FACEMEDIA_*`` variable (``FACEMEDIA_TEST_*`` is the test harness's),
+an unknown key in a file, a ``FACEMEDIA_CONFIG`` naming a missing file.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import (
@@ -21,13 +27,6 @@ from pydantic import (
     ValidationError,
     field_validator,
     model_validator,
-)
-from pydantic_settings import (
-    BaseSettings,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
@@ -80,12 +79,11 @@ class ResearchSettings(BaseModel):
     shard_samples: int = Field(default=256, ge=1)
 
 
-class Settings(BaseSettings):
-    """Every knob of the worker; see config/default.toml for what each one means."""
+class Settings(BaseModel):
+    """Every knob of the worker; see config/default.toml for what each one means. Build it with
+    :func:`load_settings` (which reads the files and the environment)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="FACEMEDIA_",
-        env_nested_delimiter="__",
+    model_config = ConfigDict(
         extra="forbid",
         frozen=True,
         # A configuration error never echoes a value (a database URL may hold a password).
@@ -98,12 +96,11 @@ class Settings(BaseSettings):
     store_url: str = ""
     s3_endpoint_url: str = ""
     s3_region: str = "cn-north-1"
-    allowed_regions: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["cn-north-1", "cn-northwest-1"]
-    )
+    store_region: str = ""  # declared region of a store that reports none (default.toml)
+    allowed_regions: list[str] = Field(default_factory=lambda: ["cn-north-1", "cn-northwest-1"])
     keyring: str = "local"
     kms_endpoint_url: str = ""
-    kms_epoch_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    kms_epoch_keys: list[str] = Field(default_factory=list)
     erasure_epoch_delay: str = "1h"
     segment_size: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
@@ -137,12 +134,12 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
     soft_shutdown_seconds: float = Field(default=60.0, ge=0)
-    # Not in default.toml on purpose: the path of an extra TOML file (read by the source below).
+    # Not in default.toml on purpose: the path of an extra TOML file (read by load_settings).
     config: str = ""
 
     @model_validator(mode="before")
     @classmethod
-    def _no_misspelled_environment(cls, data: Any) -> Any:
+    def _no_unknown_environment(cls, data: Any) -> Any:
         problems = misspelled_environment(os.environ)
         if problems:
             raise ValueError("; ".join(problems))
@@ -182,26 +179,6 @@ class Settings(BaseSettings):
             )
         return value
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        files: list[Path] = [DEFAULT_CONFIG] if DEFAULT_CONFIG.exists() else []
-        extra = os.environ.get("FACEMEDIA_CONFIG", "")
-        if extra:
-            files.append(Path(extra))
-        # TomlConfigSettingsSource: later files win over earlier ones.
-        return (
-            init_settings,
-            env_settings,
-            TomlConfigSettingsSource(settings_cls, toml_file=files),
-        )
-
     # ----- derived values -------------------------------------------------------------------
 
     @property
@@ -239,10 +216,16 @@ class Settings(BaseSettings):
         return urlparse(self.effective_store_url).scheme
 
 
-# FACEMEDIA_* variables that are not settings (test and ops switches): never reported as typos.
-_NOT_SETTINGS = frozenset({"LONG", "RESTART_SERVICES", "REL_REPORT"})
+# FACEMEDIA_TEST_* belongs to the test harness (long runs, service restarts, reports).
 _NOT_SETTINGS_PREFIXES = ("TEST_",)
 _ENV_PREFIX = "FACEMEDIA_"
+
+
+class SettingsError(ValueError):
+    """A configuration source that cannot be read: ``FACEMEDIA_CONFIG`` naming a missing file,
+    a TOML file that does not parse. The message names the source, never a value."""
+
+    code = "invalid_settings"
 
 
 def _nested_models() -> dict[str, type[BaseModel]]:
@@ -257,29 +240,27 @@ def _close(name: str, choices: list[str]) -> str | None:
 
 
 def misspelled_environment(environ: Mapping[str, str]) -> list[str]:
-    """``FACEMEDIA_*`` variables that look like a misspelled setting, each with the fix.
-
-    pydantic-settings silently ignores an environment variable that names no setting, so a typo
-    (``FACEMEDIA_DATABSE_URL``) would quietly fall back to the default. Only names close to a
-    real setting are reported (the prefix is shared with test and ops switches); values are never
-    read into the message.
-    """
+    """``FACEMEDIA_*`` variables that name no setting, each with the closest one when there is
+    one: a typo (``FACEMEDIA_DATABSE_URL``) would otherwise quietly fall back to the default.
+    ``FACEMEDIA_TEST_*`` is left to the test harness. Values are never read into the message."""
     fields = sorted(Settings.model_fields)
     problems: list[str] = []
     for raw in sorted(environ):
         if not raw.upper().startswith(_ENV_PREFIX):
             continue
         name = raw[len(_ENV_PREFIX) :].lower()
-        if name.upper() in _NOT_SETTINGS or name.upper().startswith(_NOT_SETTINGS_PREFIXES):
+        if name.upper().startswith(_NOT_SETTINGS_PREFIXES):
             continue
         top, sep, sub = name.partition("__")
         if top in fields:
             continue  # a nested key under a real section is checked by the section's model
         guess = _close(top, fields)
+        line = f"unknown setting {raw.upper()}"
         if guess is None:
+            problems.append(line + " (see config/default.toml for every setting)")
             continue
         fix = _ENV_PREFIX + guess.upper() + (sep + sub.upper() if sep else "")
-        problems.append(f"unknown setting {raw.upper()}; did you mean {fix}?")
+        problems.append(f"{line}; did you mean {fix}?")
     return problems
 
 
@@ -291,14 +272,16 @@ def _label(loc: tuple[str, ...], environ: Mapping[str, str]) -> str:
     return ".".join(loc)
 
 
-def describe_settings_error(
-    exc: ValidationError, environ: Mapping[str, str] | None = None
-) -> list[str]:
+def describe_settings_error(exc: Exception, environ: Mapping[str, str] | None = None) -> list[str]:
     """One line per problem: the setting's name and the fix, never the value that was given.
 
     For an unknown key (environment variable, TOML file or nested section) the line names the key
     and, when one is close, the setting that was probably meant.
     """
+    if isinstance(exc, SettingsError):
+        return [str(exc)]
+    if not isinstance(exc, ValidationError):
+        return [type(exc).__name__]
     env = os.environ if environ is None else environ
     lines: list[str] = []
     for error in exc.errors(include_url=False, include_context=False):
@@ -335,6 +318,68 @@ def describe_settings_error(
     return lines
 
 
+SETTINGS_ERRORS: tuple[type[Exception], ...] = (ValidationError, SettingsError)
+"""What :func:`load_settings` raises for a bad configuration (catch these, describe them with
+:func:`describe_settings_error`)."""
+
+
+def _read_toml(path: Path, what: str) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(f"{what} names a file that does not exist") from None
+    except OSError as exc:
+        raise SettingsError(f"{what}: the file cannot be read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:  # its message names a line and column, not a value
+        raise SettingsError(f"{what}: the file is not valid TOML ({exc})") from None
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``; tables (dicts) merge key by key."""
+    merged = dict(base)
+    for key, value in top.items():
+        below = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(below, dict):
+            merged[key] = _merge(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``FACEMEDIA_X`` → ``{"x": ...}``, ``FACEMEDIA_X__Y`` → ``{"x": {"y": ...}}`` (values
+    are strings: the model converts them). Unknown names are refused by the model's check."""
+    found: dict[str, Any] = {}
+    for raw, value in environ.items():
+        upper = raw.upper()
+        if not upper.startswith(_ENV_PREFIX) or upper[len(_ENV_PREFIX) :].startswith(
+            _NOT_SETTINGS_PREFIXES
+        ):
+            continue
+        path = upper[len(_ENV_PREFIX) :].lower().split("__")
+        if path[0] not in Settings.model_fields:
+            continue
+        node = found
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node[path[-1]] = value
+    return found
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read the settings from their sources now; ``overrides`` win over everything."""
-    return Settings(**overrides)
+    """Read the settings from their sources now; ``overrides`` win over everything.
+
+    Raises one of :data:`SETTINGS_ERRORS` for a bad configuration."""
+    data = _read_toml(DEFAULT_CONFIG, "config/default.toml") if DEFAULT_CONFIG.exists() else {}
+    extra = os.environ.get("FACEMEDIA_CONFIG", "")
+    if extra:
+        data = _merge(data, _read_toml(Path(extra), "FACEMEDIA_CONFIG"))
+    data = _merge(data, _from_environment(os.environ))
+    return Settings.model_validate(_merge(data, overrides))

@@ -1,6 +1,7 @@
-"""AR: face effects (beautify, lut, sticker, reshape) chained on photos and videos."""
+"""AR: face effects (background, beautify, lut, makeup, reshape, sticker) chained on photos and
+videos; the face effects work on the 468-point face mesh."""
 
-from pipelines.ar.base import Effect, effect_names, get_effect, register
+from pipelines.ar.base import Effect, Target, effect_names, get_effect, register
 from pipelines.ar.chain import MAX_EFFECTS, EffectChain, Step, parse_chain
 from pipelines.ar.cube import Lut3D, parse_cube, to_cube
 from pipelines.ar.process import ArResult, apply_image, apply_media, apply_video, media_kind
@@ -12,6 +13,7 @@ __all__ = [
     "EffectChain",
     "Lut3D",
     "Step",
+    "Target",
     "apply_image",
     "apply_media",
     "apply_video",

@@ -20,6 +20,8 @@ from numpy.typing import NDArray
 from pipelines.ar.chain import EffectChain
 from pipelines.errors import NoFace
 from pipelines.faces.detector import Face, FaceDetector
+from pipelines.faces.mesh import default_mesher
+from pipelines.faces.mesh_tracking import MeshTracker
 from pipelines.faces.tracking import FaceTracker, TrackerConfig
 from pipelines.media.image import ImageLimits, decode_image, encode_image
 from pipelines.media.sniff import MediaKind, media_kind, sniff_image_format
@@ -89,23 +91,31 @@ def apply_video(
     crf: int = 23,
     preset: str = "veryfast",
 ) -> ArResult:
-    """Apply ``chain`` to every frame of a clip, on the faces tracked through it."""
-    trk = FaceTracker(detector, tracker) if chain.needs_faces else None
+    """Apply ``chain`` to every frame of a clip, on the faces tracked through it: by their
+    meshes (:class:`~pipelines.faces.mesh_tracking.MeshTracker`: one mesh pass per face from
+    the last mesh, the detector on loss and every few frames, One Euro smoothing, so effects
+    hold still on a still face) when an effect needs the mesh, by their boxes otherwise."""
+    trk = FaceTracker(detector, tracker) if chain.needs_faces and not chain.needs_mesh else None
+    mesh_trk = MeshTracker(detector, default_mesher()) if chain.needs_mesh else None
     tracks: set[int] = set()
     counts = {"frames": 0, "with_faces": 0}
 
     def fn(index: int, t: float, frame: NDArray[np.uint8]) -> NDArray[np.uint8]:
         counts["frames"] += 1
-        faces: list[Face] = []
-        if trk is not None:
-            tracked = trk.update(index, frame, t)
-            tracks.update(f.track_id for f in tracked)
-            faces = [f.face for f in tracked]
-            counts["with_faces"] += int(bool(faces))
-        return chain.apply(frame, faces)
+        if mesh_trk is not None:
+            followed = mesh_trk.update(index, frame, t)
+            tracks.update(m.track_id for m in followed)
+            counts["with_faces"] += int(bool(followed))
+            return chain.apply(frame, [m.face for m in followed], [m.mesh for m in followed])
+        if trk is None:
+            return chain.apply(frame, [])
+        tracked = trk.update(index, frame, t)
+        tracks.update(f.track_id for f in tracked)
+        counts["with_faces"] += int(bool(tracked))
+        return chain.apply(frame, [f.face for f in tracked])
 
     out = transform_video(data, fn, limits, keep_audio=True, crf=crf, preset=preset)
-    if trk is not None and not tracks:
+    if chain.needs_faces and not tracks:
         _refuse_faceless(chain)
     return ArResult(out, "mp4", "video", len(tracks), counts["frames"], counts["with_faces"])
 

@@ -1,4 +1,5 @@
-"""Face regions the local effects work in: regions of interest and soft masks."""
+"""Face regions the local effects work in: regions of interest, soft masks, and colour
+blending in CIE Lab that keeps the skin's texture."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipelines.faces.detector import Face
+from pipelines.faces.mesh import FaceMesh
 
 F32 = NDArray[np.float32]
+F64 = NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,56 @@ def face_roi(face: Face, margin: float, frame_shape: tuple[int, ...]) -> Roi:
     return Roi.around(x1 - pad, y1 - pad, x2 + pad, y2 + pad, frame_shape)
 
 
+def points_roi(points: NDArray[np.floating], margin: float, frame_shape: tuple[int, ...]) -> Roi:
+    """The pixels covering ``points`` (N, 2+) grown by ``margin`` pixels, clipped."""
+    xy = np.asarray(points, dtype=np.float64)[:, :2]
+    lo, hi = xy.min(axis=0) - margin, xy.max(axis=0) + margin
+    return Roi.around(lo[0], lo[1], hi[0] + 1, hi[1] + 1, frame_shape)
+
+
+def local_points(mesh: FaceMesh, roi: Roi) -> F64:
+    """The mesh's points (468, 3) with ``x, y`` relative to ``roi``'s top-left pixel (for the
+    masks of :mod:`pipelines.faces.regions` computed on a crop instead of the whole frame)."""
+    pts = mesh.points.astype(np.float64)
+    pts[:, 0] -= roi.x0
+    pts[:, 1] -= roi.y0
+    return pts
+
+
+def face_width(mesh: FaceMesh) -> float:
+    """The face's width in pixels: the span of the mesh's points across the eye-corner line."""
+    pts = mesh.points[:, :2].astype(np.float64)
+    axis = pts[263] - pts[33]
+    axis /= max(float(np.hypot(*axis)), 1e-9)
+    along = pts @ axis
+    return float(along.max() - along.min())
+
+
+def tint(crop: NDArray[np.uint8], mask: F32, bgr: tuple[int, int, int], luma: float) -> F32:
+    """``crop`` recoloured towards ``bgr`` inside ``mask`` (0-1 weights), keeping texture.
+
+    In CIE Lab, the chroma ``(a, b)`` becomes the colour's (plus a quarter of the crop's own
+    variation around its masked mean, so shading stays), and the lightness moves towards the
+    colour's by ``luma`` (0: the crop's own lightness, texture and shading; 1: the colour's
+    lightness plus the crop's detail). Returns float BGR pixels (0-255), mixed by ``mask``.
+    """
+    src = crop.astype(np.float32) / 255.0
+    lab = cv2.cvtColor(src, cv2.COLOR_BGR2Lab)
+    target = cv2.cvtColor(np.array([[bgr]], dtype=np.float32) / 255.0, cv2.COLOR_BGR2Lab)[0, 0]
+    weight = mask.astype(np.float32)
+    total = float(weight.sum())
+    if total <= 0:
+        return cast(F32, crop.astype(np.float32))
+    mean = (lab * weight[:, :, None]).reshape(-1, 3).sum(axis=0) / total
+    out = lab.copy()
+    out[:, :, 0] = lab[:, :, 0] + luma * (target[0] - mean[0])
+    out[:, :, 1] = target[1] + 0.25 * (lab[:, :, 1] - mean[1])
+    out[:, :, 2] = target[2] + 0.25 * (lab[:, :, 2] - mean[2])
+    out[:, :, 0] = np.clip(out[:, :, 0], 0.0, 100.0)
+    coloured = cv2.cvtColor(out, cv2.COLOR_Lab2BGR) * 255.0
+    return blend(crop.astype(np.float32), cast(F32, coloured), weight)
+
+
 def ellipse_mask(
     shape: tuple[int, int],
     centre: tuple[float, float],
@@ -96,4 +149,14 @@ def to_uint8(values: F32) -> NDArray[np.uint8]:
     return cast(NDArray[np.uint8], np.clip(np.rint(values), 0, 255).astype(np.uint8))
 
 
-__all__ = ["Roi", "blend", "ellipse_mask", "face_roi", "to_uint8"]
+__all__ = [
+    "Roi",
+    "blend",
+    "ellipse_mask",
+    "face_roi",
+    "face_width",
+    "local_points",
+    "points_roi",
+    "tint",
+    "to_uint8",
+]

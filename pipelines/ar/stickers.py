@@ -124,6 +124,16 @@ def _glasses() -> StickerArt:
     return StickerArt(pen.canvas, pen.u0, pen.v0, "iod")
 
 
+def _temple() -> StickerArt:
+    """One arm of the glasses, drawn along ``u`` from the hinge (``u = 0``) back to the ear
+    (``u = 1``), ``v`` across it: placed on the side of the head by the 3D sticker."""
+    pen = _Pen(-0.02, -0.06, 1.02, 0.06)
+    frame = pen.colour((30, 30, 30))
+    pen.line((0.0, 0.0), (0.86, 0.0), frame, 0.055)
+    pen.ellipse((0.93, 0.02), (0.08, 0.035), frame, angle=20.0)
+    return StickerArt(pen.canvas, pen.u0, pen.v0, "iod")
+
+
 def _hat() -> StickerArt:
     """A top hat sitting on the head (brim at ``v = -1.2``) with a red band."""
     pen = _Pen(-1.6, -2.7, 1.6, -0.95)
@@ -150,10 +160,11 @@ _ART: Final[dict[str, Callable[[], StickerArt]]] = {
     "glasses": _glasses,
     "hat": _hat,
     "ears": _ears,
+    "temple": _temple,
 }
 
-#: Names of the built-in stickers.
-STICKER_NAMES: Final = tuple(sorted(_ART))
+#: Names of the built-in stickers (``temple`` is a part of ``glasses``, not a sticker).
+STICKER_NAMES: Final = ("ears", "glasses", "hat")
 
 
 @functools.cache

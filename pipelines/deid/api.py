@@ -3,10 +3,12 @@
 :func:`deidentify_image` applies an operator to given faces of one BGR image;
 :func:`deidentify_video` detects and tracks faces through a video (:class:`~pipelines.faces.
 tracking.FaceTracker`: detection every few frames, coasting in between, so a face is never left
-unmasked on a frame the detector misses) and applies the operator to every frame. The video output
-is H.264 MP4 written by :func:`~pipelines.media.video.transform_video`: no container or stream
-metadata of the input survives (no creation time, location, device), and the audio is *dropped*
-unless ``keep_audio`` is set (a voice identifies). Images come back as arrays: encode them with
+unmasked on a frame the detector misses) and applies the operator to every frame, on the
+decoder's own YUV planes (:mod:`pipelines.deid.planar`; only the frames the detector runs on are
+converted to BGR). The video output is H.264 MP4 written by
+:func:`~pipelines.media.video.transform_video_planes`: no container or stream metadata of the
+input survives (no creation time, location, device), and the audio is *dropped* unless
+``keep_audio`` is set (a voice identifies). Images come back as arrays: encode them with
 :func:`~pipelines.media.image.encode_image`, which writes pixels only.
 
 Neither function proves anything: run :func:`~pipelines.deid.gate.residual_gate` on the result.
@@ -22,11 +24,12 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from pipelines.deid.gate import at_threshold
+from pipelines.deid.gate import Box, at_threshold, cleared_by
+from pipelines.deid.planar import apply_planes
 from pipelines.deid.registry import FaceAnnotation, get_operator
 from pipelines.faces.detector import Face, FaceDetector
 from pipelines.faces.tracking import FaceTracker, TrackerConfig
-from pipelines.media.video import VideoLimits, probe_video, transform_video
+from pipelines.media.video import Planes, VideoLimits, transform_video_planes
 
 _LIMITS: Final = VideoLimits()
 _TRACKER: Final = TrackerConfig()
@@ -64,6 +67,9 @@ class DeidVideo:
     frames_with_faces: int
     operator: str = ""
     params: Mapping[str, Any] = field(default_factory=dict)
+    #: Per frame, the regions a clearing operator painted solid (empty tuples for any other
+    #: operator): the gate's ``cleared_frames`` (see :mod:`pipelines.deid.gate`).
+    cleared: tuple[tuple[Box, ...], ...] = ()
 
 
 def _check_image(img: NDArray[np.uint8]) -> None:
@@ -108,25 +114,34 @@ def deidentify_video_detailed(
     """:func:`deidentify_video` returning the counts the gate and the ledger need too."""
     op = get_operator(operator)
     checked = op.validate(params or {})
-    info = probe_video(data, limits)
     if detect_threshold is not None:
         detector = at_threshold(detector, detect_threshold)
-    face_tracker = FaceTracker(detector, tracker, fps=info.fps or 30.0)
+    face_tracker = FaceTracker(detector, tracker)  # timed by each frame's pts
     track_ids: set[int] = set()
     counts = {"frames": 0, "with_faces": 0}
+    cleared: list[tuple[Box, ...]] = []
 
-    def fn(index: int, pts: float, bgr: NDArray[np.uint8]) -> NDArray[np.uint8]:
-        tracked = face_tracker.update(index, bgr, pts)
+    def fn(index: int, pts: float, planes: Planes) -> None:
+        # The frame is converted to BGR only when the detector runs on it.
+        tracked = face_tracker.track(index, (planes.width, planes.height), planes.bgr, pts)
         counts["frames"] += 1
+        faces = [t.face for t in tracked]
+        cleared.append(tuple(cleared_by(operator, (planes.height, planes.width), faces, checked)))
         if not tracked:
-            return bgr
+            return
         counts["with_faces"] += 1
         track_ids.update(t.track_id for t in tracked)
-        return op.apply(bgr, [t.face for t in tracked], checked).image
+        apply_planes(op, planes, faces, checked)
 
-    out = transform_video(data, fn, limits, keep_audio=keep_audio)
+    out = transform_video_planes(data, fn, limits, keep_audio=keep_audio)
     return DeidVideo(
-        out, len(track_ids), counts["frames"], counts["with_faces"], operator, dict(params or {})
+        out,
+        len(track_ids),
+        counts["frames"],
+        counts["with_faces"],
+        operator,
+        dict(params or {}),
+        tuple(cleared),
     )
 
 

@@ -221,7 +221,7 @@ class CenterFaceDetector(FaceDetector):
 
         Grayscale (``HxW``) and BGRA inputs are accepted and converted.
         """
-        bgr = _as_bgr(img)
+        bgr = as_bgr(img)
         height, width = bgr.shape[:2]
         if height == 0 or width == 0:
             return []
@@ -283,7 +283,8 @@ class CenterFaceDetector(FaceDetector):
         return _Candidates(_clip_boxes(found.boxes, width, height), found.landmarks, found.scores)
 
 
-def _as_bgr(img: NDArray[np.uint8]) -> NDArray[np.uint8]:
+def as_bgr(img: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """``img`` as ``HxWx3`` BGR ``uint8`` (grayscale and BGRA converted); ValueError otherwise."""
     if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
         raise ValueError("detect expects a uint8 numpy array")
     if img.ndim == 2:
@@ -419,6 +420,7 @@ __all__ = [
     "DetectorConfig",
     "Face",
     "FaceDetector",
+    "as_bgr",
     "centerface_model_path",
     "default_detector",
 ]

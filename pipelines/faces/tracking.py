@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -254,11 +255,24 @@ class FaceTracker:
         ``t`` is the frame's timestamp in seconds (``index / fps`` when omitted; pass the pts of
         variable-frame-rate video). Indices must increase; a jump backwards resets the tracker.
         """
+        height, width = frame.shape[:2]
+        return self.track(index, (width, height), lambda: frame, t)
+
+    def track(
+        self,
+        index: int,
+        size: tuple[int, int],
+        frame: Callable[[], NDArray[np.uint8]],
+        t: float | None = None,
+    ) -> list[TrackedFace]:
+        """:meth:`update` for a frame of ``size`` (width, height) whose BGR pixels ``frame()``
+        produces; it is called only on the frames the detector runs on (a video kept in YUV
+        converts those frames only)."""
         if self._last_index is not None and index <= self._last_index:
             self.reset()
         self._last_index = index
         now = float(t) if t is not None else index / self._fps
-        height, width = frame.shape[:2]
+        width, height = size
         cfg = self._config
         detect = (
             self._last_detect is None
@@ -273,7 +287,7 @@ class FaceTracker:
         if detect:
             self._last_detect = index
             self.detections_run += 1
-            self._associate(self._detector.detect(frame), now, index, width, height)
+            self._associate(self._detector.detect(frame()), now, index, width, height)
         return self._report(now, width, height)
 
     # -- association ------------------------------------------------------------------------

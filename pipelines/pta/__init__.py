@@ -1,21 +1,10 @@
-"""PTA (photo to avatar): a versioned JSON avatar spec per face and a cartoon render."""
+"""PTA (photo to avatar): measured avatar parameters (``avatar.json``) and what is drawn from them.
 
-from pipelines.pta.avatar import (
-    SCHEMA_ID,
-    SCHEMA_VERSION,
-    AvatarConfig,
-    AvatarResult,
-    make_avatars,
-)
-from pipelines.pta.render import RenderParams
+Importing this package is light (no OpenCV): the spec, its schema and the renderers load only
+numpy and, when drawing a PNG, Pillow. Measuring a photo lives in :mod:`pipelines.pta.avatar`.
+"""
+
 from pipelines.pta.schema import AVATAR_SCHEMA
+from pipelines.pta.spec import SCHEMA_ID, SCHEMA_VERSION, STYLES, AvatarSpec
 
-__all__ = [
-    "AVATAR_SCHEMA",
-    "SCHEMA_ID",
-    "SCHEMA_VERSION",
-    "AvatarConfig",
-    "AvatarResult",
-    "RenderParams",
-    "make_avatars",
-]
+__all__ = ["AVATAR_SCHEMA", "SCHEMA_ID", "SCHEMA_VERSION", "STYLES", "AvatarSpec"]

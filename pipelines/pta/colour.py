@@ -1,9 +1,8 @@
 """Colour sampling in CIE Lab: skin from the cheeks, hair above the forehead, eyes at the irises.
 
 Lab values are those of OpenCV's float conversion of sRGB (D65): ``L`` in 0..100, ``a`` and
-``b`` roughly -128..127. Distances are CIE76 (Euclidean in Lab). Every sample is a robust
-median over a region given in face units (see :mod:`pipelines.pta.geometry`), taken on an
-aligned crop, so it does not depend on the face's size or tilt in the photo.
+``b`` roughly -128..127. Distances are CIE76 (Euclidean in Lab). Every sample is a median over
+a region of the face mesh (:mod:`pipelines.pta.measure` chooses the regions).
 """
 
 from __future__ import annotations
@@ -17,6 +16,8 @@ from typing import Final, cast
 import cv2
 import numpy as np
 from numpy.typing import NDArray
+
+from pipelines.pta.spec import EYE_COLOURS, HAIR_COLOURS
 
 F32 = NDArray[np.float32]
 Lab = tuple[float, float, float]
@@ -35,26 +36,8 @@ MONK_SCALE: Final = (
     "#292420",
 )
 
-#: Named hair colours the sampled colour is matched to (nearest in Lab).
-HAIR_COLOURS: Final = {
-    "black": "#1b1a1a",
-    "dark_brown": "#3b2a20",
-    "brown": "#6a4e3a",
-    "light_brown": "#a47a55",
-    "blonde": "#d6b47a",
-    "platinum": "#e6dcc2",
-    "auburn": "#6d2c1e",
-    "red": "#a4462a",
-    "grey": "#8e8c8a",
-    "white": "#dedcda",
-}
-
-#: Eye colour names, decided from the iris sample's lightness, chroma and hue (see
-#: :func:`eye_colour_name`).
-EYE_COLOURS: Final = ("dark_brown", "brown", "hazel", "green", "blue", "grey")
-
 #: A pixel closer than this (CIE76) to the sampled skin tone counts as skin.
-SKIN_DELTA_E: Final = 14.0
+SKIN_DELTA_E: Final = 8.0
 
 
 @dataclass(frozen=True)
@@ -121,46 +104,6 @@ def disc_mask(
     return inside
 
 
-def skin_sample(lab: F32, cheeks: Sequence[tuple[float, float]], radius: float) -> ColourSample:
-    """Skin tone from discs on the cheeks of a Lab crop.
-
-    The darkest 20 % (shadows, stubble) and brightest 10 % (specular highlights) of the pixels
-    by lightness are dropped before the median.
-    """
-    mask = np.zeros(lab.shape[:2], dtype=bool)
-    for centre in cheeks:
-        mask |= disc_mask(lab.shape[:2], centre, radius)
-    pixels = lab[mask]
-    if pixels.shape[0] >= 10:
-        lo, hi = np.percentile(pixels[:, 0], [20, 90])
-        kept = pixels[(pixels[:, 0] >= lo) & (pixels[:, 0] <= hi)]
-        pixels = kept if kept.shape[0] else pixels
-    found = sample(pixels, int(mask.sum()))
-    if found is None:  # the discs fell outside the crop: cannot happen with the crop layout
-        raise ValueError("no cheek pixels to sample")
-    return found
-
-
-def non_skin_sample(lab: F32, region: NDArray[np.bool_], skin: Lab) -> ColourSample | None:
-    """Median of the region's pixels that are not skin-coloured (hair over the forehead)."""
-    pixels = lab[region]
-    far = np.linalg.norm(pixels - np.asarray(skin, np.float32), axis=1) > SKIN_DELTA_E
-    return sample(pixels[far], int(region.sum()))
-
-
-def iris_sample(lab: F32, region: NDArray[np.bool_], skin: Lab) -> ColourSample | None:
-    """Iris colour around the eye landmarks: the darker half of the region's pixels that are
-    neither skin-coloured nor sclera (light and nearly grey)."""
-    pixels = lab[region]
-    chroma = np.hypot(pixels[:, 1], pixels[:, 2])
-    keep = np.linalg.norm(pixels - np.asarray(skin, np.float32), axis=1) > SKIN_DELTA_E
-    keep &= ~((pixels[:, 0] > 70) & (chroma < 12))
-    pixels = pixels[keep]
-    if pixels.shape[0] >= 4:
-        pixels = pixels[pixels[:, 0] <= np.median(pixels[:, 0])]
-    return sample(pixels, int(region.sum()))
-
-
 def eye_colour_name(lab: Sequence[float]) -> str:
     """Name of an iris colour: rules on lightness ``L``, chroma ``C`` and hue ``h`` (degrees).
 
@@ -193,11 +136,8 @@ __all__ = [
     "disc_mask",
     "eye_colour_name",
     "hex_to_lab",
-    "iris_sample",
     "lab_to_hex",
     "nearest",
-    "non_skin_sample",
     "sample",
-    "skin_sample",
     "to_lab",
 ]

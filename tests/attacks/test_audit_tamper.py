@@ -63,7 +63,7 @@ def history(rounds: int = 3) -> None:
     """Units of work that append entries: each CLI command ends with a checkpoint."""
     for _ in range(rounds):
         cli("hold", "set", "--subject", SUBJECT, "--reason", "litigation", "--json")
-        cli("hold", "release", "--subject", SUBJECT, "--json")
+        cli("hold", "release", "--subject", SUBJECT, "--yes", "--json")
 
 
 def digest(prev: str, seq: int, ts: str, event: str, entity: str | None, details: str) -> str:
@@ -344,13 +344,13 @@ def test_truncation_on_postgresql(make_settings: Callable[..., Any], pg_url: str
         set_container(None)
 
 
-def test_checkpoints_are_object_locked_on_s3(moto_endpoint: str) -> None:
+def test_checkpoints_are_object_locked_on_s3(s3_endpoint: str) -> None:
     import boto3
 
-    from worker.ledger.checkpoints import checkpoint_key
+    from worker.objects.layout import checkpoint_key
     from worker.storage.s3 import S3Store
 
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION)
     bucket = f"fm-lock-{uuid.uuid4().hex[:10]}"
     s3.create_bucket(
         Bucket=bucket,
@@ -435,8 +435,8 @@ def test_hold_note_is_sealed_and_shredded_by_erasure(embedded: Any, astronaut_jp
     assert cli("hold", "show", "--job", job_id, "--json")["note"] == job_note
     # erasure (after the holds are released) shreds them: the copies an attacker took before
     # no longer open with the service's keys
-    cli("hold", "release", "--subject", "hold-subject")
-    cli("hold", "release", "--job", job_id)
+    cli("hold", "release", "--subject", "hold-subject", "--yes")
+    cli("hold", "release", "--job", job_id, "--yes")
     assert ledger.run("SELECT hold_note FROM subjects") == [(None,)]
     cli("erase", "hold-subject", "--yes", "--json")
     for entity, copy in ((subject_id, sealed), (job_id, job_sealed)):

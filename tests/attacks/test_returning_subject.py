@@ -29,7 +29,7 @@ from worker.crypto import KeyShreddedError
 from worker.jobs.errors import SubmitRefused
 from worker.ledger.models import Revocation, Subject
 from worker.ledger.subjects import RETIRED_PREFIX, Consent
-from worker.storage.vault import output_key
+from worker.objects.layout import output_key
 
 UPSTREAM = "returning-upstream-id"
 QUICK = 5.0  # seconds: the old SQLite path took ~40 s and then failed
@@ -111,7 +111,7 @@ def test_returning_subject_is_a_new_subject(
     assert old is not None
     with c.store.get(output_key(first, "faces.json")) as body:
         stolen = body.read()  # a copy of the ciphertext taken before erasure
-    erased = cli("erase", UPSTREAM)
+    erased = cli("erase", UPSTREAM, "--yes")
     assert erased["pending"] is False
     cli("sweep")
 
@@ -145,7 +145,7 @@ def test_returning_subject_is_a_new_subject(
     assert old.id in revoked and new.id not in revoked  # old releases keep revoking the old
 
     # Erasing the upstream id now erases the new subject (and only it).
-    assert cli("erase", UPSTREAM)["pending"] is False
+    assert cli("erase", UPSTREAM, "--yes")["pending"] is False
     assert not _readable(c, second, tmp_path / "new2")
     assert c.subjects.find(UPSTREAM) == new
 
@@ -178,13 +178,13 @@ def test_pending_erasure_refuses_then_returns(
     photo = _photo(tmp_path, astronaut_jpeg)
     first = _submit(photo)
     cli("hold", "set", "--subject", UPSTREAM, "--reason", "litigation")
-    assert cli("erase", UPSTREAM)["pending"] is True
+    assert cli("erase", UPSTREAM, "--yes")["pending"] is True
     printed = cli_fails("submit", str(photo), "--subject", UPSTREAM)
     assert "subject_erased" in printed
     with pytest.raises(SubmitRefused) as refused:
         c.client.submit(astronaut_jpeg, "detect", subject_id=UPSTREAM)
     assert refused.value.code == "subject_erased"
-    cli("hold", "release", "--subject", UPSTREAM)
+    cli("hold", "release", "--subject", UPSTREAM, "--yes")
     cli("sweep")
     second = _submit(photo)
     cli("sweep")

@@ -2,7 +2,7 @@
 
 Each test performs the attack from the outside: the ``facemedia`` CLI (typer's runner, the
 process's container), files in the pulled directory, and the store itself (the local store's
-directory walked on disk; every version of a versioned S3 bucket on moto's server, listed with
+directory walked on disk; every version of a versioned S3 bucket on a SeaweedFS server, listed with
 boto3). The release keys an attacker holds come from grants, opened with the researcher's own
 private key, exactly as ``pull`` does.
 """
@@ -21,12 +21,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tests.research.test_release import (  # noqa: F401  (sample_images is a fixture)
+from tests.research.conftest import sample_images  # noqa: F401  (a fixture)
+from tests.research.test_release import (
     populate,
     pseudonym_key,
     read_manifest,
-    researcher,
-    sample_images,
 )
 
 # ----- helpers ------------------------------------------------------------------------------
@@ -156,7 +155,7 @@ def scan(
 ) -> tuple[int, list[bytes]]:
     """Try every key on every stored object (version), under the object's own key and every
     other release object key as context; (objects opened, their plaintexts)."""
-    from worker.research.release.keys import ReleaseCipher
+    from worker.objects.release_cipher import ReleaseCipher
 
     opened = 0
     found: list[bytes] = []
@@ -189,7 +188,7 @@ def local_objects(root: Path, release_id: str) -> list[tuple[str, bytes]]:
 def all_contexts(setup: Setup, objects: list[tuple[str, bytes]]) -> list[str]:
     """Every object key an attacker could name: the store's, and the files of alice's old
     index (kept from before the revocation) at every generation seen."""
-    from worker.research.release.format import file_key
+    from worker.objects.layout import file_key
 
     old = json.loads((setup.alice_out / "index.json").read_text())
     names = [f["name"] for f in old["files"]]
@@ -246,14 +245,14 @@ def test_no_grant_opens_a_revoked_sample_from_any_object_in_the_local_store(
     assert not [r for r in rows if r["subject"] == victim.pseudonym]
     report = (out / "privacy_report.html").read_text()
     assert not any(t in report for t in victim.thumbnails)
-    assert f"{got['samples']} de-identified media samples" in (out / "datasheet.md").read_text()
+    assert f"{got['samples']} de-identified samples" in (out / "datasheet.md").read_text()
     assert cli("research", "verify", str(out))["ok"] is True
 
 
 @pytest.mark.services
 def test_no_grant_opens_a_revoked_sample_from_any_version_in_a_versioned_bucket(
     make_settings: Any,
-    moto_endpoint: str,
+    s3_endpoint: str,
     s3_bucket: str,
     sample_images: list[bytes],  # noqa: F811
     tmp_path: Path,
@@ -266,14 +265,17 @@ def test_no_grant_opens_a_revoked_sample_from_any_version_in_a_versioned_bucket(
 
     container = Container(
         make_settings(
-            store_url=f"s3://{s3_bucket}/p", s3_endpoint_url=moto_endpoint, s3_region=REGION
+            store_url=f"s3://{s3_bucket}/p",
+            s3_endpoint_url=s3_endpoint,
+            s3_region=REGION,
+            store_region=REGION,
         )
     )
     set_container(container)
     try:
         s = publish(container, sample_images, tmp_path, "s3")
         victim = victim_of(s, "s3-ok-4")
-        s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
+        s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION)
 
         def versions() -> list[tuple[str, bytes]]:
             out = []
@@ -359,8 +361,8 @@ def test_a_forged_manifest_naming_dotdot_writes_nothing_outside_out(local_setup:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from worker.research.release.format import file_key
-    from worker.research.release.keys import ReleaseCipher
+    from worker.objects.layout import file_key
+    from worker.objects.release_cipher import ReleaseCipher
 
     s = local_setup
     store = s.container.store
@@ -398,11 +400,11 @@ def test_a_forged_manifest_naming_dotdot_writes_nothing_outside_out(local_setup:
     }
     index["manifest_sha256"] = mentry["sha256"]
     _resign(s, index)
-    assert attempt(s.tmp / "p2")["error"] == "bad_request"
+    assert attempt(s.tmp / "p2")["error"] == "malformed_release"
     # 3. the signed index names ../x.tar itself
     index["files"].append({**index["files"][0], "name": "../x.tar"})
     _resign(s, index)
-    assert attempt(s.tmp / "p3")["error"] == "bad_request"
+    assert attempt(s.tmp / "p3")["error"] == "malformed_release"
 
 
 # ----- trust: a pinned signer, never the directory's own signer.pub --------------------------
@@ -416,7 +418,7 @@ def test_verify_without_a_pin_refuses(local_setup: Setup, tmp_path: Path) -> Non
     res = CliRunner().invoke(
         app, ["research", "verify", str(local_setup.alice_out)], env={"XDG_CONFIG_HOME": str(fresh)}
     )
-    assert res.exit_code == 1
+    assert res.exit_code == 2  # refused: no pinned signer is configured
     assert "untrusted_signer" in res.output and "facemedia research trust" in res.output
     res = CliRunner().invoke(
         app,
@@ -432,7 +434,8 @@ def test_verify_without_a_pin_refuses(local_setup: Setup, tmp_path: Path) -> Non
         ],
         env={"XDG_CONFIG_HOME": str(fresh)},
     )
-    assert res.exit_code == 1 and json.loads(res.stdout)["error"] == "untrusted_signer"
+    # no pinned signer is a configuration the researcher must fix: refused, exit 2
+    assert res.exit_code == 2 and json.loads(res.stdout)["error"] == "untrusted_signer"
     assert not (tmp_path / "nopin").exists()
 
 
@@ -505,7 +508,7 @@ def test_deleting_a_non_revoked_sample_fails_verify(local_setup: Setup) -> None:
 
 
 def test_a_failed_pull_leaves_no_part_files(local_setup: Setup) -> None:
-    from worker.research.release.format import file_key
+    from worker.objects.layout import file_key
 
     s = local_setup
     store = s.container.store
@@ -539,5 +542,6 @@ def test_pulled_files_are_private_and_a_planted_symlink_is_not_followed(
     out = s.tmp / "planted"
     out.mkdir(mode=0o700)
     os.symlink(target, out / "datasheet.md")
-    cli("research", "pull", s.release_id, "--key", str(s.alice_key), "--out", str(out), code=1)
+    # refused before anything is written there: exit 2
+    cli("research", "pull", s.release_id, "--key", str(s.alice_key), "--out", str(out), code=2)
     assert target.read_text() == "untouched"

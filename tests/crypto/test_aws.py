@@ -1,4 +1,4 @@
-"""KmsKeyring and boto3 streaming against moto's server over HTTP (not an in-process patch)."""
+"""KmsKeyring against moto's KMS over HTTP (no in-process patch); boto3 streams to SeaweedFS."""
 
 from __future__ import annotations
 
@@ -163,9 +163,10 @@ def test_envelope_over_kms_rotation_and_shredding(kms: Any) -> None:
     assert env.open(CTX, env.seal(other, CTX, b"x")) == b"x"
 
 
-def test_boto3_upload_fileobj_and_streaming_get(endpoint: str, kms: Any) -> None:
-    """The reader form feeds boto3's multipart upload; a StreamingBody feeds decryption."""
-    s3 = client("s3", endpoint)
+def test_boto3_upload_fileobj_and_streaming_get(s3_endpoint: str, kms: Any) -> None:
+    """The reader form feeds boto3's multipart upload (to SeaweedFS); a StreamingBody feeds
+    decryption."""
+    s3 = client("s3", s3_endpoint)
     bucket = "fm-crypto-" + os.urandom(4).hex()
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
     keys = SubjectKeys(KmsKeyring(new_key(kms), kms), InMemorySubjectKeyStore())

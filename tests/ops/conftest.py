@@ -1,5 +1,5 @@
 """Fixtures of the operations tests: a worker deployment on real services (Redis, PostgreSQL,
-moto's S3 over HTTP). Redis database 13 keeps these queues apart from the other suites'."""
+SeaweedFS's S3 over HTTP). Redis database 13 keeps these queues apart from the other suites'."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def ops_redis() -> Iterator[str]:
 
 @pytest.fixture
 def deployment(
-    ops_redis: str, pg_url: str, s3_bucket: str, moto_endpoint: str, tmp_path: Path
+    ops_redis: str, pg_url: str, s3_bucket: str, s3_endpoint: str, tmp_path: Path
 ) -> Callable[..., dict[str, Any]]:
     """Settings of a production-shaped deployment (extra settings as keyword arguments)."""
 
@@ -51,8 +51,9 @@ def deployment(
             "broker_url": ops_redis,
             "database_url": pg_url,
             "store_url": f"s3://{s3_bucket}/v1",
-            "s3_endpoint_url": moto_endpoint,
+            "s3_endpoint_url": s3_endpoint,
             "s3_region": REGION,
+            "store_region": REGION,  # SeaweedFS has no regions: the operator names it
             "lease_seconds": 6,
             **extra,
         }

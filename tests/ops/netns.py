@@ -2,7 +2,7 @@
 
 Topology (10.200.0.0/16 exists only on these links)::
 
-    root ns  10.200.0.1 ── 10.200.0.2  services ns (redis-server, moto; routes for workers)
+    root ns  10.200.0.1 ── 10.200.0.2  services ns (redis, SeaweedFS, moto for KMS; routing)
                                 10.200.1.1 ── 10.200.1.2  worker host 1
                                 10.200.2.1 ── 10.200.2.2  worker host 2
 

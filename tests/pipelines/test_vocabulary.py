@@ -51,11 +51,11 @@ def test_registry_registers_loads_and_refuses() -> None:
 
 def test_the_three_registries_are_one_type() -> None:
     assert all(isinstance(r, Registry) for r in (EFFECTS, OPERATORS, JOB_TYPES))
-    assert names() == ["ar", "detect", "pta"] and handler("detect").name == "detect"
-    assert effect_names() == ["beautify", "lut", "reshape", "sticker"]
+    assert names() == ["ar", "deid", "detect", "pta"] and handler("detect").name == "detect"
+    assert effect_names() == ["background", "beautify", "lut", "makeup", "reshape", "sticker"]
     assert operator_names() == ("blur", "k_same", "landmarks_only", "mask", "pixelate")
     assert get_effect("lut").name == "lut" and get_operator("blur").name == "blur"
-    with pytest.raises(UnknownJobType, match="unknown job type 'x'; known: ar, detect, pta"):
+    with pytest.raises(UnknownJobType, match="unknown job type 'x'; known: ar, deid, detect, pta"):
         handler("x")
 
 

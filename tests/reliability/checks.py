@@ -18,11 +18,11 @@ from tests.conftest import REGION
 from tests.media_signatures import plaintext_hits
 
 IPV4 = re.compile(rb"\b(?:\d{1,3}\.){3}\d{1,3}\b")
-REPORT = os.environ.get("FACEMEDIA_REL_REPORT", "")
+REPORT = os.environ.get("FACEMEDIA_TEST_REL_REPORT", "")
 
 
 def report(kind: str, **figures: Any) -> None:
-    """Print a figure line and append it to $FACEMEDIA_REL_REPORT (JSON lines) when set."""
+    """Print a figure line and append it to $FACEMEDIA_TEST_REL_REPORT (JSON lines) when set."""
     line = json.dumps({"kind": kind, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ"), **figures})
     print(line)
     if REPORT:

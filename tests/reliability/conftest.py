@@ -1,7 +1,7 @@
 """Fixtures of the reliability harness: its own Redis db and RabbitMQ vhost, a slow image, and
 a restartable real worker.
 
-Long runs (>= 50 kills, 1,000-job load, long fuzzing) are behind ``FACEMEDIA_LONG=1`` and the
+Long runs (>= 50 kills, 1,000-job load, long fuzzing) are behind ``FACEMEDIA_TEST_LONG=1`` and the
 ``slow`` marker; without it a bounded subset runs (part of ``make test``).
 """
 
@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import AMQP_URL, REGION, need, port_open
 from tests.workers import celery_worker
 
-LONG = os.environ.get("FACEMEDIA_LONG") == "1"
+LONG = os.environ.get("FACEMEDIA_TEST_LONG") == "1"
 REDIS_BASE = os.environ.get("FACEMEDIA_TEST_REL_REDIS", "redis://127.0.0.1:6379")
 # Redis dbs the harness may take; each run leases one (SET NX with expiry), so two runs of this
 # suite at once (a developer's and a CI job's) never share a queue. 7 and 13 belong to others.
@@ -119,7 +119,7 @@ def rel_broker(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
 def distributed_settings(
     broker_url: str, pg_url: str, bucket: str, endpoint: str, home: Path, **extra: Any
 ) -> dict[str, Any]:
-    """Settings for a real worker: broker, PostgreSQL ledger, moto S3, fast crash recovery."""
+    """Settings for a real worker: broker, PostgreSQL ledger, SeaweedFS S3, fast crash recovery."""
     settings: dict[str, Any] = {
         "home": home,
         "broker_url": broker_url,
@@ -127,6 +127,7 @@ def distributed_settings(
         "store_url": f"s3://{bucket}/v1",
         "s3_endpoint_url": endpoint,
         "s3_region": REGION,
+        "store_region": REGION,  # SeaweedFS has no regions: the operator names it
         # Fast crash recovery: a lapsed lease is taken over after 4 s; on Redis an unacked
         # message of a dead worker returns after 20 s (+ a 2 s restore sweep). The task time
         # limit must stay below the visibility timeout (settings validation enforces it).

@@ -8,7 +8,7 @@ The jobs cycle through four kinds, so a kill lands in whichever is running: ``de
 and ``ar`` on a 24-face image, and ``ar`` on a short generated video (48 frames, 640x480).
 
 Bounded run (``make test``): 4 kills per broker (3 children, 1 whole worker).
-Long run: ``FACEMEDIA_LONG=1 .venv/bin/python -m pytest tests/reliability/test_crash.py``
+Long run: ``FACEMEDIA_TEST_LONG=1 .venv/bin/python -m pytest tests/reliability/test_crash.py``
 — 52 kills per broker (every 4th the whole worker), 104 in all.
 """
 
@@ -59,7 +59,13 @@ class Kind:
 def _kinds(image: bytes, video: bytes) -> list[Kind]:
     return [
         Kind("detect", "detect", image, {}, frozenset({"faces.json"})),
-        Kind("pta", "pta", image, {"max_faces": 24}, frozenset({"avatar.json", "avatar.png"})),
+        Kind(
+            "pta",
+            "pta",
+            image,
+            {},
+            frozenset({"avatar.json", "avatar.svg", "avatar.png", "avatar.glb"}),
+        ),
         Kind("ar-image", "ar", image, {}, frozenset({"result.jpg"})),
         Kind("ar-video", "ar", video, {}, frozenset({"result.mp4"})),
     ]
@@ -135,7 +141,7 @@ def test_sigkill_mid_job_every_job_finishes_once(
     rel_broker: tuple[str, str],
     pg_url: str,
     s3_bucket: str,
-    moto_endpoint: str,
+    s3_endpoint: str,
     tmp_path: Path,
     slow_jpeg: bytes,
     short_video: bytes,
@@ -149,7 +155,7 @@ def test_sigkill_mid_job_every_job_finishes_once(
     worker_tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(worker_tmp))  # the worker's temp files land here
     settings = distributed_settings(
-        url, pg_url, s3_bucket, moto_endpoint, tmp_path / "var", max_deliveries=MAX_DELIVERIES
+        url, pg_url, s3_bucket, s3_endpoint, tmp_path / "var", max_deliveries=MAX_DELIVERIES
     )
     container = Container(load_settings(**settings))
     container.db.migrate()
@@ -263,7 +269,7 @@ def test_sigkill_mid_job_every_job_finishes_once(
         assert set(st["outputs"]) == kind.outputs, (kind.label, st)
     for k in kills:
         assert statuses[k["job"]]["deliveries"] >= 2  # the kill was recorded as a delivery
-    assert_exactly_once(container, job_ids, moto_endpoint, s3_bucket)
+    assert_exactly_once(container, job_ids, s3_endpoint, s3_bucket)
     detect_job = next(j for j in job_ids if kind_of[j].label == "detect")
     doc = container.client.outputs(detect_job)["faces.json"]
     assert b'"faces"' in doc and doc.count(b'"score"') == 24
@@ -271,7 +277,7 @@ def test_sigkill_mid_job_every_job_finishes_once(
     # Nothing in plaintext: object versions, worker logs, the worker's temp dir, new /tmp files.
     logs = worker.logs()
     inputs = [slow_jpeg, short_video]
-    scanned = assert_no_plaintext(moto_endpoint, s3_bucket, inputs, [("worker logs", logs)])
+    scanned = assert_no_plaintext(s3_endpoint, s3_bucket, inputs, [("worker logs", logs)])
     tmp_files = files_under(worker_tmp, started) + [
         p for p in files_under(Path("/tmp"), started) if tmp_path.parent not in p.parents
     ]

@@ -1,5 +1,5 @@
 """S3 faults between the worker and the store: a fault-injecting proxy (fault_proxy.py) in front
-of moto's S3 returns 500s, 503 SlowDown, resets connections and trickles bodies for a share of
+of SeaweedFS's S3 returns 500s, 503 SlowDown, resets connections and trickles bodies for a share of
 the requests. Every job still completes, once, with its original deleted."""
 
 from __future__ import annotations
@@ -29,20 +29,18 @@ RATE = 0.25
 
 @pytest.mark.timeout(1800 if LONG else 300)
 def test_all_jobs_complete_through_a_faulty_s3(
-    pg_url: str, s3_bucket: str, moto_endpoint: str, tmp_path: Path, astronaut_jpeg: bytes
+    pg_url: str, s3_bucket: str, s3_endpoint: str, tmp_path: Path, astronaut_jpeg: bytes
 ) -> None:
     from worker.bootstrap import Container
     from worker.settings import load_settings
 
     need("redis", port_open("127.0.0.1", 6379), "nothing listens on 127.0.0.1:6379")
     purge_broker(rel_redis_url())
-    direct = distributed_settings(
-        rel_redis_url(), pg_url, s3_bucket, moto_endpoint, tmp_path / "var"
-    )
+    direct = distributed_settings(rel_redis_url(), pg_url, s3_bucket, s3_endpoint, tmp_path / "var")
     container = Container(load_settings(**direct))  # the submitting side talks to S3 directly
     container.db.migrate()
     (tmp_path / "logs").mkdir()
-    with FaultProxy(moto_endpoint, rate=RATE, seed=8) as proxy:
+    with FaultProxy(s3_endpoint, rate=RATE, seed=8) as proxy:
         faulty = dict(direct, s3_endpoint_url=proxy.url)
         worker = Worker(faulty, tmp_path / "logs", concurrency=2)
         t0 = time.monotonic()
@@ -72,7 +70,7 @@ def test_all_jobs_complete_through_a_faulty_s3(
     assert all(s["status"] == "succeeded" for s in statuses), [
         (s["status"], s["error_code"]) for s in statuses
     ]
-    assert_exactly_once(container, job_ids, moto_endpoint, s3_bucket)
+    assert_exactly_once(container, job_ids, s3_endpoint, s3_bucket)
     assert set(injected) == {"error500", "slowdown", "reset", "slow_body"}, injected
     report(
         "fault_proxy",

@@ -134,7 +134,7 @@ def test_hostile_subset_through_a_real_worker_which_survives_with_bounded_memory
     corpus: list[Case],
     pg_url: str,
     s3_bucket: str,
-    moto_endpoint: str,
+    s3_endpoint: str,
     tmp_path: Path,
 ) -> None:
     import psutil
@@ -151,7 +151,7 @@ def test_hostile_subset_through_a_real_worker_which_survives_with_bounded_memory
         rel_redis_url(),
         pg_url,
         s3_bucket,
-        moto_endpoint,
+        s3_endpoint,
         tmp_path / "var",
         task_time_limit=60,
         task_soft_time_limit=50,

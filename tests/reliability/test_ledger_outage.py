@@ -44,7 +44,7 @@ def test_a_ledger_error_mid_job_is_transient_not_internal_error(
 
     service = JobService(
         embedded.db,
-        embedded.vault,
+        embedded.records,
         embedded.tools,
         embedded.service.config,
         deleter=embedded.deleter,

@@ -1,7 +1,7 @@
-"""Load: jobs through two real worker processes (Redis, PostgreSQL, moto S3): throughput,
+"""Load: jobs through two real worker processes (Redis, PostgreSQL, SeaweedFS S3): throughput,
 p50/p99 latency, zero lost, each done once.
 
-Bounded run: 40 jobs. Long run (``FACEMEDIA_LONG=1``): 1,000 jobs.
+Bounded run: 40 jobs. Long run (``FACEMEDIA_TEST_LONG=1``): 1,000 jobs.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _pct(values: list[float], q: float) -> float:
 
 @pytest.mark.timeout(3600 if LONG else 300)
 def test_jobs_through_two_workers_none_lost(
-    pg_url: str, s3_bucket: str, moto_endpoint: str, tmp_path: Path, astronaut_jpeg: bytes
+    pg_url: str, s3_bucket: str, s3_endpoint: str, tmp_path: Path, astronaut_jpeg: bytes
 ) -> None:
     from worker.bootstrap import Container
     from worker.ledger.models import Job
@@ -49,7 +49,7 @@ def test_jobs_through_two_workers_none_lost(
         rel_redis_url(),
         pg_url,
         s3_bucket,
-        moto_endpoint,
+        s3_endpoint,
         tmp_path / "var",
         task_time_limit=60,
         task_soft_time_limit=50,
@@ -103,7 +103,7 @@ def test_jobs_through_two_workers_none_lost(
         first = min(r.started_at for r in rows)
         last = max(r.finished_at for r in rows)
     assert len(rows) == JOBS
-    assert_exactly_once(container, job_ids, moto_endpoint, s3_bucket)
+    assert_exactly_once(container, job_ids, s3_endpoint, s3_bucket)
     per_worker = [w.logs().count(b"job.succeeded") for w in workers]
     assert all(n > 0 for n in per_worker)  # both workers took work
     report(

@@ -23,7 +23,7 @@ def test_a_job_that_kills_its_worker_every_time_fails_worker_lost(
     rel_broker: tuple[str, str],
     pg_url: str,
     s3_bucket: str,
-    moto_endpoint: str,
+    s3_endpoint: str,
     tmp_path: Path,
     slow_jpeg: bytes,
     astronaut_jpeg: bytes,
@@ -33,7 +33,7 @@ def test_a_job_that_kills_its_worker_every_time_fails_worker_lost(
 
     broker, url = rel_broker
     settings = distributed_settings(
-        url, pg_url, s3_bucket, moto_endpoint, tmp_path / "var", max_deliveries=MAX_DELIVERIES
+        url, pg_url, s3_bucket, s3_endpoint, tmp_path / "var", max_deliveries=MAX_DELIVERIES
     )
     container = Container(load_settings(**settings))
     container.db.migrate()
@@ -82,8 +82,8 @@ def test_a_job_that_kills_its_worker_every_time_fails_worker_lost(
     assert result["original_deleted"] and result["outputs"] == []
     assert kills == MAX_DELIVERIES
     assert all(container.service.status(j)["status"] == "succeeded" for j in others)
-    assert all_versions(moto_endpoint, s3_bucket, "v1/originals/") == []
-    assert all_versions(moto_endpoint, s3_bucket, f"v1/outputs/{poison}/") == []
+    assert all_versions(s3_endpoint, s3_bucket, "v1/originals/") == []
+    assert all_versions(s3_endpoint, s3_bucket, f"v1/outputs/{poison}/") == []
     report(
         "poison",
         broker=broker,

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.research.test_release import populate, researcher, sample_images  # noqa: F401
+from tests.research.conftest import sample_images  # noqa: F401  (a fixture)
+from tests.research.test_release import populate, researcher
 from worker.research.release import ReleaseRequest
 from worker.research.release.pull import pull, verify
 
@@ -22,7 +23,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.services]
 def test_release_build_survives_a_killed_worker(
     make_settings: Any,
     pg_url: str,
-    moto_endpoint: str,
+    s3_endpoint: str,
     s3_bucket: str,
     amqp_url: str,
     sample_images: list[bytes],  # noqa: F811
@@ -37,8 +38,9 @@ def test_release_build_survives_a_killed_worker(
         "broker_url": amqp_url,
         "database_url": pg_url,
         "store_url": f"s3://{s3_bucket}/p",
-        "s3_endpoint_url": moto_endpoint,
+        "s3_endpoint_url": s3_endpoint,
         "s3_region": REGION,
+        "store_region": REGION,  # SeaweedFS has no regions: the operator names it
         "research__shard_samples": 1,
     }
     container = Container(

@@ -19,15 +19,15 @@ from tests.workers import celery_worker, wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.services]
 
-# The bounded run uses the harness's 4 s lease and a 2 s beat; FACEMEDIA_LONG=1 uses the
+# The bounded run uses the harness's 4 s lease and a 2 s beat; FACEMEDIA_TEST_LONG=1 uses the
 # production defaults (lease_seconds 15, rescue_interval 10 s).
-LONG = os.environ.get("FACEMEDIA_LONG") == "1"
+LONG = os.environ.get("FACEMEDIA_TEST_LONG") == "1"
 LEASE, BEAT = (15, 10.0) if LONG else (4, 2.0)
 
 
 @pytest.mark.timeout(240)
 def test_rescue_recovers_a_whole_worker_crash_on_redis_before_the_visibility_timeout(
-    pg_url: str, s3_bucket: str, moto_endpoint: str, tmp_path: Path, slow_jpeg: bytes
+    pg_url: str, s3_bucket: str, s3_endpoint: str, tmp_path: Path, slow_jpeg: bytes
 ) -> None:
     from worker.bootstrap import Container
     from worker.ledger.models import StoredObject
@@ -41,7 +41,7 @@ def test_rescue_recovers_a_whole_worker_crash_on_redis_before_the_visibility_tim
         url,
         pg_url,
         s3_bucket,
-        moto_endpoint,
+        s3_endpoint,
         tmp_path / "var",
         visibility_timeout=600,
         lease_seconds=LEASE,

@@ -1,6 +1,6 @@
 """Restart the broker (Redis or RabbitMQ) and PostgreSQL under a running worker: it reconnects
 and no job is lost. These stop shared services, so they run only with
-``FACEMEDIA_RESTART_SERVICES=1``; each service is started again in a ``finally`` whatever
+``FACEMEDIA_TEST_RESTART_SERVICES=1``; each service is started again in a ``finally`` whatever
 happens.
 
 Redis is shut down with SAVE (a broker without persistence loses its queue on a restart: run
@@ -35,8 +35,8 @@ pytestmark = [
     pytest.mark.services,
     pytest.mark.slow,
     pytest.mark.skipif(
-        os.environ.get("FACEMEDIA_RESTART_SERVICES") != "1",
-        reason="stops shared services; set FACEMEDIA_RESTART_SERVICES=1",
+        os.environ.get("FACEMEDIA_TEST_RESTART_SERVICES") != "1",
+        reason="stops shared services; set FACEMEDIA_TEST_RESTART_SERVICES=1",
     ),
 ]
 
@@ -125,7 +125,7 @@ def _restart_postgres(down_s: float) -> float:
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("service", ["redis", "rabbitmq", "postgresql"])
 def test_a_service_restart_mid_run_loses_nothing(
-    service: str, pg_url: str, s3_bucket: str, moto_endpoint: str, tmp_path: Path, slow_jpeg: bytes
+    service: str, pg_url: str, s3_bucket: str, s3_endpoint: str, tmp_path: Path, slow_jpeg: bytes
 ) -> None:
     from worker.bootstrap import Container
     from worker.settings import load_settings
@@ -141,7 +141,7 @@ def test_a_service_restart_mid_run_loses_nothing(
         broker,
         pg_url,
         s3_bucket,
-        moto_endpoint,
+        s3_endpoint,
         tmp_path / "var",
         task_time_limit=60,
         task_soft_time_limit=50,
@@ -191,7 +191,7 @@ def test_a_service_restart_mid_run_loses_nothing(
     assert all(s["status"] == "succeeded" for s in statuses), [
         (s["status"], s["error_code"]) for s in statuses
     ]
-    assert_exactly_once(container, job_ids, moto_endpoint, s3_bucket)
+    assert_exactly_once(container, job_ids, s3_endpoint, s3_bucket)
     report(
         "restart",
         service=service,

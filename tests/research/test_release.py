@@ -47,27 +47,6 @@ QUASI_POOL = [
 ]
 
 
-@pytest.fixture(scope="module")
-def sample_images() -> list[bytes]:
-    """De-identified images: the astronaut, face region masked, 128 px, in colour variants."""
-    import cv2
-    import numpy as np
-    from skimage import data
-
-    bgr = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
-    cv2.ellipse(bgr, (225, 125), (95, 120), 0, 0, 360, (128, 128, 128), -1)
-    small = cv2.resize(bgr, (128, 128), interpolation=cv2.INTER_AREA)
-    hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
-    out = []
-    for shift in range(0, 180, 12):
-        v = hsv.copy()
-        v[..., 0] = (v[..., 0].astype(np.int32) + shift) % 180
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(v, cv2.COLOR_HSV2BGR))
-        assert ok
-        out.append(bytes(buf))
-    return out
-
-
 @dataclass(frozen=True)
 class Population:
     """Who is in the ledger: ledger subject ids by role."""
@@ -276,7 +255,7 @@ def test_release_is_k_anonymous_and_excludes_the_ineligible(
         "Motivation",
         "Composition",
         "Collection process",
-        "Consent basis",
+        "Consent",
         "de-identification",
         "Uses",
         "Distribution",
@@ -284,8 +263,9 @@ def test_release_is_k_anonymous_and_excludes_the_ineligible(
         "Contact",
     ):
         assert heading.lower() in sheet.lower()
-    assert f"k achieved {res.k_achieved}" in sheet
-    assert "1 samples of minors with guardian consent included" in sheet
+    assert f"the smallest equivalence class holds {res.k_achieved} samples" in sheet
+    assert "the release holds 1 sample of minors with that consent" in sheet
+    assert "1 sample of minors without it was left out" in sheet
     assert "data:image/jpeg;base64," in (out / "privacy_report.html").read_text()
     # audited
     from sqlalchemy import select
@@ -561,7 +541,7 @@ def test_revocation_removes_the_sample_at_next_pull_and_resume_skips(
     assert len(media) == first.samples - 1 and pseud not in {r["subject"] for r in media}
     assert pseud not in subjects_in_shards()
     assert (
-        "Samples of revoked subjects removed since publication: 1"
+        "Since publication, 1 sample of revoked subjects was removed"
         in (out / "datasheet.md").read_text()
     )
     done = verify(out)
@@ -647,6 +627,13 @@ def test_cli_commands_json(embedded: Any, sample_images: list[bytes], tmp_path: 
     assert rel["samples"] == 9 and rel["k_achieved"] >= 2 and rel["shards"] == 1
     err = run("research", "release", "--name", "cli-2", "--operator", "blur", "--json", code=1)
     assert err["error"] == "no_eligible_samples"
+    assert err["funnel"]["stored_samples"] == 0 and "sampling" in err["funnel"]
+    # every research command takes a name or an id; the funnel is in the status too
+    status = run("research", "status", "cli-1", "--json")
+    assert status["release_id"] == rel["release_id"] and status["funnel"]["released"] == 9
+    assert status["funnel"]["excluded"]["minor_without_guardian"] == 1
+    listed = runner.invoke(app, ["research", "list"], env={"COLUMNS": "80"})
+    assert listed.exit_code == 0 and rel["release_id"] in listed.stdout, listed.stdout
     keys = run("research", "keygen", "--out", str(tmp_path / "k"), "--json")
     assert "pub" in Path(keys["public_key"]).name
     assert Path(keys["private_key"]).stat().st_mode & 0o777 == 0o600
@@ -657,7 +644,7 @@ def test_cli_commands_json(embedded: Any, sample_images: list[bytes], tmp_path: 
     p = run(
         "research",
         "pull",
-        rel["release_id"],
+        "cli-1",  # by name: resolved among the indexes signed by the pinned signer
         "--key",
         keys["private_key"],
         "--out",
@@ -670,7 +657,7 @@ def test_cli_commands_json(embedded: Any, sample_images: list[bytes], tmp_path: 
     v = run("research", "verify", str(tmp_path / "o"), "--signer", str(signer), "--json")
     assert v["ok"] is True
     # without a pin nothing is trusted; pinned once, later calls need no --signer
-    refused = run("research", "verify", str(tmp_path / "o"), "--json", code=1)
+    refused = run("research", "verify", str(tmp_path / "o"), "--json", code=2)
     assert refused["error"] == "untrusted_signer" and "research trust" in refused["message"]
     pinned = run("research", "trust", str(signer), "--json")
     assert pinned["new"] is True and pinned["fingerprint"]
@@ -705,7 +692,7 @@ def test_cli_commands_json(embedded: Any, sample_images: list[bytes], tmp_path: 
 def test_release_on_s3_and_postgres(
     make_settings: Any,
     pg_url: str,
-    moto_endpoint: str,
+    s3_endpoint: str,
     s3_bucket: str,
     sample_images: list[bytes],
     tmp_path: Path,
@@ -719,8 +706,9 @@ def test_release_on_s3_and_postgres(
         make_settings(
             database_url=pg_url,
             store_url=f"s3://{s3_bucket}/p",
-            s3_endpoint_url=moto_endpoint,
+            s3_endpoint_url=s3_endpoint,
             s3_region=REGION,
+            store_region=REGION,
             research={"shard_samples": 4},
         )
     )
@@ -734,7 +722,7 @@ def test_release_on_s3_and_postgres(
         got = pull(container.store, res.release_id, priv, out)
         assert got.samples == 11 and len(list(out.glob("shard-*.tar"))) == 3
         verify(out)
-        s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
+        s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION)
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]]
         rel_keys = [k for k in keys if k.startswith(f"p/releases/{res.release_id}/")]
         assert not [k for k in rel_keys if "/parts/" in k]  # build parts removed
@@ -814,26 +802,14 @@ def test_revocation_sequence_only_grows_under_concurrent_re_signing(
 @pytest.mark.services
 def test_release_fans_out_on_a_real_worker(
     make_settings: Any,
-    pg_url: str,
-    moto_endpoint: str,
-    s3_bucket: str,
-    amqp_url: str,
+    broker_deployment: Any,
     sample_images: list[bytes],
     tmp_path: Path,
 ) -> None:
-    from tests.conftest import REGION
     from tests.workers import celery_worker, wait_for
     from worker.bootstrap import Container
 
-    settings = {
-        "home": tmp_path / "var",
-        "broker_url": amqp_url,
-        "database_url": pg_url,
-        "store_url": f"s3://{s3_bucket}/p",
-        "s3_endpoint_url": moto_endpoint,
-        "s3_region": REGION,
-        "research__shard_samples": 4,
-    }
+    settings = broker_deployment("p") | {"research__shard_samples": 4}
     container = Container(
         make_settings(
             **{k: v for k, v in settings.items() if k != "research__shard_samples"},

@@ -231,18 +231,19 @@ def test_two_builders_on_postgresql_claim_disjoint_batches(
 @pytest.mark.slow
 @pytest.mark.services
 def test_on_a_versioned_bucket_no_version_of_a_staged_object_is_left(
-    ksame: Any, people: list[bytes], pg_url: str, moto_endpoint: str, s3_bucket: str
+    ksame: Any, people: list[bytes], pg_url: str, s3_endpoint: str, s3_bucket: str
 ) -> None:
     import boto3
 
     c = ksame(
         database_url=pg_url,
         store_url=f"s3://{s3_bucket}/p",
-        s3_endpoint_url=moto_endpoint,
+        s3_endpoint_url=s3_endpoint,
         s3_region=REGION,
+        store_region=REGION,
     )
     _submit_all(c, people[:K], "s3")
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION)
     staged = s3.list_object_versions(Bucket=s3_bucket, Prefix="p/staging/")
     assert len(staged.get("Versions", [])) == K
     [report] = c.ksame.build()

@@ -1,4 +1,4 @@
-"""Sweeps on the embedded default and on moto's S3 (versioned), holds, erasure, export."""
+"""Sweeps on the embedded default and on SeaweedFS's S3 (versioned), holds, erasure, export."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tests.retention.seed import seed_objects
 from worker.crypto import KeyShreddedError
 from worker.ledger import audit
 from worker.ledger.models import DeletionReceipt, Revocation, Subject
-from worker.storage.vault import output_key
+from worker.objects.layout import output_key
 
 LATER = datetime.now(UTC) + timedelta(days=8)
 
@@ -27,12 +27,15 @@ def _receipts(container: Any) -> int:
 
 
 @pytest.fixture
-def s3_container(make_settings: Any, moto_endpoint: str, s3_bucket: str) -> Any:
+def s3_container(make_settings: Any, s3_endpoint: str, s3_bucket: str) -> Any:
     from worker.bootstrap import Container, set_container
 
     container = Container(
         make_settings(
-            store_url=f"s3://{s3_bucket}/p", s3_endpoint_url=moto_endpoint, s3_region=REGION
+            store_url=f"s3://{s3_bucket}/p",
+            s3_endpoint_url=s3_endpoint,
+            s3_region=REGION,
+            store_region=REGION,
         )
     )
     set_container(container)
@@ -66,17 +69,17 @@ def test_outputs_expire_on_the_sweep(embedded: Any, astronaut_jpeg: bytes) -> No
 
 
 def test_sweep_removes_every_version_and_marker(
-    s3_container: Any, s3_bucket: str, moto_endpoint: str
+    s3_container: Any, s3_bucket: str, s3_endpoint: str
 ) -> None:
     keys = seed_objects(s3_container, 5)
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION)
     full = f"p/{keys[0]}"
     s3.put_object(Bucket=s3_bucket, Key=full, Body=b"a second version")
     s3.delete_object(Bucket=s3_bucket, Key=full)  # and a delete marker on top
-    assert len(_versions(moto_endpoint, s3_bucket)) == 7
+    assert len(_versions(s3_endpoint, s3_bucket)) == 7
     report = s3_container.sweeper.run()
     assert report.deleted == 5 and report.versions == 7
-    assert _versions(moto_endpoint, s3_bucket) == []
+    assert _versions(s3_endpoint, s3_bucket) == []
     with s3_container.db.session() as s:
         rows = list(s.scalars(select(DeletionReceipt)))
     assert len(rows) == 5 and all(r.verified for r in rows)
@@ -115,7 +118,7 @@ def test_job_hold_keeps_only_that_job(embedded: Any, astronaut_jpeg: bytes) -> N
 
 
 def test_erasure_shreds_copies_and_is_idempotent(
-    s3_container: Any, astronaut_jpeg: bytes, moto_endpoint: str, s3_bucket: str
+    s3_container: Any, astronaut_jpeg: bytes, s3_endpoint: str, s3_bucket: str
 ) -> None:
     c = s3_container
     job_id = c.client.submit(astronaut_jpeg, "detect", subject_id="sw-erase")
@@ -126,7 +129,7 @@ def test_erasure_shreds_copies_and_is_idempotent(
     ref = c.subjects.find("sw-erase")
     result = c.rights.erase(ref.id)
     assert (result.deleted, result.pending) == (1, False)
-    assert [v["Key"] for v in _versions(moto_endpoint, s3_bucket)] == [
+    assert [v["Key"] for v in _versions(s3_endpoint, s3_bucket)] == [
         f"p/{output_key(other, 'faces.json')}"
     ]
     c.store.put("outputs/restored/faces.json", __import__("io").BytesIO(copy))
@@ -236,15 +239,15 @@ def test_cli_sweep_hold_erase_export(embedded: Any, astronaut_jpeg: bytes, tmp_p
     assert held.exit_code == 0 and json.loads(held.stdout)["held"] is True
     dry = json.loads(run(app, ["sweep", "--dry-run", "--as-of", later, "--json"]).stdout)
     assert (dry["due"], dry["held"], dry["deleted"]) == (0, 1, 0)
-    assert run(app, ["hold", "release", "--subject", "sw-cli"]).exit_code == 0
+    assert run(app, ["hold", "release", "--subject", "sw-cli", "--yes"]).exit_code == 0
     swept = json.loads(run(app, ["sweep", "--as-of", later, "--json"]).stdout)
     assert swept["deleted"] == 1
     out = tmp_path / "exp"
     exported = run(app, ["export", "sw-cli", "--out", str(out), "--json"])
     assert exported.exit_code == 0 and (out / "report.json").exists()
-    erased = json.loads(run(app, ["erase", "sw-cli", "--json"]).stdout)
+    erased = json.loads(run(app, ["erase", "sw-cli", "--yes", "--json"]).stdout)
     assert erased["pending"] is False
-    assert run(app, ["erase", "nobody-known"]).exit_code == 2
+    assert run(app, ["erase", "nobody-known", "--yes"]).exit_code == 2
     assert run(app, ["hold", "set", "--subject", "sw-cli"]).exit_code == 2  # no reason
     assert run(app, ["consent", "withdraw", "sw-cli", "--json"]).exit_code == 0
 

@@ -1,5 +1,5 @@
 """Sweeps against real services: two sweepers claiming on PostgreSQL, a sweep SIGKILLed
-mid-batch on moto's S3 and finished by the next one."""
+mid-batch on SeaweedFS's S3 and finished by the next one."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def test_postgresql_claim_is_a_row_lock_released_by_commit_or_rollback(
 
 
 def test_sweep_killed_mid_batch_is_finished_by_the_next(
-    make_settings: Any, pg_url: str, moto_endpoint: str, s3_bucket: str, tmp_path: Path
+    make_settings: Any, pg_url: str, s3_endpoint: str, s3_bucket: str, tmp_path: Path
 ) -> None:
     from worker.bootstrap import Container
 
@@ -124,8 +124,9 @@ def test_sweep_killed_mid_batch_is_finished_by_the_next(
         "home": tmp_path / "var",
         "database_url": pg_url,
         "store_url": f"s3://{s3_bucket}/p",
-        "s3_endpoint_url": moto_endpoint,
+        "s3_endpoint_url": s3_endpoint,
         "s3_region": REGION,
+        "store_region": REGION,  # SeaweedFS has no regions: the operator names it
         "sweep_batch": 100,
         "sweep_lock_seconds": 10,
     }
@@ -158,7 +159,7 @@ def test_sweep_killed_mid_batch_is_finished_by_the_next(
     report = container.sweeper.run()
     assert not report.locked_out
     assert killed_at + report.deleted + report.already_deleted == total
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION)
     listed = s3.list_object_versions(Bucket=s3_bucket)
     left = {  # audit checkpoints are kept forever
         k: [v for v in listed.get(k, []) if "/checkpoints/" not in v["Key"]]
@@ -174,7 +175,7 @@ def test_sweep_killed_mid_batch_is_finished_by_the_next(
 def test_privacy_tasks_on_a_real_worker(
     make_settings: Any,
     pg_url: str,
-    moto_endpoint: str,
+    s3_endpoint: str,
     s3_bucket: str,
     tmp_path: Path,
     astronaut_jpeg: bytes,
@@ -194,8 +195,9 @@ def test_privacy_tasks_on_a_real_worker(
         "broker_url": REDIS_URL,
         "database_url": pg_url,
         "store_url": f"s3://{s3_bucket}/p",
-        "s3_endpoint_url": moto_endpoint,
+        "s3_endpoint_url": s3_endpoint,
         "s3_region": REGION,
+        "store_region": REGION,  # SeaweedFS has no regions: the operator names it
     }
     container = Container(make_settings(**settings))
     container.db.migrate()
@@ -218,7 +220,7 @@ def test_privacy_tasks_on_a_real_worker(
                 return s.scalars(ran).first() is not None
 
         assert wait_for(swept, 60)
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION)
     listed = s3.list_object_versions(Bucket=s3_bucket)
     left = {  # audit checkpoints are kept forever
         k: [v for v in listed.get(k, []) if "/checkpoints/" not in v["Key"]]

@@ -1,5 +1,5 @@
 """The spine for real: a ``celery worker`` subprocess on Redis and on RabbitMQ, the ledger on
-PostgreSQL, the store on moto's S3 server over HTTP with a versioned bucket."""
+PostgreSQL, the store on a SeaweedFS server's S3 gateway over HTTP with a versioned bucket."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 from tests.conftest import AMQP_URL, REDIS_URL, REGION, need, port_open
 from tests.media_signatures import plaintext_hits
 from tests.workers import celery_worker, settings_env, wait_for
-from worker.crypto import DecryptError
-from worker.storage.vault import output_key
+from worker.objects.errors import ObjectCorrupt
+from worker.objects.layout import output_key
 
 pytestmark = pytest.mark.services
 
@@ -52,7 +52,7 @@ def test_twenty_jobs_through_a_real_worker(
     broker_url: str,
     pg_url: str,
     s3_bucket: str,
-    moto_endpoint: str,
+    s3_endpoint: str,
     tmp_path: Path,
     astronaut_jpeg: bytes,
 ) -> None:
@@ -64,8 +64,9 @@ def test_twenty_jobs_through_a_real_worker(
         "broker_url": broker_url,
         "database_url": pg_url,
         "store_url": f"s3://{s3_bucket}/v1",
-        "s3_endpoint_url": moto_endpoint,
+        "s3_endpoint_url": s3_endpoint,
         "s3_region": REGION,
+        "store_region": REGION,  # SeaweedFS has no regions: the operator names it
         "lease_seconds": 10,
     }
     container = Container(load_settings(**settings))
@@ -109,12 +110,12 @@ def test_twenty_jobs_through_a_real_worker(
     )
     assert all(s["faces"] == 1 and s["deliveries"] == 1 for s in statuses)
 
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION)
     assert _all_versions(s3, s3_bucket, "v1/originals/") == []  # no version, no marker
     for job_id in job_ids[:3]:
         doc = json.loads(container.client.outputs(job_id)["faces.json"])
         assert len(doc["faces"]) == 1
-        with pytest.raises(DecryptError):
+        with pytest.raises(ObjectCorrupt):
             container.vault.read(output_key(job_id, "faces.json"), "output", job_ids[-1])
     versions = _all_versions(s3, s3_bucket)
     data = [v for v in versions if not v["Key"].startswith("v1/checkpoints/")]  # audit heads

@@ -34,21 +34,25 @@ def test_pta_job(embedded: Any, astronaut_jpeg: bytes) -> None:
     job_id = embedded.client.submit(astronaut_jpeg, "pta", subject_id="subject-pta")
     status = finished(embedded, job_id)
     assert status["status"] == "succeeded" and status["faces"] == 1
-    assert sorted(status["outputs"]) == ["avatar.json", "avatar.png"]
+    assert sorted(status["outputs"]) == ["avatar.glb", "avatar.json", "avatar.png", "avatar.svg"]
     outputs = embedded.client.outputs(job_id)
     spec = json.loads(outputs["avatar.json"])
     jsonschema.Draft202012Validator(AVATAR_SCHEMA).validate(spec)
-    assert spec["faces"][0]["primary"] and spec["faces"][0]["render"]["size"] == 512
+    assert spec["source"]["chosen_by"] == "largest" and spec["render"]["size"] == 512
     assert decode_image(outputs["avatar.png"]).shape == (512, 512, 3)
+    assert outputs["avatar.svg"].startswith(b"<svg")
+    assert outputs["avatar.glb"][:4] == b"glTF"
 
 
 def test_pta_params(embedded: Any, astronaut_jpeg: bytes) -> None:
     job_id = embedded.client.submit(
-        astronaut_jpeg, "pta", {"size": 256, "colors": 6}, subject_id="subject-pta"
+        astronaut_jpeg, "pta", {"size": 256, "style": "toon", "face": 0}, subject_id="subject-pta"
     )
     outputs = embedded.client.outputs(job_id)
     assert decode_image(outputs["avatar.png"]).shape == (256, 256, 3)
-    assert len(json.loads(outputs["avatar.json"])["faces"][0]["render"]["palette"]) == 6
+    spec = json.loads(outputs["avatar.json"])
+    assert spec["render"] == {"style": "toon", "size": 256}
+    assert (spec["source"]["face"], spec["source"]["chosen_by"]) == (0, "index")
 
 
 def test_pta_without_a_face_fails_no_face(embedded: Any) -> None:
@@ -61,7 +65,7 @@ def test_pta_without_a_face_fails_no_face(embedded: Any) -> None:
 
 @pytest.mark.parametrize(
     "params",
-    [{"size": 10}, {"colors": "many"}, {"max_faces": 0}, {"style": "anime"}],
+    [{"size": 10}, {"colors": 6}, {"face": -1}, {"face": "all"}, {"style": "anime"}],
 )
 def test_pta_bad_params_refused_at_submit(
     embedded: Any, astronaut_jpeg: bytes, params: dict[str, Any]
@@ -131,9 +135,12 @@ def test_ar_video_job(embedded: Any) -> None:
 
 def test_ar_normalised_params() -> None:
     clean = handler("ar").validate({"effects": [{"effect": "reshape"}]})
-    assert clean == {"effects": [{"effect": "reshape", "slim": 0.3, "eyes": 0.3}], "quality": 90}
+    assert clean == {
+        "effects": [{"effect": "reshape", "slim": 0.3, "eyes": 0.3, "nose": 0.0, "chin": 0.0}],
+        "quality": 90,
+    }
     assert handler("ar").validate(clean) == clean
-    assert handler("pta").validate({}) == {"max_faces": 20, "size": 512, "colors": 8}
+    assert handler("pta").validate({}) == {"face": "largest", "size": 512, "style": "flat"}
     default = handler("ar").validate({})["effects"]
     assert [e["effect"] for e in default] == ["beautify", "sticker"]
     with pytest.raises(BadParams):

@@ -1,9 +1,11 @@
-"""S3Store against moto's server over HTTP: streaming multipart put, versions, batch delete."""
+"""S3Store against a SeaweedFS server over HTTP: streaming multipart put, versions, batch delete,
+the region the store reports (none) and the one the operator declares."""
 
 from __future__ import annotations
 
 import io
 import os
+from typing import Any
 
 import boto3
 import pytest
@@ -14,8 +16,8 @@ from worker.storage.s3 import S3Store
 
 
 @pytest.fixture
-def store(moto_endpoint: str, s3_bucket: str) -> S3Store:
-    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
+def store(s3_endpoint: str, s3_bucket: str) -> S3Store:
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION)
     return S3Store(client, s3_bucket, "pre", part_size=5 * 1024 * 1024)
 
 
@@ -62,3 +64,32 @@ def test_batch_delete_with_known_and_unknown_versions(store: S3Store) -> None:
 def test_keys_are_opaque_ids_only(store: S3Store, key: str) -> None:
     with pytest.raises(InvalidKey):
         store.put(key, io.BytesIO(b"x"))
+
+
+def test_a_batch_listing_starts_at_its_first_key(s3_endpoint: str, s3_bucket: str) -> None:
+    """Older keys that sort before a batch (kept longer, held) are not listed for it."""
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION)
+    store = S3Store(client, s3_bucket, "pre")
+    for n in range(12):  # older ids under the same prefix, still there
+        store.put(f"outputs/a{n:02d}", io.BytesIO(b"old"))
+    store.put("outputs/b1", io.BytesIO(b"1"))
+    store.put("outputs/c2", io.BytesIO(b"2"))  # the batch's common prefix is pre/outputs/
+    listed: list[str] = []
+
+    def record(parsed: dict[str, Any], **_: Any) -> None:
+        listed.extend(
+            v["Key"] for v in parsed.get("Versions", []) + parsed.get("DeleteMarkers", [])
+        )
+
+    client.meta.events.register("after-call.s3.ListObjectVersions", record)
+    results = store.delete_many(["outputs/b1", "outputs/c2"])  # versions unknown: listed
+    assert all(r.verified and r.versions_removed == 1 for r in results.values())
+    assert listed and min(listed) >= "pre/outputs/b1", listed
+    assert sorted(store.keys()) == [f"outputs/a{n:02d}" for n in range(12)]
+
+
+def test_region_of_a_store_without_regions(s3_endpoint: str, s3_bucket: str) -> None:
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION)
+    assert S3Store(client, s3_bucket).info().region == "us-east-1"  # none means that on AWS
+    declared = S3Store(client, s3_bucket, declared_region=REGION).info()
+    assert declared.region == REGION and declared.versioned

@@ -85,5 +85,7 @@ def test_errors_are_one_line_and_nonzero(embedded: Any, tmp_path: Path) -> None:
     refused = runner.invoke(app, ["run", str(bad), "--params", "[1]"])
     assert refused.exit_code == 2 and "JSON object" in refused.output
     assert runner.invoke(app, ["status", "f" * 32]).exit_code == 2
-    failed = _json(runner.invoke(app, ["run", str(bad), "--json"]))
+    ran = runner.invoke(app, ["run", str(bad), "--json"])
+    assert ran.exit_code == 1, ran.output  # the job ran and failed
+    failed = json.loads(ran.stdout.strip().splitlines()[-1])
     assert (failed["status"], failed["error_code"]) == ("failed", "unsupported_format")

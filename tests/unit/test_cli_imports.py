@@ -64,6 +64,8 @@ def test_status_of_a_job_loads_no_media_stack(
     status = json.loads(proc.stdout.strip().splitlines()[-1])
     assert status["job_id"] == job_id and status["status"] == "succeeded"
     assert _loaded(modules, NOT_NEEDED) == []
+    # nor structlog (configured when first imported: worker/logs.py) and the rich it pulls in
+    assert _loaded(modules, ("structlog", "rich")) == []
 
 
 @pytest.mark.parametrize(
@@ -84,7 +86,8 @@ def test_the_media_stack_is_what_a_media_command_loads(tmp_path: Path) -> None:
     photo = tmp_path / "in.bin"
     photo.write_bytes(b"\x00" * 16)
     proc, modules = _run(tmp_path / "var", "run", str(photo), "--json")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 1, proc.stderr[-2000:]  # the job ran (decoding) and failed
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["error_code"] == "unsupported_format"
     assert "cv2" in _loaded(modules, MEDIA)
 
 

@@ -96,3 +96,24 @@ def test_derived_defaults(tmp_path: Path) -> None:
 def test_unsafe_or_unknown_settings_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         load_settings(**bad)
+
+
+def test_unknown_variables_and_a_missing_file_are_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from worker.settings import SETTINGS_ERRORS, SettingsError, describe_settings_error
+
+    monkeypatch.setenv("FACEMEDIA_CONFIG", str(tmp_path / "nope.toml"))
+    with pytest.raises(SettingsError) as missing:
+        load_settings()
+    assert describe_settings_error(missing.value) == [
+        "FACEMEDIA_CONFIG names a file that does not exist"
+    ]
+    monkeypatch.delenv("FACEMEDIA_CONFIG")
+    monkeypatch.setenv("FACEMEDIA_WIBBLE", "x")
+    monkeypatch.setenv("FACEMEDIA_TEST_WHATEVER", "x")  # the harness's: not a setting
+    with pytest.raises(SETTINGS_ERRORS) as unknown:
+        load_settings()
+    assert describe_settings_error(unknown.value) == [
+        "unknown setting FACEMEDIA_WIBBLE (see config/default.toml for every setting)"
+    ]

@@ -7,13 +7,24 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from worker.cli._common import SubjectOpt, container, fail, private_writes
+from worker.cli._common import (
+    EXIT_FAILED,
+    EXIT_REFUSED,
+    JsonOpt,
+    SubjectOpt,
+    container,
+    emit,
+    fail,
+    private_writes,
+)
 
 if TYPE_CHECKING:
     from worker.bootstrap import Container
 
 crypto_app = typer.Typer(no_args_is_help=True, help="Encrypt and decrypt files (envelope format)")
 
+SrcArg = Annotated[Path, typer.Argument(help="The input file")]
+DstArg = Annotated[Path, typer.Argument(help="The output file (written 0600, atomically)")]
 ContextOpt = Annotated[
     list[str], typer.Option("--context", help="Encryption context entry key=value (repeatable)")
 ]
@@ -24,7 +35,7 @@ def _context(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise fail(f"--context takes key=value, got {pair!r}", 2)
+            raise fail("--context takes key=value", EXIT_REFUSED, error="bad_params")
         ctx[key] = value
     return ctx
 
@@ -34,16 +45,17 @@ def _crypto_setup(src: Path, context: list[str]) -> tuple[Container, dict[str, s
     built = container()
     ctx = _context(context)
     if not src.is_file():
-        raise fail("input file not found", 2)
+        raise fail("input file not found", EXIT_REFUSED, error="not_found")
     return built, ctx
 
 
 @crypto_app.command("encrypt")
 def crypto_encrypt(
-    src: Path,
-    dst: Path,
+    src: SrcArg,
+    dst: DstArg,
     subject: SubjectOpt,
     context: ContextOpt = [],  # noqa: B006
+    as_json: JsonOpt = False,
 ) -> None:
     """Encrypt SRC to DST under SUBJECT's key, binding the context."""
     from worker.crypto import CryptoError
@@ -56,17 +68,19 @@ def crypto_encrypt(
         with private_writes(), src.open("rb") as fin, private_output(dst) as fout:
             built.envelope.encrypt(ref.key_id, ctx, fin, fout)
     except SubjectErasurePending as exc:
-        raise fail(f"{exc.code}: {exc}", 2) from None
+        raise fail(str(exc), EXIT_REFUSED, error=exc.code) from None
     except CryptoError as exc:
-        raise fail(f"encryption failed: {exc}") from None
+        raise fail(f"encryption failed: {exc}", EXIT_FAILED, error="encryption_failed") from None
+    emit({"path": str(dst), "bytes": dst.stat().st_size}, as_json, "encrypt")
 
 
 @crypto_app.command("decrypt")
 def crypto_decrypt(
-    src: Path,
-    dst: Path,
+    src: SrcArg,
+    dst: DstArg,
     subject: SubjectOpt,
     context: ContextOpt = [],  # noqa: B006
+    as_json: JsonOpt = False,
 ) -> None:
     """Decrypt SRC to DST; fails (and leaves no DST) on any tampering or wrong context/subject."""
     from worker.crypto import CryptoError, DecryptError, Envelope
@@ -83,4 +97,5 @@ def crypto_decrypt(
             with private_writes(), private_output(dst) as fout:
                 built.envelope.decrypt(ctx, fin, fout)
     except CryptoError as exc:
-        raise fail(f"decryption failed: {exc}") from None
+        raise fail(f"decryption failed: {exc}", EXIT_FAILED, error="decryption_failed") from None
+    emit({"path": str(dst), "bytes": dst.stat().st_size}, as_json, "decrypt")

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, cast
 
 import typer
 
 from worker.cli._common import (
+    EXIT_FAILED,
+    EXIT_NOT_FINISHED,
+    EXIT_REFUSED,
     JsonOpt,
     SubjectOpt,
     container,
     emit,
+    err,
     fail,
     out,
     private_writes,
@@ -23,15 +29,45 @@ from worker.cli._common import (
 
 if TYPE_CHECKING:
     from worker.bootstrap import Container
+    from worker.jobs.reads import JobStatusView
+
+JobOpt = Annotated[
+    str,
+    typer.Option("--job", help="Job type: detect, ar, deid, pta (see README, *Job types*)"),
+]
+ParamsOpt = Annotated[str, typer.Option("--params", help="Job parameters as a JSON object")]
+ResearchConsentOpt = Annotated[
+    bool,
+    typer.Option(
+        "--research-consent",
+        help="The subject consented to research use (a share of such jobs, "
+        "[research] sample_rate, is kept de-identified for research)",
+    ),
+]
+MinorOpt = Annotated[bool, typer.Option("--minor", help="The subject is a minor")]
+GuardianOpt = Annotated[
+    bool, typer.Option("--guardian-consent", help="A guardian consented (for a minor)")
+]
+AttrOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--attr",
+        help="KEY=VALUE, repeatable: age (0-130), region (a PRC province-level division or "
+        "large city), device (a model or OS string; unrecognised → other). Generalized at "
+        "submit (age band, province, device family); the raw value is not kept",
+    ),
+]
 
 
 def _parse_params(params: str) -> dict[str, Any]:
     try:
         value = json.loads(params) if params else {}
     except json.JSONDecodeError as exc:
-        raise fail(f"--params is not valid JSON ({exc.msg})", 2) from None
+        raise fail(
+            f"--params is not valid JSON ({exc.msg})", EXIT_REFUSED, error="bad_params"
+        ) from None
     if not isinstance(value, dict):
-        raise fail("--params must be a JSON object", 2)
+        raise fail("--params must be a JSON object", EXIT_REFUSED, error="bad_params")
     return value
 
 
@@ -46,15 +82,17 @@ def _write_outputs(built: Container, job_id: str, out_dir: Path) -> list[str]:
         written = []
         for name, data in sorted(outputs.items()):
             if Path(name).name != name or name in (".", ".."):
-                raise fail("refusing an output name that is not a plain file name", 1)
+                raise fail("refusing an output name that is not a plain file name", EXIT_FAILED)
             atomic_write_private(target / name, data)
             written.append(str(target / name))
     return written
 
 
 def _parse_attrs(attrs: list[str] | None) -> dict[str, str] | None:
-    """``--attr KEY=VALUE`` options → a dict; unknown keys refused (values never echoed)."""
-    from worker.research.quasi import ATTRIBUTES
+    """``--attr KEY=VALUE`` options → a dict, checked by the rule the service applies
+    (:func:`worker.research.quasi.generalize`): an unknown key or a value it does not
+    understand is refused with the accepted forms (values never echoed)."""
+    from worker.research.quasi import ATTRIBUTES, UnknownAttribute, generalize
 
     if not attrs:
         return None
@@ -63,10 +101,16 @@ def _parse_attrs(attrs: list[str] | None) -> dict[str, str] | None:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise fail("--attr takes KEY=VALUE", 2)
-        if key not in ATTRIBUTES:
-            raise fail(f"--attr: unknown key {key!r} (accepted: {', '.join(ATTRIBUTES)})", 2)
+            raise fail(
+                f"--attr takes KEY=VALUE (keys: {', '.join(ATTRIBUTES)})",
+                EXIT_REFUSED,
+                error="bad_params",
+            )
         parsed[key] = value
+    try:
+        generalize(parsed)
+    except UnknownAttribute as exc:
+        raise fail(f"--attr: {exc}", EXIT_REFUSED, error="bad_params") from None
     return parsed
 
 
@@ -83,7 +127,7 @@ def _submit(
     from worker.ledger.subjects import Consent
 
     if not path.is_file():
-        raise fail("input file not found", 2)
+        raise fail("input file not found", EXIT_REFUSED, error="not_found")
     try:
         with path.open("rb") as media:
             return str(
@@ -97,24 +141,106 @@ def _submit(
                 )
             )
     except JobError as exc:
-        raise fail(f"{getattr(exc, 'code', 'refused')}: {exc}", 2) from None
+        code = getattr(exc, "code", "refused")
+        raise fail(str(exc), EXIT_REFUSED, error=str(code)) from None
 
 
-def _wait(built: Container, job_id: str, timeout: float) -> dict[str, Any]:
-    from worker.jobs.reads import job_status
+# Seconds a broker run waits before it asks whether any worker consumes the job's queue.
+NO_WORKER_WARNING_AFTER = 3.0
 
-    deadline = time.monotonic() + timeout
+
+def _wait(built: Container, job_id: str, timeout: float, show: bool) -> JobStatusView:
+    """Poll the job until it ended or ``timeout``. With a broker: after a few seconds, a
+    warning on stderr when no worker consumes the job's queue; with ``show`` too (a terminal,
+    no --json), the job's status on stderr while waiting."""
+    from worker.jobs.reads import job_status_view
+
+    started = time.monotonic()
+    deadline = started + timeout
+    asked = built.settings.eager  # inline: nothing to ask the broker
+    last = ""
     while True:
-        status = job_status(built.db, job_id)
-        if status["status"] in ("succeeded", "failed", "expired") and status["original_deleted"]:
-            return status
-        if time.monotonic() > deadline:
-            return status
+        view = job_status_view(built.db, job_id)
+        if view.ended or time.monotonic() > deadline:
+            if show and last:
+                err.print("")
+            return view
+        if show and not built.settings.eager:
+            line = f"job {job_id}: {view.status} ({time.monotonic() - started:.0f} s)"
+            if line != last:
+                err.print(line, end="\r", highlight=False)
+                last = line
+        if not asked and time.monotonic() - started > NO_WORKER_WARNING_AFTER:
+            asked = True
+            _warn_without_worker(built, view.status)
         time.sleep(0.2)
 
 
+def _warn_without_worker(built: Container, status: str) -> None:
+    """Warn (stderr) when the job still waits and no worker consumes the media queue."""
+    if status != "queued":
+        return
+    from worker.dispatch.names import MEDIA
+
+    try:
+        consumers = built.dispatcher.consumers(MEDIA, timeout=1.0)
+    except Exception:  # a hint only: the wait goes on whatever the broker says
+        return
+    if consumers == 0:
+        err.print(
+            f"\n[yellow]warning:[/yellow] no worker consumes the {MEDIA!r} queue: start one "
+            "(`make worker`, or `celery -A worker.celery_app worker -Q media`)",
+            highlight=False,
+        )
+
+
+@contextlib.contextmanager
+def _frame_bar(show: bool) -> Iterator[None]:
+    """While a job runs inline with ``show`` (a terminal, no --json): a progress bar on stderr
+    of the frames a video transcode has written (done / total, fps, time left); nothing for a
+    photo, whose transcode reports no frames. Gone when the job ends."""
+    if not show:
+        yield
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from pipelines.media.progress import frame_progress
+
+    columns = (
+        TextColumn("frames"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[fps]:.1f} fps"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("frames", total=None, start=False, fps=0.0)
+        started = time.monotonic()
+
+        def hook(done: int, total: int | None) -> None:
+            if done == 1:
+                bar.start_task(task)
+            elapsed = time.monotonic() - started
+            bar.update(task, completed=done, total=total, fps=done / elapsed if elapsed else 0.0)
+
+        token = frame_progress.set(hook)
+        try:
+            yield
+        finally:
+            frame_progress.reset(token)
+
+
 def _decode_ceiling(built: Container) -> contextlib.AbstractContextManager[None]:
-    """The decode memory ceiling while a job runs inline in this process (no broker)."""
+    """The decode memory ceiling while a job runs inline in this process (no broker); the
+    cyclic garbage collector back on (``main`` turns it off for start-up)."""
+    gc.enable()
     if not built.settings.eager:
         return contextlib.nullcontext()
     from pipelines.media import memory_ceiling
@@ -123,63 +249,62 @@ def _decode_ceiling(built: Container) -> contextlib.AbstractContextManager[None]
 
 
 def run(
-    path: Path,
-    job: Annotated[str, typer.Option("--job", help="Job type: detect, ...")] = "detect",
-    params: Annotated[str, typer.Option("--params", help="Job parameters as JSON")] = "",
+    path: Annotated[Path, typer.Argument(help="The photo or video to process")],
+    job: JobOpt = "detect",
+    params: ParamsOpt = "",
     subject: SubjectOpt = "cli-user",
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Write decrypted outputs here")
     ] = None,
-    research_consent: bool = False,
-    minor: bool = False,
-    guardian_consent: bool = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for a worker")] = 300.0,
+    research_consent: ResearchConsentOpt = False,
+    minor: MinorOpt = False,
+    guardian_consent: GuardianOpt = False,
+    attr: AttrOpt = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for a worker (with a broker)")
+    ] = 300.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Submit PATH, process it (inline, or by a worker when a broker is set), print a summary."""
+    """Submit PATH, process it (inline, or by a worker when a broker is set), print its status.
+    Exit 1 when the job failed, 3 when it did not finish within --timeout."""
+    attributes = _parse_attrs(attr)
     built = container()
-    with _decode_ceiling(built):
+    bar = built.settings.eager and not as_json and err.is_terminal
+    with _decode_ceiling(built), _frame_bar(bar):
         job_id = _submit(
             built,
             path,
             job,
             params,
             subject,
+            attributes,
             research=research_consent,
             is_minor=minor,
             guardian=guardian_consent,
         )
-        status = _wait(built, job_id, timeout)
-    if out_dir is not None and status["status"] == "succeeded":
+        view = _wait(built, job_id, timeout, show=not as_json and err.is_terminal)
+    status = view.to_json()
+    if out_dir is not None and view.status == "succeeded":
         status["written"] = _write_outputs(built, job_id, out_dir)
     emit(status, as_json, "job")
-    if status["status"] not in ("succeeded", "failed"):
-        raise typer.Exit(3)
+    if not view.ended:
+        raise typer.Exit(EXIT_NOT_FINISHED)
+    if view.status != "succeeded":
+        raise typer.Exit(EXIT_FAILED)
 
 
 def submit(
-    path: Path,
-    job: Annotated[str, typer.Option("--job")] = "detect",
-    params: Annotated[str, typer.Option("--params")] = "",
+    path: Annotated[Path, typer.Argument(help="The photo or video to process")],
+    job: JobOpt = "detect",
+    params: ParamsOpt = "",
     subject: SubjectOpt = "cli-user",
-    research_consent: Annotated[
-        bool, typer.Option("--research-consent", help="The subject consented to research use")
-    ] = False,
-    minor: Annotated[bool, typer.Option("--minor", help="The subject is a minor")] = False,
-    guardian_consent: Annotated[
-        bool, typer.Option("--guardian-consent", help="A guardian consented (for a minor)")
-    ] = False,
-    attr: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--attr",
-            help="KEY=VALUE, repeatable: age, region, device (generalized at submit: age band, "
-            "province, device family; the raw value is not kept)",
-        ),
-    ] = None,
+    research_consent: ResearchConsentOpt = False,
+    minor: MinorOpt = False,
+    guardian_consent: GuardianOpt = False,
+    attr: AttrOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Submit PATH as a job and print its id (does not wait)."""
+    """Submit PATH as a job and print its id (does not wait: see `status`)."""
     attributes = _parse_attrs(attr)
     built = container()
     job_id = _submit(
@@ -196,34 +321,39 @@ def submit(
     emit({"job_id": job_id}, as_json)
 
 
-def status(job_id: str, as_json: JsonOpt = False) -> None:
-    """The job's state, error code, face count, outputs and whether its original is deleted."""
+def status(
+    job_id: Annotated[str, typer.Argument(help="The job id `submit` or `run` printed")],
+    as_json: JsonOpt = False,
+) -> None:
+    """The job's state and error code; created, started and finished times and duration; media
+    kind, frame count, effect chain, faces, outputs; whether its original is deleted (fields:
+    README, *Job status*)."""
     from worker.jobs.errors import JobNotFound
     from worker.jobs.reads import job_status
 
     try:  # a ledger read: no pipeline, store or key is loaded
         data = job_status(container().db, job_id)
     except JobNotFound:
-        raise fail("no such job", 2) from None
+        raise fail("no such job", EXIT_REFUSED, error="not_found") from None
     emit(data, as_json, "job")
 
 
 def result(
-    job_id: str,
+    job_id: Annotated[str, typer.Argument(help="The job id")],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for the decrypted outputs")],
     as_json: JsonOpt = False,
 ) -> None:
     """Decrypt a job's outputs into OUT/JOB_ID/."""
-    from worker.crypto import CryptoError
     from worker.jobs.errors import JobNotFound
+    from worker.objects.errors import ObjectCorrupt, ObjectShredded
 
     built = container()
     try:
         written = _write_outputs(built, job_id, out_dir)
     except JobNotFound:
-        raise fail("no such job", 2) from None
-    except CryptoError as exc:  # shredded, or a KEK version this keyring no longer holds
-        raise fail(f"undecryptable: {exc}", 1) from None
+        raise fail("no such job", EXIT_REFUSED, error="not_found") from None
+    except (ObjectShredded, ObjectCorrupt) as exc:  # shredded, or a KEK this keyring lacks
+        raise fail(str(exc), EXIT_FAILED, error="undecryptable") from None
     emit({"job_id": job_id, "written": written}, as_json)
 
 
@@ -231,7 +361,7 @@ def demo(
     path: Annotated[
         Path | None, typer.Argument(help="A face photo; default: a shipped sample")
     ] = None,
-    job: Annotated[str, typer.Option("--job")] = "detect",
+    job: JobOpt = "detect",
     as_json: JsonOpt = False,
 ) -> None:
     """Run the main job end to end on the embedded default and show where the outputs are."""
@@ -248,13 +378,16 @@ def demo(
                 job_id = str(built.client.submit(media, job, {}, subject_id="demo-subject"))
         else:
             job_id = _submit(built, path, job, "", "demo-subject")
-        status = _wait(built, job_id, 300)
-    if status["status"] == "succeeded":
+        view = _wait(built, job_id, 300, show=not as_json and err.is_terminal)
+    status: dict[str, Any] = view.to_json()
+    if view.status == "succeeded":
         status["written"] = _write_outputs(built, job_id, out_dir)
     status["store"] = built.settings.effective_store_url
     status["ledger"] = built.settings.effective_database_url
     if as_json:
         emit(status, True)
+        if view.status != "succeeded":
+            raise typer.Exit(EXIT_FAILED if view.ended else EXIT_NOT_FINISHED)
         return
     out.print(f"[bold]facemedia demo[/bold] — job [cyan]{job_id}[/cyan] ({job})")
     out.print(
@@ -265,8 +398,8 @@ def demo(
     out.print(f"  ledger: {status['ledger']}")
     for written in status.get("written", []):
         out.print(f"  decrypted output: {written}")
-    if status["status"] != "succeeded":
-        raise typer.Exit(1)
+    if view.status != "succeeded":
+        raise typer.Exit(EXIT_FAILED if view.ended else EXIT_NOT_FINISHED)
 
 
 def _sample_photo() -> bytes:
@@ -276,5 +409,5 @@ def _sample_photo() -> bytes:
 
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
     if not ok:
-        raise fail("could not encode the sample photo")
+        raise fail("could not encode the sample photo", EXIT_FAILED)
     return bytes(buf)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from worker.cli._common import JsonOpt, YesOpt, container, emit, fail
+from worker.cli._common import (
+    EXIT_FAILED,
+    JsonOpt,
+    YesOpt,
+    confirm_or_refuse,
+    container,
+    emit,
+    fail,
+)
 
 keys_app = typer.Typer(no_args_is_help=True, help="Key management")
 
@@ -30,23 +38,24 @@ def keys_rotate(as_json: JsonOpt = False) -> None:
 def keys_retire(yes: YesOpt = False, as_json: JsonOpt = False) -> None:
     """Complete every pending cryptographic erasure now: a KEK epoch change (new KEK, every live
     key re-wrapped, every older KEK version destroyed: backups made before can no longer
-    unwrap any key). Beat does the same on its schedule (erasure_epoch_delay)."""
+    unwrap any key). Beat does the same on its schedule (erasure_epoch_delay). Asks first on a
+    terminal; --yes is required off one."""
     from worker.crypto import CryptoError
     from worker.retention.epochs import EpochError
 
     built = container()
     pending = built.epochs.pending().count
-    if pending and not yes:
-        typer.confirm(
-            f"{pending} erasure(s) pending. Destroy every old KEK version? Ledger backups made "
-            "before this can then no longer unwrap any key",
-            abort=True,
-            err=True,
-        )
+    confirm_or_refuse(
+        f"{pending} erasure(s) pending. Destroy every old KEK version? Ledger backups made "
+        "before this can then no longer unwrap any key",
+        yes,
+    )
     try:
         result = built.epochs.run(force=True)
     except EpochError as exc:
-        raise fail(f"{exc.code}: {exc}", 1) from None
+        raise fail(str(exc), EXIT_FAILED, error=exc.code) from None
     except CryptoError as exc:
-        raise fail(f"epoch_failed: {exc} (run it again: the pass resumes)", 1) from None
+        raise fail(
+            f"{exc} (run it again: the pass resumes)", EXIT_FAILED, error="epoch_failed"
+        ) from None
     emit(result.to_json(), as_json, "keys retire")

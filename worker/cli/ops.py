@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from worker.cli._common import JsonOpt, container, emit, fail, out, settings_failure
+from worker.cli._common import (
+    EXIT_FAILED,
+    EXIT_REFUSED,
+    JsonOpt,
+    container,
+    emit,
+    fail,
+    out,
+    settings_failure,
+)
 
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log")
 db_app = typer.Typer(no_args_is_help=True, help="Ledger schema")
@@ -31,15 +40,19 @@ def audit_verify(as_json: JsonOpt = False) -> None:
         for p in report.problems:
             out.print(f"  [red]{p.code}[/red] seq={p.seq}: {p.message}", highlight=False)
     if not report.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @db_app.command("upgrade")
-def db_upgrade() -> None:
+def db_upgrade(as_json: JsonOpt = False) -> None:
     """Apply Alembic migrations up to head."""
     built = container()
     built.db.migrate()
-    out.print(f"ledger at revision {built.db.current_revision()}")
+    revision = built.db.current_revision()
+    if as_json:
+        emit({"revision": revision}, True)
+    else:
+        out.print(f"ledger at revision {revision}")
 
 
 def sweep(
@@ -59,7 +72,9 @@ def sweep(
         try:
             when = datetime.fromisoformat(as_of)
         except ValueError:
-            raise fail("--as-of must be an ISO-8601 time", 2) from None
+            raise fail(
+                "--as-of must be an ISO-8601 time", EXIT_REFUSED, error="bad_params"
+            ) from None
         when = when if when.tzinfo else when.replace(tzinfo=UTC)
     report = sweep_and_requeue(built.sweeper, built.dispatcher.enqueue, as_of=when, dry_run=dry_run)
     data = report.to_json()
@@ -70,14 +85,12 @@ def sweep(
 
 def doctor(as_json: JsonOpt = False) -> None:
     """Check broker, ledger and migrations, bucket (versioning, region), KMS key, clock skew."""
-    from rich.table import Table
-
-    from worker.doctor import run_checks
-    from worker.settings import load_settings
+    from worker.doctor import render, run_checks
+    from worker.settings import SETTINGS_ERRORS, load_settings
 
     try:
         settings = load_settings()
-    except Exception as exc:  # invalid settings are the first thing to fix
+    except SETTINGS_ERRORS as exc:  # invalid settings are the first thing to fix
         raise settings_failure(exc) from None
     checks = run_checks(settings)
     failed = [c for c in checks if not c.ok]
@@ -86,12 +99,6 @@ def doctor(as_json: JsonOpt = False) -> None:
             json.dumps({"ok": not failed, "checks": [c.to_json() for c in checks]}) + "\n"
         )
     else:
-        table = Table(title="facemedia doctor")
-        for column in ("check", "status", "detail", "fix"):
-            table.add_column(column)
-        colour = {"ok": "green", "fail": "red", "skip": "yellow"}
-        for c in checks:
-            table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", c.detail, c.fix)
-        out.print(table)
+        render(checks, out)
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)

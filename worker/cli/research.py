@@ -10,12 +10,24 @@ from typing import Annotated, Any
 
 import typer
 
-from worker.cli._common import JsonOpt, container, emit, err, out
+from worker.cli._common import (
+    EXIT_NOT_FINISHED,
+    EXIT_REFUSED,
+    JsonOpt,
+    YesOpt,
+    confirm_or_refuse,
+    container,
+    emit,
+    err,
+    fail,
+    out,
+)
 
 research_app = typer.Typer(no_args_is_help=True, help="Research dataset releases")
 revocations_app = typer.Typer(no_args_is_help=True, help="Signed revocation lists of releases")
 research_app.add_typer(revocations_app, name="revocations")
 
+ReleaseArg = Annotated[str, typer.Argument(help="The release's name or id")]
 SignerOpt = Annotated[
     Path | None,
     typer.Option(
@@ -26,8 +38,15 @@ SignerOpt = Annotated[
 ]
 
 
+# Release error codes that refuse the request before anything ran (exit 2); every other code
+# is a check or a build that failed (exit 1).
+_REFUSED = frozenset({"bad_request", "exists", "not_found", "untrusted_signer", "no_grant"})
+
+
 def _run(fn: Any, as_json: bool) -> Any:
-    """Call ``fn``; a ReleaseError becomes exit code 1 with its code and message."""
+    """Call ``fn``; a ReleaseError becomes exit 2 (refused: bad request, unknown release, no
+    trust, no grant) or 1 (failed), printed with its code, its message and its figures (the
+    loss funnel of ``no_eligible_samples``)."""
     from worker.research.release import ReleaseError
 
     try:
@@ -37,16 +56,60 @@ def _run(fn: Any, as_json: bool) -> Any:
             sys.stdout.write(json.dumps(exc.to_json()) + "\n")
         else:
             where = f" ({exc.path})" if exc.path else ""
-            err.print(f"[red]error[/red] {exc.code}: {exc}{where}", highlight=False)
-        raise typer.Exit(1) from None
+            err.print(f"[red]error:[/red] {exc.code}: {exc}{where}", highlight=False)
+            if exc.details.get("funnel"):
+                _print_funnel(exc.details["funnel"], err)
+        raise typer.Exit(2 if exc.code in _REFUSED else 1) from None
+
+
+def _print_funnel(funnel: dict[str, Any], console: Any) -> None:
+    """The loss funnel as a two-column table: where the candidate jobs went."""
+    from rich.table import Table
+
+    from worker.research.funnel import describe
+
+    table = Table(title="where the candidates went", show_header=False)
+    table.add_column(overflow="fold")
+    table.add_column(justify="right")
+    for label, n in describe(funnel):
+        table.add_row(label, f"{n:,}")
+    console.print(table)
+
+
+def _show_release(result: dict[str, Any], as_json: bool) -> None:
+    """A release's figures, then (on a terminal) its loss funnel."""
+    if as_json:
+        emit(result, True)
+        return
+    emit({k: v for k, v in result.items() if k != "funnel"}, False, "release")
+    if result.get("funnel"):
+        _print_funnel(result["funnel"], out)
+
+
+def _research_workers(built: Any) -> str:
+    """What the broker says about workers on the ``research`` queue, where a release's shards
+    go: a sentence for people (empty when tasks run in this process)."""
+    from worker.dispatch import names
+
+    try:
+        consumers = built.dispatcher.consumers(names.RESEARCH)
+    except Exception as exc:  # the broker cannot be asked: say so, keep the exit code
+        return f"the broker could not be asked about workers ({type(exc).__name__})"
+    if consumers == 0:
+        return (
+            f"no worker consumes the '{names.RESEARCH}' queue (start one: `make "
+            "research-worker`, or `celery -A worker.celery_app worker -Q research`)"
+        )
+    if consumers:
+        return f"{consumers} worker(s) consume '{names.RESEARCH}'"
+    return ""
 
 
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError:
-        err.print(f"[red]error[/red] bad_request: cannot read the {what} file", highlight=False)
-        raise typer.Exit(2) from None
+        raise fail(f"cannot read the {what} file", EXIT_REFUSED, error="bad_request") from None
 
 
 @research_app.command("release")
@@ -69,11 +132,19 @@ def release(
     ] = 0.1,
     wait: Annotated[
         float,
-        typer.Option("--wait", help="With a broker: wait up to this many seconds for publication"),
+        typer.Option(
+            "--wait",
+            min=0.0,
+            help="With a broker: wait up to this many seconds for publication (exit 3 if the "
+            "release is not published by then, saying why)",
+        ),
     ] = 0.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build a release from the eligible research samples (fanned out with a broker)."""
+    """Build a release from the eligible research samples (fanned out with a broker) and
+    print its figures with the loss funnel: where the candidate jobs went (not sampled, no
+    consent, minors without a guardian's consent, withdrawn, erased, the residual-face gate,
+    k-anonymity)."""
     import time
 
     from worker.research.release import ReleaseRequest
@@ -85,19 +156,38 @@ def release(
         ),
         as_json,
     )
-    deadline = time.monotonic() + wait
-    while result.status in ("building", "finishing") and time.monotonic() < deadline:
+    started = time.monotonic()
+    while result.status in ("building", "finishing") and time.monotonic() - started < wait:
         time.sleep(0.5)
         result = built.releases.result(result.release_id)
-    emit(result.to_json(), as_json, "release")
+    if result.status == "failed":
+        _show_release(result.to_json(), as_json)
+        raise fail(f"release_failed: release {result.release_id} failed to build", 1)
+    if result.status != "published" and wait > 0:
+        why = f"the release is still {result.status} after {wait:g} s"
+        workers = _research_workers(built)
+        why += f": {workers}" if workers else ""
+        if as_json:
+            emit(result.to_json() | {"error": "not_finished", "message": why}, True)
+            raise typer.Exit(EXIT_NOT_FINISHED)
+        _show_release(result.to_json(), False)
+        raise fail(why, EXIT_NOT_FINISHED, error="not_finished")
+    _show_release(result.to_json(), as_json)
+    if result.status != "published" and not as_json:
+        workers = _research_workers(built)
+        err.print(
+            f"{result.status}: `facemedia research status {result.release_id}` shows its "
+            "progress" + (f"; {workers}" if workers else ""),
+            highlight=False,
+        )
 
 
 @research_app.command("status")
-def status(release: str, as_json: JsonOpt = False) -> None:
-    """A release's status and figures (by id or name)."""
+def status(release: ReleaseArg, as_json: JsonOpt = False) -> None:
+    """A release's status and figures, with its loss funnel (by id or name)."""
     built = container()
     svc = built.releases
-    emit(_run(lambda: svc.result(svc.find(release)).to_json(), as_json), as_json, "release")
+    _show_release(_run(lambda: svc.result(svc.find(release)).to_json(), as_json), as_json)
 
 
 @research_app.command("list")
@@ -109,15 +199,19 @@ def list_releases(as_json: JsonOpt = False) -> None:
         return
     from rich.table import Table
 
-    table = Table("release_id", "name", "status", "samples", "k", "suppressed")
+    # ids in full, never cut (a person copies them): the id column does not shrink or wrap
+    table = Table("name", "status", "samples", "k", "suppressed")
+    table.add_column(
+        "release_id", no_wrap=True, min_width=max([10, *(len(r["release_id"]) for r in rows)])
+    )
     for r in rows:
         table.add_row(
-            r["release_id"],
             r["name"],
             r["status"],
             str(r["samples"]),
             str(r["k_achieved"]),
             str(r["suppressed"]),
+            r["release_id"],
         )
     out.print(table)
 
@@ -135,13 +229,18 @@ def keygen(
     try:
         fp = write_keypair(private, public)
     except FileExistsError:
-        err.print("[red]error[/red] bad_request: a key already exists there", highlight=False)
-        raise typer.Exit(1) from None
+        raise fail("a key already exists there", EXIT_REFUSED, error="bad_request") from None
     emit({"private_key": str(private), "public_key": str(public), "fingerprint": fp}, as_json)
 
 
 @research_app.command("grant")
-def grant(release: str, pubkey_file: Path, as_json: JsonOpt = False) -> None:
+def grant(
+    release: ReleaseArg,
+    pubkey_file: Annotated[
+        Path, typer.Argument(help="The researcher's public key (PEM, from `research keygen`)")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
     """Wrap a release's key to a researcher's public key."""
     data = _read(pubkey_file, "public key")
     built = container()
@@ -149,8 +248,10 @@ def grant(release: str, pubkey_file: Path, as_json: JsonOpt = False) -> None:
 
 
 @research_app.command("revoke")
-def revoke(release: str, as_json: JsonOpt = False) -> None:
-    """Withdraw a whole release: delete every object of it from the store (audited)."""
+def revoke(release: ReleaseArg, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
+    """Withdraw a whole release: delete every object of it from the store (audited). Asks
+    first on a terminal; off one, ``--yes`` is required."""
+    confirm_or_refuse("Withdraw the whole release and delete every object of it?", yes)
     built = container()
     emit(_run(lambda: built.releases.revoke(release), as_json), as_json, "revoke")
 
@@ -201,7 +302,7 @@ def trust(
 
 @research_app.command("pull")
 def pull(
-    release: str,
+    release: ReleaseArg,
     key: Annotated[Path, typer.Option("--key", help="Your X25519 private key file")],
     out: Annotated[Path, typer.Option("--out", help="Directory to pull into")],
     signer: SignerOpt = None,
@@ -216,6 +317,7 @@ def pull(
     if as_json:
         result = _run(lambda: do_pull(store, release, private, out, signer=pinned), as_json)
     else:
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             DownloadColumn,
@@ -229,7 +331,7 @@ def pull(
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
-            console=err,
+            console=Console(stderr=True),  # a real Console: Progress drives it as a Live
         ) as bar:
             tasks: dict[str, Any] = {}
 
@@ -247,7 +349,7 @@ def pull(
 
 @research_app.command("verify")
 def verify(
-    directory: Path,
+    directory: Annotated[Path, typer.Argument(help="A directory `research pull` wrote")],
     signer: SignerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

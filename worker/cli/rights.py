@@ -3,15 +3,16 @@ rights and legal holds."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from worker.cli._common import (
+    EXIT_REFUSED,
     JsonOpt,
     YesOpt,
+    confirm_or_refuse,
     container,
     emit,
     fail,
@@ -22,27 +23,31 @@ from worker.cli._common import (
 consent_app = typer.Typer(no_args_is_help=True, help="Research consent")
 hold_app = typer.Typer(no_args_is_help=True, help="Legal holds on a subject or a job")
 
+SubjectArg = Annotated[str, typer.Argument(help="The upstream's subject id")]
+HoldSubjectOpt = Annotated[
+    str | None, typer.Option("--subject", help="The upstream's subject id (or --job)")
+]
+HoldJobOpt = Annotated[str | None, typer.Option("--job", help="A job id (or --subject)")]
 HOLD_REASON_HELP = (
     "A reason code: litigation, court_order, regulator_request, law_enforcement, "
     "contract_dispute, security_incident"
 )
 
 
-def erase(subject: str, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
+def erase(subject: SubjectArg, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
     """Erase SUBJECT: delete every object, destroy the subject key, mark erased (idempotent).
     The erasure is cryptographically complete (no backup can unwrap the key) at the next KEK
-    epoch change: `crypto_complete_by`, or now with `keys retire`. Asks first on a terminal
-    unless --yes."""
+    epoch change: `crypto_complete_by`, or now with `keys retire`. Asks first on a terminal;
+    --yes is required off one."""
     built = container()
     subject_id = subject_ref(built, subject)
-    if not yes and sys.stdin.isatty():
-        typer.confirm("Erase this subject's data for good?", abort=True, err=True)
+    confirm_or_refuse("Erase this subject's data for good?", yes)
     result = built.rights.erase(subject_id)
     emit(result.to_json(), as_json, "erase")
 
 
 def export(
-    subject: str,
+    subject: SubjectArg,
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for the access report")],
     as_json: JsonOpt = False,
 ) -> None:
@@ -54,7 +59,7 @@ def export(
 
 
 @consent_app.command("withdraw")
-def consent_withdraw(subject: str, as_json: JsonOpt = False) -> None:
+def consent_withdraw(subject: SubjectArg, as_json: JsonOpt = False) -> None:
     """Withdraw research consent: samples deleted, excluded from releases, revocation listed."""
     built = container()
     result = built.rights.withdraw_consent(subject_ref(built, subject))
@@ -74,12 +79,12 @@ def _hold(
     from worker.retention.holds import HoldNoteTooLong, UnknownHoldReason, parse_reason
 
     if (subject is None) == (job is None):
-        raise fail("name exactly one of --subject or --job", 2)
+        raise fail("name exactly one of --subject or --job", EXIT_REFUSED, error="usage")
     if not release:
         try:  # before any ledger work: free text is refused, never stored or echoed
             parse_reason(reason)
         except UnknownHoldReason as exc:
-            raise fail(f"{exc.code}: {exc}", 2) from None
+            raise fail(str(exc), EXIT_REFUSED, error=exc.code) from None
     built = container()
     subject_id = subject_ref(built, subject) if subject is not None else None
     try:
@@ -87,19 +92,23 @@ def _hold(
             subject_id=subject_id, job_id=job, reason=reason, release=release, note=note
         )
     except (UnknownHoldReason, HoldNoteTooLong) as exc:
-        raise fail(f"{exc.code}: {exc}", 2) from None
-    except (ValueError, NotFound) as exc:
-        raise fail(str(exc), 2) from None
+        raise fail(str(exc), EXIT_REFUSED, error=exc.code) from None
+    except NotFound as exc:
+        raise fail(str(exc), EXIT_REFUSED, error="not_found") from None
+    except ValueError as exc:
+        raise fail(str(exc), EXIT_REFUSED) from None
     except CryptoError:  # the subject's key is destroyed: nothing can be sealed for them
-        raise fail("note_unsealable: the subject's key is destroyed (erased)", 2) from None
+        raise fail(
+            "the subject's key is destroyed (erased)", EXIT_REFUSED, error="note_unsealable"
+        ) from None
     emit(result, as_json, "hold")
 
 
 @hold_app.command("set")
 def hold_set(
-    subject: Annotated[str | None, typer.Option("--subject")] = None,
-    job: Annotated[str | None, typer.Option("--job")] = None,
-    reason: Annotated[str, typer.Option("--reason", help=HOLD_REASON_HELP)] = "",
+    reason: Annotated[str, typer.Option("--reason", help=HOLD_REASON_HELP)],
+    subject: HoldSubjectOpt = None,
+    job: HoldJobOpt = None,
     note: Annotated[
         str | None,
         typer.Option(
@@ -115,18 +124,23 @@ def hold_set(
 
 @hold_app.command("release")
 def hold_release(
-    subject: Annotated[str | None, typer.Option("--subject")] = None,
-    job: Annotated[str | None, typer.Option("--job")] = None,
+    subject: HoldSubjectOpt = None,
+    job: HoldJobOpt = None,
+    yes: YesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Release a legal hold (its note is dropped); what is due goes on the next sweep."""
+    """Release a legal hold (its note is dropped); what is due goes on the next sweep. Asks
+    first on a terminal; --yes is required off one."""
+    if (subject is None) == (job is None):
+        raise fail("name exactly one of --subject or --job", EXIT_REFUSED, error="usage")
+    confirm_or_refuse("Release the hold? Objects due for deletion go on the next sweep", yes)
     _hold(subject, job, "", True, as_json)
 
 
 @hold_app.command("show")
 def hold_show(
-    subject: Annotated[str | None, typer.Option("--subject")] = None,
-    job: Annotated[str | None, typer.Option("--job")] = None,
+    subject: HoldSubjectOpt = None,
+    job: HoldJobOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show the hold on a subject or a job: reason code and the note (opened with the subject's
@@ -134,11 +148,11 @@ def hold_show(
     from worker.ledger.errors import NotFound
 
     if (subject is None) == (job is None):
-        raise fail("name exactly one of --subject or --job", 2)
+        raise fail("name exactly one of --subject or --job", EXIT_REFUSED, error="usage")
     built = container()
     subject_id = subject_ref(built, subject) if subject is not None else None
     try:
         info = built.rights.hold_info(subject_id=subject_id, job_id=job)
     except NotFound as exc:
-        raise fail(str(exc), 2) from None
+        raise fail(str(exc), EXIT_REFUSED, error="not_found") from None
     emit(info, as_json, "hold")

@@ -42,5 +42,11 @@ class Dispatcher(ABC):
         """Send ``facemedia.research.finish_release(release_id)``."""
         self.send(names.FINISH, [release_id], names.RESEARCH)
 
+    def consumers(self, queue: str, timeout: float = 2.0) -> int | None:
+        """How many workers consume ``queue`` now (asked of the workers through the broker),
+        or None when the question does not apply (tasks run in this process)."""
+        del queue, timeout
+        return None
+
     def close(self) -> None:  # noqa: B027  (optional hook; nothing to release by default)
         """Release connections (a no-op unless the implementation holds any)."""

@@ -52,6 +52,17 @@ class CeleryDispatcher(Dispatcher):
             self.producer.signature(task, args=list(args), queue=queue) for args in arg_lists
         ).apply_async()
 
+    def consumers(self, queue: str, timeout: float = 2.0) -> int | None:
+        """How many workers consume ``queue``: a broadcast ``active_queues`` that every live
+        worker answers within ``timeout`` seconds (Redis and RabbitMQ alike; a worker started
+        without remote control is not seen)."""
+        replies = self.producer.control.inspect(timeout=timeout).active_queues() or {}
+        return sum(
+            1
+            for queues in replies.values()
+            if any(isinstance(q, dict) and q.get("name") == queue for q in queues or [])
+        )
+
     def close(self) -> None:
         """Close the producer's broker connections, if it was ever built."""
         if "producer" in self.__dict__:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import structlog
@@ -24,9 +24,10 @@ from worker.ledger import audit
 from worker.ledger.db import Database
 from worker.ledger.models import Job, StoredObject
 from worker.ledger.subjects import Consent, SubjectErasurePending, SubjectRegistry
+from worker.objects.errors import ObjectsError
+from worker.objects.layout import original_key
+from worker.objects.records import ObjectRecords, ObjectSpec
 from worker.research.quasi import UnknownAttribute, generalize
-from worker.storage.errors import StorageError
-from worker.storage.vault import Vault, original_key
 
 log = structlog.get_logger("facemedia.client")
 
@@ -51,19 +52,18 @@ class JobClient:
     def __init__(
         self,
         db: Database,
-        vault: Vault,
+        records: ObjectRecords,
         subjects: SubjectRegistry,
         enqueue: Callable[[str], None],
         max_upload_bytes: int,
-        original_max_age: timedelta | None,
         send: Callable[[str, list[Any], str], None] | None = None,
     ) -> None:
         self.db = db
-        self.vault = vault
+        # originals: recorded (expiring after ``retention.originals``) before the upload
+        self.records = records
         self.subjects = subjects
         self.enqueue = enqueue
         self.max_upload_bytes = max_upload_bytes
-        self.original_max_age = original_max_age
         self.send = send
 
     def submit(
@@ -102,9 +102,8 @@ class JobClient:
             raise SubmitRefused(codes.SUBJECT_ERASED, str(exc)) from None
         subject, key_id = ref.id, ref.key_id
         job_id = new_id()
-        key = original_key(job_id)
+        spec = ObjectSpec(original_key(job_id), "original", job_id=job_id, subject_id=subject)
         t = datetime.now(UTC)
-        object_id = new_id()
         with self.db.session() as s:
             lifecycle.create(
                 s,
@@ -116,30 +115,16 @@ class JobClient:
                 quasi=quasi.to_json() if keep_quasi else None,
             )
             s.flush()
-            s.add(
-                StoredObject(
-                    id=object_id,
-                    key=key,
-                    object_class="original",
-                    job_id=job_id,
-                    subject_id=subject,
-                    created_at=t,
-                    expires_at=None if self.original_max_age is None else t + self.original_max_age,
-                )
-            )
+            object_id = self.records.reserve(s, spec, at=t)
             audit.append(s, "job.submitted", job_id, job_type=job_type)
         src = io.BytesIO(media) if isinstance(media, bytes | bytearray) else media
         limited = _Limited(src, self.max_upload_bytes)
         try:
-            put = self.vault.put(key, "original", job_id, key_id, limited)  # type: ignore[arg-type]
-        except (SubmitRefused, StorageError) as exc:
-            self._abandon(job_id, object_id, key, exc)
+            put = self.records.seal(spec, key_id, limited)  # type: ignore[arg-type]
+        except (SubmitRefused, ObjectsError) as exc:
+            self._abandon(job_id, object_id, spec.key, exc)
             raise
-        with self.db.session() as s:
-            obj = s.get(StoredObject, object_id)
-            assert obj is not None
-            obj.size, obj.stored_at = put.size, datetime.now(UTC)
-            obj.version_ids = [put.version_id] if put.version_id else None
+        self.records.stored(object_id, put)
         log.info("job.submitted", job_id=job_id, job_type=job_type)
         self.enqueue(job_id)
         return job_id
@@ -148,9 +133,9 @@ class JobClient:
         """The upload failed: remove whatever reached the store and fail the job."""
         code = getattr(exc, "code", codes.INTERNAL_ERROR)
         try:
-            self.vault.delete(key)
+            self.records.vault.delete(key)
             deleted = True
-        except StorageError:
+        except ObjectsError:
             deleted = False  # the sweep removes it once the original's max age passes
         t = datetime.now(UTC)
         message = "the upload was refused" if code == codes.TOO_LARGE else "upload failed"
@@ -204,4 +189,4 @@ class JobClient:
                     )
                 )
             )
-        return {str(r.name): self.vault.read(r.key, "output", job_id) for r in rows}
+        return {str(r.name): self.records.vault.read(r.key, "output", job_id) for r in rows}

@@ -10,6 +10,7 @@ CORRUPT_MEDIA = "corrupt_media"
 TOO_LARGE = "too_large"
 TOO_LONG = "too_long"
 NO_FACE = "no_face"
+RESIDUAL_FACE = "residual_face"
 BAD_PARAMS = "bad_params"
 ORIGINAL_MISSING = "original_missing"
 SUBJECT_ERASED = "subject_erased"
@@ -24,6 +25,7 @@ ERROR_CODES = (
     TOO_LARGE,
     TOO_LONG,
     NO_FACE,
+    RESIDUAL_FACE,
     BAD_PARAMS,
     ORIGINAL_MISSING,
     SUBJECT_ERASED,

@@ -22,8 +22,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pipelines.errors import PipelineError
-from worker.crypto import CryptoError, KeyShreddedError
-from worker.ids import new_id
 from worker.jobs import errors as codes
 from worker.jobs import lifecycle
 from worker.jobs.errors import JobFailed, JobNotFound, TransientJobError, UnknownJobType
@@ -34,10 +32,18 @@ from worker.jobs.registry import JobOutcome, Tools, handler
 from worker.ledger import audit
 from worker.ledger.db import Database
 from worker.ledger.models import Job, StoredObject, Subject
-from worker.metrics import JOBS, RESEARCH_SAMPLING, stage, timed_detector
-from worker.retention.deleter import Deleter, Doomed
-from worker.storage.errors import ObjectMissing, StorageError, TransientStorageError
-from worker.storage.vault import TooBig, Vault, original_key, output_key
+from worker.metrics import RESEARCH_SAMPLING, job_ended, stage, timed_detector
+from worker.objects.deleter import Deleter, Doomed
+from worker.objects.errors import (
+    ObjectCorrupt,
+    ObjectMissing,
+    ObjectsError,
+    ObjectShredded,
+    ObjectTooBig,
+    ObjectUnavailable,
+)
+from worker.objects.layout import original_key, output_key, outputs_prefix
+from worker.objects.records import ObjectRecords, ObjectSpec
 
 log = structlog.get_logger("facemedia.jobs")
 
@@ -49,10 +55,21 @@ def _allocation_failure(exc: Exception) -> bool:
     return type(exc).__module__.startswith("cv2") and "Insufficient memory" in str(exc)
 
 
-def _known(versions: dict[str, str | None] | None, name: str) -> list[str] | None:
+def _known(versions: dict[str, str | None] | None, name: str) -> str | None:
     """The one version id of output ``name`` when it is certain, else None."""
-    version = None if versions is None else versions.get(name)
-    return [version] if version else None
+    return None if versions is None else versions.get(name)
+
+
+def _output(job: Job, name: str, content_type: str | None = None) -> ObjectSpec:
+    """Output ``name`` of ``job``: where it is stored and what its row says."""
+    return ObjectSpec(
+        output_key(job.id, name),
+        "output",
+        job_id=job.id,
+        subject_id=job.subject_id,
+        name=name,
+        content_type=content_type,
+    )
 
 
 def now() -> datetime:
@@ -68,7 +85,6 @@ class ServiceConfig:
     max_deliveries: int = 5
     max_retries: int = 6
     max_upload_bytes: int = 200 * 1024 * 1024
-    output_retention: timedelta | None = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -82,12 +98,12 @@ class ProcessResult:
 
 
 class JobService:
-    """Runs jobs against the ledger and the vault; collaborators are injected."""
+    """Runs jobs against the ledger and the objects layer; collaborators are injected."""
 
     def __init__(
         self,
         db: Database,
-        vault: Vault,
+        records: ObjectRecords,
         tools: Tools,
         config: ServiceConfig,
         clock: Callable[[], datetime] = now,
@@ -102,8 +118,11 @@ class JobService:
         # Research sampling (worker.research.sampling.Sampler.sample): called with the job id
         # and the decrypted original inside the lease, after the outputs are stored.
         self.sampler = sampler
-        self.vault = vault
-        self.deleter = deleter or Deleter(db, vault.store, lambda: self.clock())
+        # outputs: sealed, stored, recorded with ``retention.outputs`` (and the vault, for
+        # reading the original)
+        self.records = records
+        self.vault = records.vault
+        self.deleter = deleter or Deleter(db, records.vault.store, lambda: self.clock())
         self.tools = tools
         self.config = config
         self.clock = clock
@@ -206,15 +225,15 @@ class JobService:
                 media = self.vault.read(
                     original_key(job.id), "original", job.id, max_bytes=self.config.max_upload_bytes
                 )
-        except TransientStorageError as exc:
+        except ObjectUnavailable as exc:
             raise TransientJobError(str(exc)) from exc
         except ObjectMissing:
             raise JobFailed(codes.ORIGINAL_MISSING, "the original is no longer stored") from None
-        except KeyShreddedError:
+        except ObjectShredded:
             raise JobFailed(codes.SUBJECT_ERASED, "the subject was erased") from None
-        except TooBig:
+        except ObjectTooBig:
             raise JobFailed(codes.TOO_LARGE, "the original exceeds the size limit") from None
-        except CryptoError:
+        except ObjectCorrupt:
             raise JobFailed(codes.CORRUPT_MEDIA, "the stored original failed to decrypt") from None
         return media
 
@@ -272,13 +291,11 @@ class JobService:
         for out in outcome.outputs:
             try:
                 with stage(job.job_type, "store"):
-                    put = self.vault.put(
-                        output_key(job.id, out.name), "output", job.id, key_id, out.data
-                    )
+                    put = self.records.seal(_output(job, out.name), key_id, out.data)
                 versions[out.name] = put.version_id
-            except TransientStorageError as exc:
+            except ObjectUnavailable as exc:
                 raise TransientJobError(str(exc)) from exc
-            except StorageError as exc:
+            except ObjectsError as exc:
                 raise JobFailed(codes.INTERNAL_ERROR, f"could not store an output: {exc}") from exc
         return versions
 
@@ -291,11 +308,15 @@ class JobService:
 
     def _discard_outputs(self, job_id: str) -> None:
         """No partial output survives a failed job (outputs are not yet recorded)."""
-        prefix = f"outputs/{job_id}/"
-        for key in list(self.vault.store.keys(prefix)):
+        try:
+            keys = self.vault.keys(outputs_prefix(job_id))
+        except ObjectsError:
+            log.warning("job.discard_failed", job_id=job_id)
+            return
+        for key in keys:
             try:
                 self.vault.delete(key)
-            except StorageError:
+            except ObjectsError:
                 log.warning("job.discard_failed", job_id=job_id)
 
     # ----- state transitions -------------------------------------------------------------------
@@ -323,29 +344,17 @@ class JobService:
                 log.warning("job.lease_lost", job_id=job.id)
                 return False
             for out in outcome.outputs:
-                key = output_key(job.id, out.name)
-                s.add(
-                    StoredObject(
-                        id=new_id(),
-                        key=key,
-                        object_class="output",
-                        job_id=job.id,
-                        subject_id=job.subject_id,
-                        name=out.name,
-                        content_type=out.content_type,
-                        size=len(out.data),
-                        created_at=t,
-                        stored_at=t,
-                        expires_at=None
-                        if self.config.output_retention is None
-                        else t + self.config.output_retention,
-                        version_ids=_known(known, out.name),
-                    )
+                self.records.add(
+                    s,
+                    _output(job, out.name, out.content_type),
+                    at=t,
+                    size=len(out.data),
+                    version_id=_known(known, out.name),
                 )
             audit.append(
                 s, "job.succeeded", job.id, outputs=len(outcome.outputs), faces=outcome.faces
             )
-        JOBS.labels(job.job_type, JobStatus.SUCCEEDED.value).inc()
+        job_ended(job.job_type, JobStatus.SUCCEEDED.value)
         log.info("job.succeeded", job_id=job.id, outputs=len(outcome.outputs), faces=outcome.faces)
         return True
 
@@ -355,8 +364,9 @@ class JobService:
             won = lifecycle.fail(s, job_id, code, message, at=t, token=token)
             if won:
                 audit.append(s, "job.failed", job_id, error_code=code)
+                job_type = s.scalar(select(Job.job_type).where(Job.id == job_id))
         if won:
-            JOBS.labels("any", "failed").inc()
+            job_ended(job_type or "unknown", "failed", code)
             log.info("job.failed", job_id=job_id, error_code=code)
 
     def fail(self, job_id: str, code: str, message: str) -> ProcessResult:
@@ -394,7 +404,7 @@ class JobService:
             return ProcessResult(job_id, status)
         try:
             batch = self.deleter.delete([doomed], reason="job_ended")
-        except TransientStorageError as exc:
+        except ObjectUnavailable as exc:
             raise TransientJobError(str(exc)) from exc
         if batch.unverified:
             raise TransientJobError("a version of the original survived the delete")

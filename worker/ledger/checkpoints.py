@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import hmac
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import select
@@ -39,20 +38,32 @@ from worker.ledger import audit
 from worker.ledger.audit import AuditAuthenticator, AuditKeyMissing, AuditReport, Problem
 from worker.ledger.db import Database
 from worker.ledger.models import AuditCheckpoint, AuditEntry
-from worker.storage.base import CHECKPOINT_PREFIX, ObjectStore
+from worker.storage.base import ObjectStore
 from worker.storage.errors import ObjectMissing, StorageError
 
 log = structlog.get_logger("facemedia.audit")
 
 #: Object Lock retention of a checkpoint where the bucket has Object Lock (ten years).
 RETAIN_DAYS = 3650
-_NAME = re.compile(r"^checkpoints/audit-(\d{12})\.json$")
 _MAX_SCAN = 100  # invalid newest checkpoints examined before giving up on finding a valid one
 
 
-def checkpoint_key(seq: int) -> str:
-    """The object key of the checkpoint of head ``seq`` (zero-padded: names sort by seq)."""
-    return f"{CHECKPOINT_PREFIX}audit-{seq:012d}.json"
+class CheckpointKeys(Protocol):
+    """Where checkpoints live in the store: the objects layer's key layout
+    (``worker.objects.layout.CHECKPOINTS``), handed in so the ledger never imports it."""
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix every checkpoint is under (the store's reserved one)."""
+        ...
+
+    def key(self, seq: int) -> str:
+        """The key of the checkpoint of head ``seq``."""
+        ...
+
+    def seq(self, key: str) -> int | None:
+        """The head a checkpoint key names, or None for any other key."""
+        ...
 
 
 def _body(seq: int, digest: str, legacy_rows: int, written_at: str) -> bytes:
@@ -132,11 +143,13 @@ class Checkpointer:
         db: Database,
         store: ObjectStore,
         authenticator: AuditAuthenticator,
+        keys: CheckpointKeys,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.db = db
         self.store = store
         self.auth = authenticator
+        self.keys = keys
         self.clock = clock
 
     # ----- writing ---------------------------------------------------------------------------
@@ -164,7 +177,7 @@ class Checkpointer:
         if problem is not None:
             log.error("audit.checkpoint_refused", error_code=problem.code, count=problem.seq)
             return None
-        name = checkpoint_key(checkpoint.seq)
+        name = self.keys.key(checkpoint.seq)
         self.store.put_retained(
             name, checkpoint.to_bytes(), self.clock() + timedelta(days=RETAIN_DAYS)
         )
@@ -289,10 +302,10 @@ class Checkpointer:
             ]
         names: dict[int, str] = {}
         try:
-            for name in self.store.keys(CHECKPOINT_PREFIX):
-                m = _NAME.match(name)
-                if m:
-                    names[int(m.group(1))] = name
+            for name in self.store.keys(self.keys.prefix):
+                found = self.keys.seq(name)
+                if found is not None:
+                    names[found] = name
             listed = True
         except StorageError as exc:
             listed = False

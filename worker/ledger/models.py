@@ -335,3 +335,18 @@ class ReleaseGrant(Base):
     release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"), nullable=False)
     fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+
+
+class ResearchFunnel(Base):
+    """How many candidate jobs each research-sampling decision took, per calendar month of the
+    decision: aggregate counts only (no job, subject or sample id), so ``research release`` and
+    ``research status`` can say where candidates went (not sampled, no consent, a minor without
+    a guardian's consent, withdrawn, erased, discarded by the gate with its reason, sampled).
+    Written by :mod:`worker.research.funnel` when the sampler decides (migration 0011)."""
+
+    __tablename__ = "research_funnel"
+
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(40), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

@@ -29,6 +29,20 @@ class UnknownAttribute(ValueError):
     """An attribute name the service does not accept (refused before anything is stored)."""
 
 
+class InvalidAttribute(UnknownAttribute):
+    """A malformed value of a known attribute (``age=abc``, ``age=300``, ``region=Atlantis``):
+    refused with the accepted forms, never stored as unknown. The value is never echoed."""
+
+
+# The accepted forms, for the refusal message (an unrecognised device is kept as ``other``).
+ACCEPTED_FORMS: Final[Mapping[str, str]] = {
+    "age": "a whole number of years from 0 to 130",
+    "region": "a province-level division of the PRC, in pinyin or Chinese (Zhejiang, 浙江, "
+    "浙江省), or its capital or a large city (Hangzhou)",
+    "device": "a device model or OS string (iPhone14,2, Pixel 8, Windows 11)",
+}
+
+
 # Canonical name → Chinese name, for the 34 province-level divisions.
 PROVINCES: Final[Mapping[str, str]] = {
     "Beijing": "北京",
@@ -288,25 +302,32 @@ def generalize(
     attributes: Mapping[str, str] | None, created: datetime | None = None
 ) -> QuasiIdentifiers:
     """Generalize the upstream's attributes; raises :class:`UnknownAttribute` for a key other
-    than ``age``, ``region`` or ``device`` (the raw values are not kept, whatever happens)."""
+    than ``age``, ``region`` or ``device`` and :class:`InvalidAttribute` for a value that is not
+    understood (an empty device, an age or region outside the accepted forms); an unrecognised
+    device model is ``other``. The raw values are not kept, whatever happens."""
     attrs = dict(attributes or {})
     unknown = sorted(k for k in attrs if k not in ATTRIBUTES)
     if unknown:
-        raise UnknownAttribute(
-            f"unknown attribute {unknown[0]!r}: accepted are {', '.join(ATTRIBUTES)}"
-        )
-    return QuasiIdentifiers(
+        raise UnknownAttribute(f"unknown key {unknown[0]!r}: accepted are {', '.join(ATTRIBUTES)}")
+    quasi = QuasiIdentifiers(
         age_band=generalize_age(attrs["age"]) if "age" in attrs else None,
         region=generalize_region(str(attrs["region"])) if "region" in attrs else None,
         device_family=generalize_device(str(attrs["device"])) if "device" in attrs else None,
         capture_month=None if created is None else capture_month(created),
     )
+    given = {"age": quasi.age_band, "region": quasi.region, "device": quasi.device_family}
+    for key in ATTRIBUTES:  # a value given but not understood is refused, never kept as None
+        if key in attrs and given[key] is None:
+            raise InvalidAttribute(f"attribute {key!r} not understood: give {ACCEPTED_FORMS[key]}")
+    return quasi
 
 
 __all__ = [
+    "ACCEPTED_FORMS",
     "ATTRIBUTES",
     "DEVICE_FAMILIES",
     "PROVINCES",
+    "InvalidAttribute",
     "QuasiIdentifiers",
     "UnknownAttribute",
     "capture_month",

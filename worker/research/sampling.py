@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import structlog
@@ -39,7 +40,13 @@ from pipelines.deid.api import (
     deidentify_image,
     deidentify_video_detailed,
 )
-from pipelines.deid.gate import GateResult, at_threshold, residual_gate, residual_gate_video
+from pipelines.deid.gate import (
+    GateResult,
+    at_threshold,
+    cleared_by,
+    residual_gate,
+    residual_gate_video,
+)
 from pipelines.deid.operators.k_same import KSameParams
 from pipelines.deid.registry import get_operator
 from pipelines.errors import PipelineError
@@ -50,6 +57,7 @@ from pipelines.media.image import ImageLimits, decode_image, encode_image
 from pipelines.media.video import VideoLimits
 from worker.ledger.db import Database
 from worker.ledger.models import Job, Subject
+from worker.research import funnel
 from worker.research.ksame.material import prepare
 from worker.research.ksame.stager import Stager
 from worker.research.quasi import QuasiIdentifiers
@@ -163,7 +171,16 @@ class Sampler:
             )
         if decision.outcome in ("skipped", "error"):
             count(decision.outcome, decision.reason)
+        self._record(job_id, decision)
         return decision
+
+    def _record(self, job_id: str, decision: SampleDecision) -> None:
+        """Count the decision in the ledger's loss funnel (:mod:`worker.research.funnel`);
+        a ledger fault here is logged, never the job's failure."""
+        try:
+            funnel.record(self.db, decision.outcome, decision.reason, datetime.now(UTC))
+        except Exception as exc:
+            log.warning("research.funnel_failed", job_id=job_id, exc_type=type(exc).__name__)
 
     def _sample(self, job_id: str, media: bytes) -> SampleDecision:
         with self.db.session() as s:
@@ -215,7 +232,8 @@ class Sampler:
             count("staged", "k_same")
             return SampleDecision("staged", "k_same", staged)
         result = deidentify_image(img, faces, operator, params)
-        gate = residual_gate(result.image, detector, len(faces))
+        cleared = cleared_by(operator, img.shape, faces, params)
+        gate = residual_gate(result.image, detector, len(faces), cleared=cleared)
         data = (
             b""
             if not gate.passed
@@ -230,7 +248,13 @@ class Sampler:
         video = deidentify_video_detailed(
             media, detector, operator, params, self.video_limits, tracker=self.tracker
         )
-        gate = residual_gate_video(video.data, detector, video.tracks, limits=self.video_limits)
+        gate = residual_gate_video(
+            video.data,
+            detector,
+            video.tracks,
+            limits=self.video_limits,
+            cleared_frames=video.cleared,
+        )
         return self._keep(src, "video", operator, params, video.data, video.tracks, gate)
 
     def _keep(

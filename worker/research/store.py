@@ -2,9 +2,10 @@
 
 Shared by the job-time sampler (:mod:`worker.research.sampling`) and the k-Same batch builder
 (:mod:`worker.research.ksame`). The object key is ``research/{sample_id}`` (a random id: no
-personal data); the encryption context binds it, the class ``research`` and the source job id.
-The store is written first, the ledger second: a crash in between leaves an object with no row,
-which the orphan sweep deletes; a second writer for the same job loses on the unique
+personal data; :mod:`worker.objects.layout`); the encryption context binds it, the class
+``research`` and the source job id. The store is written first, the ledger second
+(:meth:`worker.objects.records.ObjectRecords.store`): a crash in between leaves an object with no
+row, which the orphan sweep deletes; a second writer for the same job loses on the unique
 ``source_job_id`` and deletes what it wrote, so a redelivered job keeps one sample.
 """
 
@@ -12,28 +13,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import structlog
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from worker.ids import new_id
-from worker.ledger import audit
 from worker.ledger.db import Database
-from worker.ledger.models import Base, ResearchSample, StoredObject, Subject
+from worker.ledger.models import Base, ResearchSample, Subject
 from worker.metrics import RESEARCH_SAMPLING, RESIDUAL_DISCARDS
-from worker.storage.base import check_key
-from worker.storage.errors import StorageError
-from worker.storage.vault import Vault
+from worker.objects.layout import research_key
+from worker.objects.records import ObjectRecords, ObjectSpec
 
 log = structlog.get_logger("facemedia.research")
-
-
-def research_key(sample_id: str) -> str:
-    """Where a research sample lives."""
-    return check_key(f"research/{sample_id}")
 
 
 def ineligible(subject: Subject | None) -> str | None:
@@ -103,19 +98,12 @@ class SampleRecord:
 
 
 class SampleWriter:
-    """Stores research samples and records them once per source job."""
+    """Stores research samples (expiring after ``retention.research``) and records them once
+    per source job."""
 
-    def __init__(
-        self,
-        db: Database,
-        vault: Vault,
-        ttl: timedelta | None,
-        clock: Callable[[], datetime],
-    ) -> None:
+    def __init__(self, db: Database, records: ObjectRecords) -> None:
         self.db = db
-        self.vault = vault
-        self.ttl = ttl
-        self.clock = clock
+        self.records = records
 
     def exists(self, job_id: str) -> bool:
         """True if a sample of ``job_id`` is already recorded."""
@@ -147,21 +135,18 @@ class SampleWriter:
             )
 
         stored = store_once(
-            self.db,
-            self.vault,
-            StoredItem(
-                key=research_key(sample_id),
-                object_class="research",
+            self.records,
+            ObjectSpec(
+                research_key(sample_id),
+                "research",
                 job_id=record.job_id,
                 subject_id=record.subject_id,
-                key_id=record.key_id,
                 name=record.name,
                 content_type=record.content_type,
-                ttl=self.ttl,
             ),
+            record.key_id,
             record.data,
             row,
-            self.clock,
             audit_event="research.sampled",
         )
         if not stored:
@@ -170,73 +155,35 @@ class SampleWriter:
         return sample_id
 
 
-@dataclass(frozen=True)
-class StoredItem:
-    """Where and how one research or staging object is stored (no personal data in the key)."""
-
-    key: str
-    object_class: str
-    job_id: str
-    subject_id: str
-    key_id: str
-    name: str
-    content_type: str
-    ttl: timedelta | None
-
-
 def store_once(
-    db: Database,
-    vault: Vault,
-    item: StoredItem,
+    records: ObjectRecords,
+    spec: ObjectSpec,
+    key_id: str,
     data: bytes,
     row: Callable[[str, datetime], Base],
-    clock: Callable[[], datetime],
     audit_event: str,
 ) -> bool:
     """Encrypt and store ``data``, then record its object row and ``row(object_id, now)`` in one
-    transaction. False when the row's unique source job says this job was already recorded: the
-    object just stored is deleted again (or left to the orphan sweep if that fails).
+    transaction (:meth:`ObjectRecords.store`). False when the row's unique source job says this
+    job was already recorded: the object just stored is deleted again (or left to the orphan
+    sweep if that fails).
 
     The transaction re-reads the subject (``FOR UPDATE`` on PostgreSQL; SQLite's writers are
     serialised) and raises :class:`NotEligible` if it withdrew or is being erased: a withdrawal
     either commits first (and nothing is kept) or after (and its deletion finds this object).
     """
-    put = vault.put(item.key, item.object_class, item.job_id, item.key_id, data)
-    t = clock()
-    object_id = new_id()
-    why: str | None = None
-    try:
-        with db.session() as s:
-            why = ineligible(s.get(Subject, item.subject_id, with_for_update=True))
-            if why is not None:
-                raise NotEligible(why)
-            s.add(
-                StoredObject(
-                    id=object_id,
-                    key=item.key,
-                    object_class=item.object_class,
-                    job_id=item.job_id,
-                    subject_id=item.subject_id,
-                    name=item.name,
-                    content_type=item.content_type,
-                    size=put.size,
-                    created_at=t,
-                    stored_at=t,
-                    expires_at=None if item.ttl is None else t + item.ttl,
-                    version_ids=[put.version_id] if put.version_id else None,
-                )
-            )
-            s.flush()
-            s.add(row(object_id, t))
-            s.flush()
-            audit.append(s, audit_event, object_id, object_class=item.object_class)
-    except (IntegrityError, NotEligible):
-        try:
-            vault.delete(item.key)
-        except StorageError:
-            log.warning("research.undo_failed", job_id=item.job_id)
+
+    def check(s: Session) -> None:
+        why = ineligible(s.get(Subject, spec.subject_id, with_for_update=True))
         if why is not None:
-            raise NotEligible(why) from None
+            raise NotEligible(why)
+
+    def then(s: Session, object_id: str, t: datetime) -> None:
+        s.add(row(object_id, t))
+
+    try:
+        records.store(spec, key_id, data, audit_event=audit_event, check=check, then=then)
+    except IntegrityError:
         return False
     return True
 
@@ -245,10 +192,8 @@ __all__ = [
     "NotEligible",
     "SampleRecord",
     "SampleWriter",
-    "StoredItem",
     "count",
     "discard",
     "ineligible",
-    "research_key",
     "store_once",
 ]

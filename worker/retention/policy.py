@@ -53,5 +53,7 @@ TABLE_POLICY: dict[str, str] = {
     "releases": "release ids, counts and wrapped release keys: no personal data; kept until "
     "revoked",
     "release_grants": "fingerprints of researchers' public keys: no personal data of subjects",
+    "research_funnel": "counts of research-sampling decisions per month, outcome and reason: "
+    "no ids, no personal data; kept while the service runs (the loss funnel of releases)",
     "alembic_version": "schema revision: no personal data",
 }

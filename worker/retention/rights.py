@@ -34,8 +34,9 @@ from worker.ledger.models import (
     StoredObject,
     Subject,
 )
+from worker.objects.deleter import Deleter, Doomed
+from worker.objects.vault import Vault
 from worker.private_files import atomic_write_private, private_dir
-from worker.retention.deleter import Deleter, Doomed
 from worker.retention.holds import (
     MAX_NOTE_CHARS,
     HoldNoteTooLong,
@@ -43,7 +44,6 @@ from worker.retention.holds import (
     note_context,
     parse_reason,
 )
-from worker.storage.vault import Vault
 
 log = structlog.get_logger("facemedia.retention")
 

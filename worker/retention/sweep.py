@@ -26,8 +26,8 @@ from worker.jobs import lifecycle
 from worker.ledger import audit
 from worker.ledger.db import Database
 from worker.ledger.models import Job, StoredObject, Subject
-from worker.metrics import DELETION_LAG, DELETION_RATE
-from worker.retention.deleter import Deleter, DeletionBatch, Doomed
+from worker.metrics import DELETION_LAG
+from worker.objects.deleter import Deleter, DeletionBatch, Doomed
 from worker.retention.locks import LedgerLock
 from worker.storage.base import DeleteResult, ObjectStore
 
@@ -254,7 +254,6 @@ class Sweeper:
             requeued_ids=requeued,
         )
         DELETION_LAG.set(lag)
-        DELETION_RATE.set(report.per_second)
         with self.db.session() as s:
             audit.append(s, "sweep.ran", None, **report.to_json())
         log.info("sweep.done", count=deleted, duration_ms=round(seconds * 1000, 1))

@@ -1,4 +1,5 @@
-"""Object stores (local directory, S3-compatible) and the vault that encrypts for them."""
+"""Object stores (local directory, S3-compatible): they only ever see ciphertext (the vault that
+encrypts for them is :mod:`worker.objects.vault`)."""
 
 from worker.storage.base import DeleteResult, ObjectStore, StoreInfo, check_key
 from worker.storage.errors import (

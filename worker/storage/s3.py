@@ -1,4 +1,4 @@
-"""A store on any S3-compatible endpoint (AWS S3, MinIO, OSS/COS, moto) through boto3."""
+"""A store on any S3-compatible endpoint (AWS S3, SeaweedFS, MinIO, OSS/COS) through boto3."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, BinaryIO
+from urllib.parse import urlparse
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
@@ -20,7 +21,12 @@ from worker.storage.base import (
     check_key,
     listed,
 )
-from worker.storage.errors import ObjectMissing, StorageError, TransientStorageError
+from worker.storage.errors import (
+    ObjectMissing,
+    RegionNotAllowed,
+    StorageError,
+    TransientStorageError,
+)
 
 _TRANSIENT_CODES = frozenset(
     {
@@ -91,8 +97,10 @@ class S3Store(ObjectStore):
         prefix: str = "",
         part_size: int = 8 * 1024 * 1024,
         verify_by_listing: bool = True,
+        declared_region: str = "",
     ) -> None:
         self.client = client
+        self.declared_region = declared_region
         self.verify_by_listing = verify_by_listing
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -206,7 +214,7 @@ class S3Store(ObjectStore):
     def _scan(self, fulls: Sequence[str]) -> dict[str, list[dict[str, str]]]:
         """Every version and delete marker of each of ``fulls`` (sorted full keys).
 
-        One listing walks the key range up to the last key: with time-ordered ids,
+        One listing walks the key range from the first key to the last: with time-ordered ids,
         the keys due together are neighbours, so a batch of 1000 costs a few pages, not 1000
         requests. Keys whose own range is sparse fall back to a per-key listing.
         """
@@ -216,10 +224,9 @@ class S3Store(ObjectStore):
         paginator = self.client.get_paginator("list_object_versions")
         seen = 0
         with _translate():
-            # Prefix only, no KeyMarker: moto's server mishandles KeyMarker on versioned
-            # listings (drops versions of the first key). Keys before ``first`` under the
-            # common prefix are older ids, normally deleted already, so this costs little.
-            pages = paginator.paginate(Bucket=self.bucket, Prefix=common)
+            # KeyMarker starts the listing just before ``first``, so keys that sort before it
+            # (older ids kept longer, a held subject's objects) are not listed on every batch.
+            pages = paginator.paginate(Bucket=self.bucket, Prefix=common, KeyMarker=_before(first))
             for page in pages:
                 done = False
                 for entry in page.get("Versions", []) + page.get("DeleteMarkers", []):
@@ -345,17 +352,56 @@ class S3Store(ObjectStore):
                 yield StoreEntry(self._short(key), when)
 
     def info(self) -> StoreInfo:
-        """The bucket's region (GetBucketLocation) and whether versioning is enabled."""
+        """The bucket's region (see :func:`bucket_region`) and whether versioning is enabled."""
         with _translate():
             location = self.client.get_bucket_location(Bucket=self.bucket)
             versioning = self.client.get_bucket_versioning(Bucket=self.bucket)
-        region = location.get("LocationConstraint") or "us-east-1"
+        region, _source = bucket_region(
+            location.get("LocationConstraint"),
+            self.declared_region,
+            aws=is_aws_endpoint(self.client.meta.endpoint_url),
+        )
         return StoreInfo(
             kind="s3",
             location=f"s3://{self.bucket}/{self.prefix}",
-            region=str(region),
+            region=region,
             versioned=versioning.get("Status") == "Enabled",
         )
+
+
+def is_aws_endpoint(url: str | None) -> bool:
+    """True for an endpoint of AWS S3 itself (``*.amazonaws.com``, ``*.amazonaws.com.cn``)."""
+    host = urlparse(url or "").hostname or ""
+    return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
+
+
+def bucket_region(
+    reported: str | None, declared: str = "", *, aws: bool = False
+) -> tuple[str, str]:
+    """The region the region guard checks, and where it comes from (for ``doctor``).
+
+    ``reported`` is GetBucketLocation's ``LocationConstraint``. A store that reports a region
+    is believed; a ``declared`` region (the ``store_region`` setting) that contradicts it is
+    refused. A store that reports none is either AWS S3 in us-east-1 (that is what none means
+    there, so a declaration never overrides it on an AWS endpoint) or a store without regions
+    (SeaweedFS, MinIO without ``MINIO_REGION``), whose region only the operator can declare.
+    """
+    if reported:
+        if declared and declared != reported:
+            raise RegionNotAllowed(
+                f"the bucket reports region {reported}, but store_region declares {declared}"
+            )
+        return reported, "reported by the store (GetBucketLocation)"
+    if declared and not aws:
+        return declared, "declared by store_region (the store reports no region)"
+    return "us-east-1", "the store reports no region, which on AWS S3 means us-east-1"
+
+
+def _before(key: str) -> str:
+    """A KeyMarker just before ``key`` (a non-empty key of the safe shape): ListObjectVersions
+    lists the keys after the marker, so the listing starts at ``key``, or at the few keys that
+    extend ``key[:-1]`` with a smaller last character (which the caller skips)."""
+    return key[:-1] + chr(ord(key[-1]) - 1)
 
 
 def _common_prefix(a: str, b: str) -> str:

@@ -15,10 +15,10 @@ from typing import Any
 from worker.celery_app import app
 from worker.dispatch import handlers
 from worker.dispatch.names import BUILD_SHARD, FINISH, PURGE_PENDING
-from worker.storage.errors import TransientStorageError
+from worker.objects.errors import ObjectUnavailable
 
 _RETRY: dict[str, Any] = {
-    "autoretry_for": (TransientStorageError,),
+    "autoretry_for": (ObjectUnavailable,),
     "retry_backoff": True,
     "retry_jitter": True,
     "max_retries": 5,

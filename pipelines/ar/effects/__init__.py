@@ -1,5 +1,5 @@
 """Built-in effects, one per module; importing this package registers each of them."""
 
-from pipelines.ar.effects import beautify, lut, reshape, sticker
+from pipelines.ar.effects import background, beautify, lut, makeup, reshape, sticker
 
-__all__ = ["beautify", "lut", "reshape", "sticker"]
+__all__ = ["background", "beautify", "lut", "makeup", "reshape", "sticker"]

@@ -18,9 +18,8 @@ from typing import Any, Final, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from pipelines.ar.base import Effect, Frame, register
+from pipelines.ar.base import Effect, Frame, Target, register
 from pipelines.ar.cube import Lut3D, identity_table, parse_cube
-from pipelines.faces.detector import Face
 from pipelines.params import EFFECT, Params
 
 F32 = NDArray[np.float32]
@@ -119,7 +118,7 @@ class LutFilter(Effect[LutParams]):
             checked.fail("cube must be the text of a .cube file")
         return LutParams(None, cube, strength, parse_cube(cube))
 
-    def apply(self, frame: Frame, faces: Sequence[Face], params: LutParams) -> Frame:
+    def apply(self, frame: Frame, targets: Sequence[Target], params: LutParams) -> Frame:
         """Filter the whole frame."""
         if params.strength <= 0:
             return frame

@@ -1,45 +1,76 @@
-"""``reshape``: face slimming and eye enlargement by smooth local warps around the landmarks.
+"""``reshape``: face slimming, eye enlargement, nose slimming and chin, on the face mesh.
 
-Params: ``slim`` (0-1, default 0.3) and ``eyes`` (0-1, default 0.3).
+Params (each 0-1): ``slim`` (default 0.3), ``eyes`` (0.3), ``nose`` (0) and ``chin`` (0).
 
-Both warps are backward maps evaluated with ``cv2.remap`` over the discs they act on only:
+Each control moves mesh points (in pixels of the face's own width ``W``, along the face's axes:
+``u`` along the eye-corner line, ``v`` perpendicular to it, down the face):
 
-* *Slimming* pushes each side of the jaw (face-frame points ``(+-0.85, 1.0)``, radius 0.7 face
-  units) towards the midline by ``0.12 * slim`` face units, with Gustafson's local translation
-  warp (interactive image warping, 1993): a pixel at distance ``d < r`` from the centre ``c``
-  samples ``x - ((r^2 - d^2) / (r^2 - d^2 + |m|^2))^2 m``, which moves the content at ``c`` by
-  ``m`` and fades smoothly to nothing at ``r``.
-* *Eye enlargement* magnifies a disc of radius 0.45 eye distances around each eye: a pixel at
-  distance ``d`` samples ``e + (x - e) (1 - a (1 - d^2 / r^2))`` with ``a = 0.22 * eyes``
-  (centre magnified ``1 / (1 - a)``, up to 1.28x, identity at the rim).
+* ``slim``: the jaw line moves towards the face's midline (the line through the point between
+  the eyes, 168, and the chin, 152) by ``0.1 * slim`` of its distance from it, most at the
+  jaw's lower half (weight rising from 0 at the ears' level to 1 at the jaw corners);
+* ``eyes``: each eye's contour moves away from its centre by ``0.16 * eyes`` of its distance
+  (up to 1.16x larger eyes);
+* ``nose``: the nose wings move towards the nose's midline by ``0.25 * nose`` of their distance;
+* ``chin``: the chin points below the lower lip move down by ``0.05 * chin * W`` (a longer,
+  more pointed chin), weighted by how far below the mouth they are.
 
-The displacements of the discs are summed; pixels outside every disc are not touched, so nothing
-changes farther than 0.35 box sides from the face box.
+Points that must stay are given zero moves: the upper face oval (forehead and temples), the
+brows, the cheek patches, the nose bridge and tip, the mouth corners and lip midpoints, and the
+eye corners when the eyes do not change (so enlarging the eyes does not drag the cheeks). The
+moves define a smooth displacement field (:func:`pipelines.ar.warp.displacement_field`: a
+thin-plate spline, tapered to zero over
+``0.22 W`` outside the convex hull of the face oval by a C1 smoothstep): no seam, no kink where
+jaw meets neck, and pixels farther than ``0.22 W`` from the oval's hull are never touched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from pipelines.ar.base import Effect, Frame, register
-from pipelines.ar.regions import Roi, face_roi
-from pipelines.faces.detector import Face
+from pipelines.ar.base import Effect, Frame, Target, register
+from pipelines.ar.regions import face_width
+from pipelines.ar.warp import DEFAULT_STEP, Field, displacement_field, warp
+from pipelines.faces import regions as R
+from pipelines.faces.mesh import FaceMesh
 from pipelines.params import strengths
-from pipelines.pta.geometry import FaceFrame
 
-F32 = NDArray[np.float32]
+F64 = NDArray[np.float64]
 
-JAW_CENTRES: Final = ((-0.85, 1.0), (0.85, 1.0))
-JAW_RADIUS: Final = 0.7
-JAW_PUSH: Final = 0.12
-EYE_RADIUS: Final = 0.45
-EYE_GAIN: Final = 0.22
+SLIM_GAIN: Final = 0.1
+EYE_GAIN: Final = 0.16
+NOSE_GAIN: Final = 0.25
+CHIN_GAIN: Final = 0.05
+#: Width of the taper outside the oval's hull, in face widths.
+MARGIN_SHARE: Final = 0.22
+#: Points that never move (besides the upper oval).
+_FIXED: Final = (
+    *R.RIGHT_BROW.indices,
+    *R.LEFT_BROW.indices,
+    *R.NOSE_BRIDGE.indices,
+    *R.RIGHT_CHEEK.indices,
+    *R.LEFT_CHEEK.indices,
+    R.NOSE_TIP,
+    R.SUBNASALE,
+    R.MOUTH_RIGHT,
+    R.MOUTH_LEFT,
+    0,
+    17,
+    13,
+    14,
+)
+_EYE_CORNERS: Final = (
+    R.RIGHT_EYE_OUTER,
+    R.RIGHT_EYE_INNER,
+    R.LEFT_EYE_INNER,
+    R.LEFT_EYE_OUTER,
+)
+_MIDLINE: Final = (168, 152)
+_CHIN_POINTS: Final = (148, 176, 149, 150, 152, 377, 400, 378, 379, 175, 199, 200, 18, 428)
 
 
 @dataclass(frozen=True)
@@ -48,87 +79,94 @@ class ReshapeParams:
 
     slim: float = 0.3
     eyes: float = 0.3
+    nose: float = 0.0
+    chin: float = 0.0
 
 
 @register
 class Reshape(Effect[ReshapeParams]):
-    """Slimmer jaw and larger eyes."""
+    """Slimmer jaw, larger eyes, slimmer nose, longer chin."""
 
     name = "reshape"
+    needs_mesh = True
     reach = 0.35
 
     def validate(self, params: Mapping[str, Any]) -> ReshapeParams:
-        """``slim`` and ``eyes``, numbers from 0 to 1."""
+        """``slim``, ``eyes``, ``nose`` and ``chin``, numbers from 0 to 1."""
         return strengths(self.name, params, ReshapeParams)
 
-    def apply(self, frame: Frame, faces: Sequence[Face], params: ReshapeParams) -> Frame:
+    def apply(self, frame: Frame, targets: Sequence[Target], params: ReshapeParams) -> Frame:
         """Warp every face."""
-        for face in faces:
-            _warp_face(frame, face, params, face_roi(face, self.reach, frame.shape))
+        for target in targets:
+            field = reshape_field(target.need_mesh(), params, frame.shape)
+            if field is not None:
+                warp(frame, field)
         return frame
 
 
-@dataclass(frozen=True)
-class _Disc:
-    cx: float
-    cy: float
-    r: float
+def _axes(pts: F64) -> tuple[F64, F64]:
+    u = pts[R.LEFT_EYE_OUTER] - pts[R.RIGHT_EYE_OUTER]
+    u /= max(float(np.hypot(*u)), 1e-9)
+    v = np.array([-u[1], u[0]])
+    if float(np.dot(v, pts[R.CHIN_BOTTOM] - pts[168])) < 0:
+        v = -v
+    return u, v
 
 
-def _warp_face(frame: Frame, face: Face, params: ReshapeParams, limit: Roi) -> None:
-    ff = FaceFrame.of(face)
-    (ux, uy), _ = ff.axes
-    pushes: list[tuple[_Disc, float, float]] = []
-    if params.slim > 0:
-        push = JAW_PUSH * params.slim * ff.unit
-        for u, v in JAW_CENTRES:
-            cx, cy = ff.to_image(u, v)
-            inward = -1.0 if u > 0 else 1.0
-            pushes.append(
-                (_Disc(cx, cy, JAW_RADIUS * ff.unit), inward * push * ux, inward * push * uy)
-            )
-    zooms: list[_Disc] = []
-    if params.eyes > 0 and ff.iod > 0:
-        zooms = [_Disc(x, y, EYE_RADIUS * ff.iod) for x, y in face.landmarks[:2]]
-    discs = [d for d, _, _ in pushes] + zooms
-    if not discs:
-        return
-    roi = Roi.around(
-        min(d.cx - d.r for d in discs),
-        min(d.cy - d.r for d in discs),
-        max(d.cx + d.r for d in discs) + 1,
-        max(d.cy + d.r for d in discs) + 1,
-        frame.shape,
-    )
-    roi = Roi(
-        max(roi.x0, limit.x0), max(roi.y0, limit.y0), min(roi.x1, limit.x1), min(roi.y1, limit.y1)
-    )
-    if roi.empty:
-        return
-    ys, xs = np.mgrid[roi.y0 : roi.y1, roi.x0 : roi.x1].astype(np.float32)
-    map_x, map_y = xs.copy(), ys.copy()
-    for disc, mx, my in pushes:
-        d2 = (xs - disc.cx) ** 2 + (ys - disc.cy) ** 2
-        r2, m2 = disc.r**2, mx * mx + my * my
-        inside = np.maximum(r2 - d2, 0.0)
-        weight = (inside / (inside + m2)) ** 2 if m2 > 0 else np.zeros_like(inside)
-        map_x -= weight * mx
-        map_y -= weight * my
-    gain = EYE_GAIN * params.eyes
-    for disc in zooms:
-        dx, dy = xs - disc.cx, ys - disc.cy
-        falloff = np.maximum(1.0 - (dx * dx + dy * dy) / disc.r**2, 0.0)
-        shrink = gain * falloff
-        map_x -= shrink * dx
-        map_y -= shrink * dy
-    # Maps are absolute frame coordinates: remap the whole neighbourhood it samples from.
-    rows, cols = roi.slices
-    warped = cv2.remap(
-        frame, cast(F32, map_x), cast(F32, map_y), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
-    changed = (map_x != xs) | (map_y != ys)
-    region = frame[rows, cols]
-    region[changed] = warped[changed]
+def control_points(mesh: FaceMesh, params: ReshapeParams) -> tuple[F64, F64, F64]:
+    """The control points (N, 2), their moves (N, 2) and the hull outline (the face oval)."""
+    pts = mesh.points[:, :2].astype(np.float64)
+    u, v = _axes(pts)
+    width = face_width(mesh)
+    moves: dict[int, F64] = {}
+
+    def move(index: int, delta: F64) -> None:
+        moves[index] = moves.get(index, np.zeros(2)) + delta
+
+    top, chin = pts[_MIDLINE[0]], pts[_MIDLINE[1]]
+    mid_u = float(np.dot(top, u))
+    span_v = max(float(np.dot(chin - top, v)), 1.0)
+    # the oval: the jaw moves, the rest of it stays
+    for i in R.FACE_OVAL.indices:
+        depth = float(np.dot(pts[i] - top, v)) / span_v  # 0 between the eyes, 1 at the chin
+        weight = float(np.clip((depth - 0.25) / 0.45, 0.0, 1.0))
+        weight = weight * weight * (3 - 2 * weight)
+        off = float(np.dot(pts[i], u)) - mid_u
+        move(i, -SLIM_GAIN * params.slim * weight * off * u)
+    if params.eyes > 0:
+        for eye in (R.RIGHT_EYE, R.LEFT_EYE):
+            centre = eye.points(pts).mean(axis=0)
+            for i in eye.indices:
+                move(i, EYE_GAIN * params.eyes * (pts[i] - centre))
+    else:
+        for i in _EYE_CORNERS:
+            move(i, np.zeros(2))
+    if params.nose > 0:
+        nose_mid = float(np.dot(pts[R.NOSE_TIP], u))
+        for wing in (R.RIGHT_NOSE_WING, R.LEFT_NOSE_WING):
+            for i in wing.indices:
+                move(i, -NOSE_GAIN * params.nose * (float(np.dot(pts[i], u)) - nose_mid) * u)
+    if params.chin > 0:
+        lip = float(np.dot(pts[17], v))
+        for i in _CHIN_POINTS:
+            below = float(np.clip((float(np.dot(pts[i], v)) - lip) / (0.5 * span_v), 0.0, 1.0))
+            move(i, CHIN_GAIN * params.chin * width * below * v)
+    for i in _FIXED:
+        moves.setdefault(i, np.zeros(2))
+    index = list(moves)
+    return pts[index], np.array([moves[i] for i in index]), R.FACE_OVAL.points(pts)
 
 
-__all__ = ["Reshape", "ReshapeParams"]
+def reshape_field(
+    mesh: FaceMesh, params: ReshapeParams, frame_shape: tuple[int, ...]
+) -> Field | None:
+    """The displacement field of ``params`` on one face (``None`` when nothing moves)."""
+    points, moves, oval = control_points(mesh, params)
+    hull = np.vstack([oval, points + moves])
+    width = face_width(mesh)
+    # the spline's grid: 4 px, or 1/80 of the face on large faces (its features are far larger)
+    step = max(DEFAULT_STEP, round(width / 80))
+    return displacement_field(points, moves, frame_shape, MARGIN_SHARE * width, hull, step)
+
+
+__all__ = ["Reshape", "ReshapeParams", "control_points", "reshape_field"]

@@ -57,6 +57,12 @@ def gaussian(img: NDArray[np.uint8], sigma: float) -> NDArray[np.uint8]:
     return resize_exact(small, width, height, cv2.INTER_LINEAR)
 
 
+def sigma_for(face: Face, params: BlurParams) -> float:
+    """The Gaussian's standard deviation (pixels) for ``face``: ``strength`` times the box's
+    longer side, at least 0.5 (the one place this rule lives; the planar video path uses it)."""
+    return max(0.5, params.strength * max(face.width, face.height))
+
+
 class BlurOperator(Operator[BlurParams]):
     """Blurs every face with a Gaussian whose sigma is a fraction of the face size."""
 
@@ -76,7 +82,7 @@ class BlurOperator(Operator[BlurParams]):
         """Return a copy of ``img`` with every face's ellipse blurred."""
         out = img.copy()
         for face in faces:
-            sigma = max(0.5, params.strength * max(face.width, face.height))
+            sigma = sigma_for(face, params)
             region = ellipse_region(out.shape, face, params.dilation, margin=3.0 * sigma)
             if region.empty:
                 continue
@@ -88,4 +94,4 @@ class BlurOperator(Operator[BlurParams]):
 
 register(BlurOperator())
 
-__all__ = ["BlurOperator", "BlurParams", "gaussian"]
+__all__ = ["BlurOperator", "BlurParams", "gaussian", "sigma_for"]

@@ -38,6 +38,12 @@ def mosaic(img: NDArray[np.uint8], block: float) -> NDArray[np.uint8]:
     return resize_exact(small, width, height, cv2.INTER_NEAREST)
 
 
+def block_for(face: Face, params: PixelateParams) -> float:
+    """The mosaic's block side (pixels) for ``face``: the box's longer side over ``blocks``, at
+    least 1 (the one place this rule lives; the planar video path uses it)."""
+    return max(1.0, max(face.width, face.height) / params.blocks)
+
+
 class PixelateOperator(Operator[PixelateParams]):
     """Pixelates every face into ``blocks`` blocks across its larger side."""
 
@@ -60,7 +66,7 @@ class PixelateOperator(Operator[PixelateParams]):
             region = ellipse_region(out.shape, face, params.dilation)
             if region.empty:
                 continue
-            block = max(1.0, max(face.width, face.height) / params.blocks)
+            block = block_for(face, params)
             _pixelate(out, img, region, block)
         return OperatorOutput(out)
 
@@ -72,4 +78,4 @@ def _pixelate(out: NDArray[np.uint8], src: NDArray[np.uint8], region: Region, bl
 
 register(PixelateOperator())
 
-__all__ = ["PixelateOperator", "PixelateParams", "mosaic"]
+__all__ = ["PixelateOperator", "PixelateParams", "block_for", "mosaic"]

@@ -3,7 +3,8 @@
 The package's parts: :mod:`.limits` (:class:`VideoLimits`, :class:`VideoInfo`), :mod:`.container`
 (opening an input, pre-walk first, and error translation), :mod:`.orientation` (display matrix),
 :mod:`.probe` (:func:`probe_video`), :mod:`.decode` (:func:`iter_frames`), :mod:`.transcode`
-(:func:`transform_video`) and :mod:`.mp4box` (``moov`` relocation); sniffing is
+(:func:`transform_video` on BGR frames, :func:`transform_video_planes` on the decoder's I420
+planes, :mod:`.planes`) and :mod:`.mp4box` (``moov`` relocation); sniffing is
 :mod:`pipelines.media.sniff`, shared with images.
 
 Inputs are bytes. The container is sniffed from its magic (never from a file name): ISO-BMFF
@@ -24,13 +25,16 @@ notices truncated files (a packet cut short by the end of the data, or fewer pac
 index lists). Only then is the first frame decoded, to
 read the display rotation (PyAV exposes the stream's display matrix only on decoded frames).
 
-Decoded frames are 8-bit BGR (``HxWx3`` ``uint8``), rotated upright according to the display
-matrix (all eight orientations, the same choices as FFmpeg's ``autorotate``; a non-right-angle
-rotation is snapped to the nearest quarter turn).
+Decoded frames are 8-bit BGR (``HxWx3`` ``uint8``; 8-bit 4:2:0 in BT.601 limited range is
+converted by OpenCV, everything else by swscale), or I420 planes (:class:`Planes`), rotated
+upright according to the display matrix (all eight orientations, the same choices as FFmpeg's
+``autorotate``; a non-right-angle rotation is snapped to the nearest quarter turn).
 
-Output (:func:`transform_video`) is H.264 (libx264), yuv420p (BT.601 matrix, limited range,
-tagged as such; the input's colour primaries and transfer tags are kept) in an MP4 whose
-``moov`` box comes before ``mdat`` (streamable). FFmpeg's ``+faststart`` cannot be used: it reopens
+Output is H.264 (libx264), yuv420p: from :func:`transform_video` in the BT.601 matrix, limited
+range (OpenCV's BGR->I420), tagged as such; from :func:`transform_video_planes` in the input's
+own matrix and range (its decoded planes, edited in place), tagged as the input; the input's
+colour primaries and transfer tags are kept either way. The MP4's ``moov`` box comes before
+``mdat`` (streamable). FFmpeg's ``+faststart`` cannot be used: it reopens
 the output by file name for its second pass, which fails for in-memory output. Fragmented MP4
 (``frag_keyframe+empty_moov``) puts ``moov`` first but was measured to shift the video by the
 B-frame delay (two frames at 24 fps) and to open a gap in copied AAC audio, because fragments
@@ -56,18 +60,29 @@ Nothing here writes a file.
 from pipelines.media.sniff import ContainerKind, sniff_video_container
 from pipelines.media.video.decode import iter_frames
 from pipelines.media.video.limits import VIDEO_CODECS, VideoInfo, VideoLimits
+from pipelines.media.video.planes import Planes, YuvMatrix
 from pipelines.media.video.probe import probe_video
-from pipelines.media.video.transcode import X264_PRESETS, FrameFn, transform_video
+from pipelines.media.video.transcode import (
+    X264_PRESETS,
+    FrameFn,
+    PlaneFn,
+    transform_video,
+    transform_video_planes,
+)
 
 __all__ = [
     "VIDEO_CODECS",
     "X264_PRESETS",
     "ContainerKind",
     "FrameFn",
+    "PlaneFn",
+    "Planes",
     "VideoInfo",
     "VideoLimits",
+    "YuvMatrix",
     "iter_frames",
     "probe_video",
     "sniff_video_container",
     "transform_video",
+    "transform_video_planes",
 ]

@@ -11,6 +11,7 @@ from typing import Final
 
 import av.error
 from av.container import InputContainer
+from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 
 from pipelines.errors import CorruptMedia, TooLarge, TooLong, UnsupportedFormat
@@ -24,10 +25,16 @@ from pipelines.media.video.container import (
     _video_stream,
 )
 from pipelines.media.video.limits import DEFAULT_LIMITS, VIDEO_CODECS, VideoInfo, VideoLimits
-from pipelines.media.video.orientation import _display_matrix, _Orientation, _orientation
+from pipelines.media.video.orientation import (
+    _UPRIGHT,
+    _display_matrix,
+    _Orientation,
+    _orientation,
+)
 
 _DURATION_SLACK_S: Final = 1e-3
 _AV_TIME_BASE: Final = 1_000_000
+_AVCOL_RANGE_JPEG: Final = 2  # full range
 
 
 def _ebml_vint(data: bytes, pos: int) -> tuple[int, int, bool]:
@@ -62,12 +69,23 @@ def _matroska_truncated(data: bytes) -> bool:
 
 
 @dataclass(frozen=True)
+class _FirstFrame:
+    """What the first decoded frame says: its orientation and how its pixels are stored."""
+
+    orientation: _Orientation = _UPRIGHT
+    pix_fmt: str = "yuv420p"
+    colorspace: int = 2  # AVCOL_SPC_UNSPECIFIED
+    full_range: bool = False
+
+
+@dataclass(frozen=True)
 class _Probe:
     info: VideoInfo
     orientation: _Orientation
     coded_width: int
     coded_height: int
     frame_ticks: int  # nominal frame duration in the video stream's time base
+    first: _FirstFrame | None  # None when probed without decoding (the transcoder reads it)
 
 
 def _fits(width: int, height: int, limits: VideoLimits) -> bool:
@@ -85,7 +103,9 @@ def _too_long(seconds: float, limits: VideoLimits) -> TooLong:
     return TooLong(f"the video lasts {seconds:.2f} s; the limit is {limits.max_duration_s:g} s")
 
 
-def _probe(data: bytes, limits: VideoLimits) -> _Probe:
+def _probe(data: bytes, limits: VideoLimits, *, first_frame: bool = True) -> _Probe:
+    """Check and describe ``data``; with ``first_frame=False`` the first frame is not decoded
+    (the orientation is then unknown: ``info`` has the coded size and no rotation)."""
     if len(data) > limits.max_bytes:
         raise TooLarge(f"the video is {len(data)} bytes; the limit is {limits.max_bytes}")
     kind = sniff_video_container(data)
@@ -116,7 +136,8 @@ def _probe(data: bytes, limits: VideoLimits) -> _Probe:
         frames, start, end, frame_ticks = _scan(ic, vs, time_base, rate, limits, len(data))
     duration_s = float((end - start) * time_base)
     fps = float(rate) if rate else (frames / duration_s if duration_s > 0 else 0.0)
-    orientation = _first_frame_orientation(data, kind, limits)
+    first = _first_frame(data, kind, limits) if first_frame else None
+    orientation = first.orientation if first is not None else _UPRIGHT
     disp_w, disp_h = (height, width) if orientation.swaps else (width, height)
     info = VideoInfo(
         container=kind,
@@ -129,7 +150,7 @@ def _probe(data: bytes, limits: VideoLimits) -> _Probe:
         duration_s=duration_s,
         has_audio=has_audio,
     )
-    return _Probe(info, orientation, width, height, frame_ticks)
+    return _Probe(info, orientation, width, height, frame_ticks, first)
 
 
 def _scan(
@@ -194,14 +215,25 @@ def _scan(
     return count, start, end, max(1, frame_ticks)
 
 
-def _first_frame_orientation(data: bytes, kind: ContainerKind, limits: VideoLimits) -> _Orientation:
+def _first_frame(data: bytes, kind: ContainerKind, limits: VideoLimits) -> _FirstFrame:
     with _open(data, kind, limits) as ic:
         vs = _video_stream(ic)
         with _decoding():
             for frame in ic.decode(vs):
                 _check_resolution(frame.width, frame.height, limits)
-                return _orientation(_display_matrix(frame))
+                return _first_frame_of(frame)
     raise CorruptMedia("no video frame could be decoded")
+
+
+def _first_frame_of(frame: VideoFrame) -> _FirstFrame:
+    """Orientation and pixel storage of a decoded frame."""
+    pix_fmt = frame.format.name
+    return _FirstFrame(
+        _orientation(_display_matrix(frame)),
+        pix_fmt,
+        int(frame.colorspace),
+        pix_fmt.startswith("yuvj") or int(frame.color_range) == _AVCOL_RANGE_JPEG,
+    )
 
 
 def probe_video(data: bytes, limits: VideoLimits = DEFAULT_LIMITS) -> VideoInfo:

@@ -1,5 +1,5 @@
 """Built-in job types; importing this package registers each of them."""
 
-from worker.jobs.types import ar, detect, pta
+from worker.jobs.types import ar, deid, detect, pta
 
-__all__ = ["ar", "detect", "pta"]
+__all__ = ["ar", "deid", "detect", "pta"]

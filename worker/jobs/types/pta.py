@@ -1,4 +1,5 @@
-"""Job type ``pta`` (photo to avatar): ``avatar.json`` (the avatar spec) and ``avatar.png``."""
+"""Job type ``pta`` (photo to avatar): ``avatar.json`` (the measured avatar spec, schema v2) and
+``avatar.svg``, ``avatar.png`` and ``avatar.glb`` drawn from it alone."""
 
 from __future__ import annotations
 
@@ -8,43 +9,54 @@ from typing import Any
 
 from pipelines.media import decode_image
 from pipelines.params import JOB, Params
-from pipelines.pta import AvatarConfig, RenderParams, make_avatars
+from pipelines.pta.avatar import LARGEST, AvatarConfig, draw, measure_spec
+from pipelines.pta.spec import STYLES
 from worker.jobs.registry import JobHandler, JobOutcome, Output, Tools, register
 
-_LIMITS = {"max_faces": (1, 100, 20), "size": (64, 2048, 512), "colors": (2, 32, 8)}
+_MAX_FACE_INDEX = 999
 
 
 @register
 class PtaJob(JobHandler):
-    """Describe every face of a photo (schema ``facemedia.pta.avatar``) and render the largest
-    as a cartoon; ``no_face`` when there is none."""
+    """Make an avatar of one face of a photo (the largest unless ``face`` names another);
+    ``no_face`` when there is none."""
 
     name = "pta"
 
     def validate(self, params: Mapping[str, Any]) -> Mapping[str, Any]:
-        """Accepts ``max_faces`` (1-100, default 20), ``size`` (avatar side in pixels, 64-2048,
-        default 512) and ``colors`` (palette size, 2-32, default 8)."""
-        checked = Params(params, tuple(_LIMITS), wording=JOB)
+        """Accepts ``face`` (``"largest"``, the default, or an index into the detector's
+        list, as the ``detect`` job orders it), ``size`` (PNG side in pixels, 64-2048, default
+        512) and ``style`` (``flat``, the default, or ``toon``)."""
+        checked = Params(params, ("face", "size", "style"), wording=JOB)
+        face: str | int = LARGEST
+        if "face" in checked and checked.raw("face") != LARGEST:
+            if isinstance(checked.raw("face"), str):
+                checked.fail('face must be "largest" or a face index from 0')
+            face = checked.integer("face", 0, 0, _MAX_FACE_INDEX)
         return {
-            key: checked.integer(key, default, lo, hi) for key, (lo, hi, default) in _LIMITS.items()
+            "face": face,
+            "size": checked.integer("size", 512, 64, 2048),
+            "style": checked.choice("style", STYLES, STYLES[0]),
         }
 
     def run(self, media: bytes, params: Mapping[str, Any], tools: Tools) -> JobOutcome:
-        """Decode, detect, describe and render."""
+        """Decode, detect, measure the chosen face, draw."""
         image = decode_image(media, tools.image_limits)
         faces = tools.detector().detect(image)
-        config = AvatarConfig(
-            size=params["size"],
-            max_faces=params["max_faces"],
-            render=RenderParams(colors=params["colors"]),
-        )
-        result = make_avatars(image, faces, config)
-        spec = json.dumps(result.spec, indent=2).encode()
+        config = AvatarConfig(face=params["face"], style=params["style"], size=params["size"])
+        outputs = draw(measure_spec(image, faces, config))
+        source = outputs.spec.source
         return JobOutcome(
             outputs=(
-                Output("avatar.json", spec, "application/json"),
-                Output("avatar.png", result.png, "image/png"),
+                Output(
+                    "avatar.json",
+                    json.dumps(outputs.spec.to_json(), indent=2).encode(),
+                    "application/json",
+                ),
+                Output("avatar.svg", outputs.svg, "image/svg+xml"),
+                Output("avatar.png", outputs.png, "image/png"),
+                Output("avatar.glb", outputs.glb, "model/gltf-binary"),
             ),
-            faces=result.faces,
-            summary={"faces": result.faces},
+            faces=len(faces),
+            summary={"faces": len(faces), "face": source.face, "chosen_by": source.chosen_by},
         )

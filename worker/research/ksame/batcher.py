@@ -23,6 +23,8 @@ from worker.ids import new_id
 from worker.ledger.db import Database
 from worker.ledger.models import Job, ResearchSample, StagedFace, StoredObject, Subject
 from worker.metrics import KSAME_BATCHES
+from worker.objects.deleter import Deleter, Doomed
+from worker.objects.vault import Vault
 from worker.research.store import (
     NotEligible,
     SampleRecord,
@@ -31,8 +33,6 @@ from worker.research.store import (
     discard,
     ineligible,
 )
-from worker.retention.deleter import Deleter, Doomed
-from worker.storage.vault import Vault
 
 from .gate import k_same_gate
 from .material import unpack

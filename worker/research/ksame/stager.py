@@ -4,7 +4,6 @@ class ``staging`` (key ``staging/{staged_id}``, with its TTL) and its
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,36 +13,29 @@ from sqlalchemy import select
 from worker.ids import new_id
 from worker.ledger.db import Database
 from worker.ledger.models import StagedFace
-from worker.research.store import StoredItem, store_once
-from worker.storage.base import check_key
-from worker.storage.vault import Vault
+from worker.objects.layout import staging_key
+from worker.objects.records import ObjectRecords, ObjectSpec
+from worker.research.store import store_once
 
 from .material import StagedMaterial, pack
 
-__all__ = ["Stager", "staging_key"]
+__all__ = ["Stager"]
 
 log = structlog.get_logger("facemedia.research")
 
 
-def staging_key(staged_id: str) -> str:
-    """Where a staged k-Same item lives."""
-    return check_key(f"staging/{staged_id}")
-
-
 class Stager:
-    """Stores a job's k-Same material (class ``staging``) and its :class:`StagedFace` row."""
+    """Stores a job's k-Same material (class ``staging``, expiring after
+    ``retention.staging``) and its :class:`StagedFace` row."""
 
-    def __init__(
-        self,
-        db: Database,
-        vault: Vault,
-        ttl: timedelta | None,
-        clock: Callable[[], datetime],
-    ) -> None:
+    def __init__(self, db: Database, records: ObjectRecords) -> None:
         self.db = db
-        self.vault = vault
-        self.ttl = ttl or timedelta(hours=24)
-        self.clock = clock
+        self.records = records
+
+    @property
+    def ttl(self) -> timedelta:
+        """How long staged material waits for its batch (24 h if kept until revoked)."""
+        return self.records.ttl("staging") or timedelta(hours=24)
 
     def exists(self, job_id: str) -> bool:
         """True if ``job_id`` was staged already (its row may be gone once its batch ran)."""
@@ -76,19 +68,15 @@ class Stager:
                 expires_at=t + self.ttl,
             )
 
-        item = StoredItem(
-            key=staging_key(staged_id),
-            object_class="staging",
+        spec = ObjectSpec(
+            staging_key(staged_id),
+            "staging",
             job_id=job_id,
             subject_id=subject_id,
-            key_id=key_id,
             name="staged.npz",
             content_type="application/octet-stream",
-            ttl=self.ttl,
         )
-        if not store_once(
-            self.db, self.vault, item, pack(material), row, self.clock, "research.staged"
-        ):
+        if not store_once(self.records, spec, key_id, pack(material), row, "research.staged"):
             return None
         log.info("research.staged", job_id=job_id, faces=len(material.faces))
         return staged_id

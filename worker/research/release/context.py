@@ -3,7 +3,9 @@
 Owns: the request, result and configuration types of the façade; :class:`ReleaseContext`, the
 service's dependencies with the few operations every part needs (load a release row, unwrap its
 keys, build its cipher, record and put a release object, read one back, delete a prefix through
-the deleter); and the per-release pseudonyms (HMAC under the release's pseudonym key).
+the deleter); and the per-release pseudonyms (HMAC under the release's pseudonym key). The
+vault, the records helper and the deleter are the container's (:mod:`worker.objects`): the
+release service builds no vault or key store of its own.
 """
 
 from __future__ import annotations
@@ -17,19 +19,19 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO, cast
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
-from worker.crypto import KekRef, Keyring, SecretKey, WrappedKey
-from worker.ids import new_id
+from worker.crypto.keyring import KekRef, Keyring, WrappedKey
+from worker.crypto.secret import SecretKey
 from worker.ledger.db import Database
 from worker.ledger.models import Release, StoredObject
-from worker.retention.deleter import Deleter, Doomed
-from worker.storage.base import ObjectStore
-from worker.storage.vault import Vault
+from worker.objects.deleter import Deleter, Doomed
+from worker.objects.records import ObjectRecords, ObjectSpec
+from worker.objects.release_cipher import ReleaseCipher
+from worker.objects.vault import Vault
 
 from .errors import ReleaseError
 from .format import HashingReader
-from .keys import ReleaseCipher, release_key_context
+from .keys import release_key_context
 from .signing import SigningKeys
 
 __all__ = [
@@ -70,6 +72,8 @@ class ReleaseResult:
     k_achieved: int
     suppressed: int
     shards: int
+    # where the candidates went (:func:`worker.research.funnel.release_funnel`)
+    funnel: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready view."""
@@ -81,6 +85,7 @@ class ReleaseResult:
             "k_achieved": self.k_achieved,
             "suppressed": self.suppressed,
             "shards": self.shards,
+            "funnel": self.funnel,
         }
 
 
@@ -117,8 +122,7 @@ class ReleaseContext:
     """The release service's dependencies, and the operations every part of it shares."""
 
     db: Database
-    store: ObjectStore
-    vault: Vault
+    records: ObjectRecords
     keyring: Keyring
     signing: SigningKeys
     deleter: Deleter
@@ -153,52 +157,28 @@ class ReleaseContext:
 
     # ----- objects -----------------------------------------------------------------------------
 
+    @property
+    def vault(self) -> Vault:
+        """The container's vault (research samples are read through it; release files are
+        put and read as they are)."""
+        return self.records.vault
+
     def record(self, key: str, size: int | None, content_type: str | None = None) -> None:
         """A ``release`` object row for ``key`` (kept until the release is revoked)."""
-        with self.db.session() as s:
-            row = s.scalars(select(StoredObject).where(StoredObject.key == key)).first()
-            t = self.clock()
-            if row is None:
-                try:
-                    with s.begin_nested():
-                        s.add(
-                            StoredObject(
-                                id=new_id(),
-                                key=key,
-                                object_class="release",
-                                name=key.rsplit("/", 1)[-1][:64],
-                                content_type=content_type,
-                                size=size,
-                                created_at=t,
-                                stored_at=t,
-                                expires_at=None,
-                            )
-                        )
-                except IntegrityError:
-                    pass
-            else:
-                row.size = size
-                row.stored_at = t
-                row.deleted_at = None
+        self.records.record_key(_release_object(key, content_type), size)
 
     def put(
         self, key: str, body: BinaryIO | bytes, content_type: str | None = None
     ) -> tuple[str, int]:
         """Record then put ``body`` (already encrypted or public); (sha256, size) of the bytes."""
-        self.record(key, None, content_type)
         src = io.BytesIO(body) if isinstance(body, bytes) else body
         hashing = HashingReader(src)
-        self.store.put(key, cast(BinaryIO, hashing))
-        self.record(key, hashing.size, content_type)
+        self.records.put_sealed(_release_object(key, content_type), cast(BinaryIO, hashing))
         return hashing.sha.hexdigest(), hashing.size
 
     def get(self, key: str) -> bytes:
         """The stored bytes of ``key``."""
-        stream = self.store.get(key)
-        try:
-            return stream.read()
-        finally:
-            stream.close()
+        return self.vault.get_raw(key)
 
     def delete_prefix(self, prefix: str, reason: str) -> int:
         """Delete every live object under ``prefix`` through the deleter; the count deleted."""
@@ -213,3 +193,8 @@ class ReleaseContext:
         for start in range(0, len(doomed), 1000):
             deleted += self.deleter.delete(doomed[start : start + 1000], reason).deleted
         return deleted
+
+
+def _release_object(key: str, content_type: str | None) -> ObjectSpec:
+    """A release file: class ``release``, named after the key's last part."""
+    return ObjectSpec(key, "release", name=key.rsplit("/", 1)[-1][:64], content_type=content_type)

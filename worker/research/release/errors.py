@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 __all__ = ["ReleaseError"]
 
 CODES = frozenset(
@@ -16,6 +19,8 @@ CODES = frozenset(
         "grant_invalid",  # the grant does not open with this private key
         "bad_signature",  # a signature does not verify, or another signer than the pinned one
         "checksum_mismatch",  # a file's bytes differ from the signed index
+        "malformed_release",  # a signed index, manifest or revocation list that does not parse
+        # or names an invalid file
         "missing_file",  # a file the index lists is absent
         "decrypt_failed",  # a shard does not decrypt under the release key
         "untrusted_signer",  # no signer pinned (--signer, or `research trust`): refused
@@ -29,13 +34,22 @@ class ReleaseError(Exception):
     """A release operation failed; ``code`` is stable (see :data:`CODES`), ``str()`` is for
     people and never holds personal data."""
 
-    def __init__(self, code: str, message: str, *, path: str | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        path: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
         if code not in CODES:
             raise ValueError(f"unknown release error code {code!r}")
         super().__init__(message)
         self.code = code
         self.path = path
+        self.details: dict[str, Any] = dict(details or {})
 
-    def to_json(self) -> dict[str, str | None]:
-        """JSON-ready view (``path`` names the file for checksum failures)."""
-        return {"error": self.code, "message": str(self), "path": self.path}
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready view (``path`` names the file for checksum failures; ``details`` adds
+        figures, e.g. the loss funnel of ``no_eligible_samples``)."""
+        return {"error": self.code, "message": str(self), "path": self.path} | self.details

@@ -13,7 +13,8 @@ import structlog
 
 from worker.ledger import audit
 from worker.ledger.models import Release
-from worker.storage.errors import TransientStorageError
+from worker.objects.errors import ObjectUnavailable
+from worker.research.funnel import release_funnel
 
 from . import reads, revocations, shards
 from .context import ReleaseContext, ReleaseResult
@@ -33,7 +34,7 @@ def finish(ctx: ReleaseContext, release_id: str) -> ReleaseResult:
     release ``failed`` (audited) and propagates."""
     try:
         return _finish(ctx, release_id)
-    except TransientStorageError:
+    except ObjectUnavailable:
         raise
     except Exception as exc:
         with ctx.db.session() as s:
@@ -85,6 +86,8 @@ def _finish(ctx: ReleaseContext, release_id: str) -> ReleaseResult:
             shards.rebuild(ctx, release_id, i)
         parts = shards.read_parts(ctx, release_id, cipher, len(plan))
     dropped = sum(len(p["dropped"]) for p in parts)
+    eligibility = summary.get("eligibility", {}) | {"dropped_after_plan": dropped}
+    suppressed = row.suppressed + len(summary.get("excluded", []))
     state: dict[str, Any] = {
         "members": [m for p in parts for m in p["members"]],
         "shards": [p["shard"] | {"generation": 0} for p in parts],
@@ -92,8 +95,11 @@ def _finish(ctx: ReleaseContext, release_id: str) -> ReleaseResult:
         "base": {
             "k_requested": k,
             "levels": summary.get("levels", {}),
-            "eligibility": summary.get("eligibility", {}) | {"dropped_after_plan": dropped},
-            "suppressed": row.suppressed + len(summary.get("excluded", [])),
+            "eligibility": eligibility,
+            "suppressed": suppressed,
+            "funnel": release_funnel(
+                (summary.get("funnel") or {}).get("sampling", {}), eligibility, suppressed, 0
+            ),
         },
     }
     pub = publish(ctx, row, keys, state, 0)

@@ -13,11 +13,11 @@ from sqlalchemy import select
 from worker.ids import new_id
 from worker.ledger import audit
 from worker.ledger.models import Release, ReleaseGrant
+from worker.objects.layout import grant_key, release_prefix
 
 from . import reads
 from .context import ReleaseContext
 from .errors import ReleaseError
-from .format import grant_key, release_prefix
 from .keys import load_public_key, release_key_context, seal_grant
 
 __all__ = ["grant", "revoke", "rewrap"]

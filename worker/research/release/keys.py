@@ -1,11 +1,9 @@
-"""Release cryptography: the release data key as an envelope key, grants to researchers'
+"""Release cryptography: the keyring context of release keys, grants to researchers'
 X25519 keys, and Ed25519 signatures (the service's signing key itself is :mod:`.signing`).
 Used by both sides, so it imports no ledger.
 
-* **Release objects** are written in the envelope format v1 of :mod:`worker.crypto` unchanged:
-  the release's random data key stands where a subject key stands (key id ``rel_<release id>``,
-  keyring id ``release``, KEK version ``1``), each object gets its own data key and salt, and the
-  context ``{object_key, object_class: release, release_id}`` is authenticated.
+* **Release objects** are sealed under the release's data key by
+  :class:`worker.objects.release_cipher.ReleaseCipher` (the envelope format v1 unchanged).
 * **Grants**: ``X25519(ephemeral, researcher) → HKDF-SHA256(salt = eph_pub ‖ researcher_pub,
   info = "facemedia release grant v1") → AES-256-GCM(data key, AD = release id)``.
 * **Signatures**: Ed25519 over the exact bytes of ``index.json`` / ``revocations.json``.
@@ -15,11 +13,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import os
 from collections.abc import Mapping
-from typing import Any, BinaryIO, cast
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import serialization
@@ -29,14 +26,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from worker.crypto import Envelope, KekRef, SecretKey, SubjectKeys
-from worker.crypto.errors import KeyNotFoundError
+from worker.crypto.secret import SecretKey
 
 from .errors import ReleaseError
 
 __all__ = [
     "GRANT_INFO",
-    "ReleaseCipher",
     "fingerprint",
     "load_private_key",
     "load_public_key",
@@ -53,59 +48,6 @@ GRANT_INFO = b"facemedia release grant v1"
 def release_key_context(release_id: str, which: str) -> dict[str, str]:
     """The keyring context a release key is wrapped under (binds it to the release)."""
     return {"purpose": f"release-{which}-key", "release_id": release_id}
-
-
-def object_context(release_id: str, key: str) -> dict[str, str]:
-    """The envelope context of a release object."""
-    return {"object_key": key, "object_class": "release", "release_id": release_id}
-
-
-class _ReleaseKeySource:
-    """Stands in for :class:`SubjectKeys` in an :class:`Envelope`: one key id, one raw key."""
-
-    def __init__(self, release_id: str, key: SecretKey) -> None:
-        self.key_id = f"rel_{release_id}"
-        self._key = key
-
-    def load(self, key_id: str) -> tuple[SecretKey, KekRef]:
-        if key_id != self.key_id:
-            raise KeyNotFoundError("object was not written under this release key")
-        return self._key, KekRef("release", "1")
-
-    def __repr__(self) -> str:
-        return f"_ReleaseKeySource({self.key_id!r})"
-
-
-class ReleaseCipher:
-    """Encrypts and decrypts a release's objects under its data key (envelope format v1)."""
-
-    def __init__(self, release_id: str, data_key: SecretKey, segment_size: int = 65536) -> None:
-        self.release_id = release_id
-        self._source = _ReleaseKeySource(release_id, data_key)
-        self._env = Envelope(cast(SubjectKeys, self._source), segment_size=segment_size)
-
-    def encrypt_stream(self, key: str, src: BinaryIO) -> BinaryIO:
-        """A readable ciphertext stream of ``src`` for the object ``key``."""
-        return self._env.encrypt_stream(
-            self._source.key_id, object_context(self.release_id, key), src
-        )
-
-    def seal(self, key: str, data: bytes) -> bytes:
-        """Encrypt a small object in memory."""
-        return self._env.seal(self._source.key_id, object_context(self.release_id, key), data)
-
-    def decrypt(self, key: str, src: BinaryIO | Any, dst: BinaryIO) -> int:
-        """Decrypt ``src`` into ``dst`` segment by segment."""
-        return self._env.decrypt(object_context(self.release_id, key), src, dst)
-
-    def open(self, key: str, data: bytes) -> bytes:
-        """Decrypt a small object in memory."""
-        out = io.BytesIO()
-        self.decrypt(key, io.BytesIO(data), cast(BinaryIO, out))
-        return out.getvalue()
-
-    def __repr__(self) -> str:
-        return f"ReleaseCipher(release_id={self.release_id!r})"
 
 
 # ----- grants ------------------------------------------------------------------------------

@@ -14,10 +14,11 @@ from typing import Any
 import structlog
 from sqlalchemy import select
 
-from worker.crypto import SecretKey
+from worker.crypto.secret import SecretKey
 from worker.ids import new_id
 from worker.ledger import audit
 from worker.ledger.models import Release, ResearchSample, Revocation, StoredObject, Subject
+from worker.research.funnel import release_funnel, sampling_totals
 
 from .context import ReleaseContext, ReleaseRequest, sample_pseudonym
 from .errors import ReleaseError
@@ -81,6 +82,7 @@ def plan(ctx: ReleaseContext, request: ReleaseRequest) -> tuple[str, int]:
     if wrapped_data.kek != wrapped_pseud.kek:  # a rotation between the two wraps
         wrapped_data = ctx.keyring.wrap(data_key, release_key_context(release_id, "data"))
     pkey = SecretKey(pseud_key)
+    sampling = sampling_totals(ctx.db)
     t = ctx.clock()
     with ctx.db.session() as s:
         if s.scalars(select(Release.id).where(Release.name == request.name)).first():
@@ -89,14 +91,17 @@ def plan(ctx: ReleaseContext, request: ReleaseRequest) -> tuple[str, int]:
         if not pairs:
             raise ReleaseError(
                 "no_eligible_samples",
-                "no eligible research samples (consent, withdrawal, erasure, guardian "
-                "consent and operator filter leave none)",
+                "no eligible research samples: see the funnel for where the candidate jobs "
+                "went (research.sample_rate, consent, guardian consent, withdrawal, erasure, "
+                "the residual-face gate, the operator filter)",
+                details={"funnel": release_funnel(sampling, counts, 0, 0)},
             )
         anon = anonymize([p[0].quasi or {} for p in pairs], k, request.max_suppression)
         if not anon.kept:
             raise ReleaseError(
                 "k_unreachable",
                 f"{len(pairs)} eligible samples cannot form an equivalence class of k={k}",
+                details={"funnel": release_funnel(sampling, counts, len(pairs), 0)},
             )
         entries = sorted(
             (
@@ -116,6 +121,7 @@ def plan(ctx: ReleaseContext, request: ReleaseRequest) -> tuple[str, int]:
             "levels": dict(anon.levels),
             "eligibility": counts,
             "k_requested": k,
+            "funnel": release_funnel(sampling, counts, len(anon.suppressed), len(entries)),
         }
         s.add(
             Release(

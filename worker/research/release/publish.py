@@ -12,17 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.ledger.models import Release
+from worker.objects.layout import file_key, index_key, index_sig_key, signer_key, state_key
 
 from . import artifacts
 from .context import ReleaseContext, ReleaseKeys
-from .format import (
-    INDEX_FORMAT,
-    file_key,
-    index_key,
-    index_sig_key,
-    signer_key,
-    state_key,
-)
+from .format import INDEX_FORMAT
 from .kanon import QUASI
 from .keys import canonical_json
 
@@ -63,6 +57,11 @@ def publish(
         gate["residual_faces"] += int(g.get("residual_faces") or 0)
         gate["frames_checked"] += int(g.get("frames_checked") or 0)
     subjects = sorted({m["subject"] for m in media})
+    funnel = dict(base.get("funnel") or {})
+    if funnel:  # what remains of it now (a later generation has removed revoked samples)
+        funnel["suppressed_k_anonymity"] = base["suppressed"]
+        funnel["revoked_after_publication"] = int(base.get("revoked_removed", 0))
+        funnel["released"] = len(media)
     public = {
         "release_id": release_id,
         "name": row.name,
@@ -77,6 +76,7 @@ def publish(
         "histogram": {str(a): b for a, b in sorted(hist.items())},
         "gate": dict(gate),
         "eligibility": base["eligibility"],
+        "funnel": funnel,
         "minor_samples": sum(1 for m in media if m.get("_minor")),
         "operator": row.operator,
         "generation": generation,

@@ -44,6 +44,17 @@ from typing import Any, BinaryIO, cast
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from worker.objects.layout import (
+    RELEASES,
+    file_key,
+    grant_key,
+    index_key,
+    index_sig_key,
+    release_prefix,
+    revocations_key,
+    revocations_sig_key,
+)
+from worker.objects.release_cipher import ReleaseCipher
 from worker.private_files import (
     PrivateFileError,
     atomic_write_private,
@@ -55,21 +66,8 @@ from worker.storage.errors import InvalidKey, ObjectMissing
 
 from .artifacts import read_manifest
 from .errors import ReleaseError
-from .format import (
-    INDEX_FORMAT,
-    REVOCATIONS_FORMAT,
-    HashingReader,
-    copy_tar_without,
-    file_key,
-    grant_key,
-    index_key,
-    index_sig_key,
-    release_prefix,
-    revocations_key,
-    revocations_sig_key,
-)
+from .format import INDEX_FORMAT, REVOCATIONS_FORMAT, HashingReader, copy_tar_without
 from .keys import (
-    ReleaseCipher,
     fingerprint,
     load_private_key,
     load_signer,
@@ -271,10 +269,10 @@ def _parse_index(data: bytes, release_id: str | None) -> dict[str, Any]:
     try:
         release_prefix(rid)
     except InvalidKey:
-        raise ReleaseError("bad_request", "index.json names an invalid release id") from None
+        raise ReleaseError("malformed_release", "index.json names an invalid release id") from None
     files = index.get("files")
     if not isinstance(files, list):
-        raise ReleaseError("bad_request", "index.json lists no files")
+        raise ReleaseError("malformed_release", "index.json lists no files")
     names = []
     for f in files:
         name = f.get("name") if isinstance(f, dict) else None
@@ -290,10 +288,10 @@ def _parse_index(data: bytes, release_id: str | None) -> dict[str, Any]:
             or not 0 <= gen < 10**9
         ):
             # signed, but a name must never reach outside DIR or shadow another file
-            raise ReleaseError("bad_request", "index.json lists an invalid file name")
+            raise ReleaseError("malformed_release", "index.json lists an invalid file name")
         names.append(name)
     if len(set(names)) != len(names) or "manifest.parquet" not in names:
-        raise ReleaseError("bad_request", "index.json lists an invalid set of files")
+        raise ReleaseError("malformed_release", "index.json lists an invalid set of files")
     return index
 
 
@@ -314,7 +312,7 @@ def _load_revocations(
         or isinstance(seq, bool)
         or seq < 0
     ):
-        raise ReleaseError("bad_request", "revocations.json is malformed")
+        raise ReleaseError("malformed_release", "revocations.json is malformed")
     return list(subjects), seq
 
 
@@ -329,7 +327,7 @@ def _checked_manifest(data: bytes, index: dict[str, Any]) -> list[dict[str, Any]
     shards = {f["name"] for f in index["files"] if f.get("kind") == "shard"}
     for row in rows:
         if row.get("shard") not in shards:
-            raise ReleaseError("bad_request", "manifest.parquet names an invalid shard")
+            raise ReleaseError("malformed_release", "manifest.parquet names an invalid shard")
         if row.get("kind") in ("media", "json"):
             member, sample = row.get("member"), row.get("sample")
             if (
@@ -337,7 +335,7 @@ def _checked_manifest(data: bytes, index: dict[str, Any]) -> list[dict[str, Any]
                 or not _MEMBER.match(member)
                 or member.split(".", 1)[0] != sample
             ):
-                raise ReleaseError("bad_request", "manifest.parquet names an invalid member")
+                raise ReleaseError("malformed_release", "manifest.parquet names an invalid member")
     return rows
 
 
@@ -529,6 +527,37 @@ def _download(
 # ----- pull and verify ------------------------------------------------------------------------
 
 
+def resolve(store: ObjectStore, ref: str, keys: list[Ed25519PublicKey]) -> str:
+    """The release id of ``ref``, a release's id or its name. The researcher has no ledger: a
+    name is looked up among the indexes in the store, and only an index signed by a pinned
+    signer counts (a forged index cannot claim a name)."""
+    try:
+        if store.exists(index_key(ref)):
+            return ref
+    except InvalidKey:
+        pass
+    found: set[str] = set()
+    for key in store.keys(RELEASES):
+        parts = key.split("/")
+        if len(parts) != 3 or parts[2] != "index.json" or parts[1] in found:
+            continue
+        try:
+            data = _get(store, key, "the release index")
+            _verify_any(keys, data, _get(store, index_sig_key(parts[1]), "a signature"), "")
+            named = json.loads(data).get("name") == ref
+        except (ReleaseError, ValueError, InvalidKey):
+            continue
+        if named:
+            found.add(parts[1])
+    if not found:
+        raise ReleaseError(
+            "not_found", "no published release with this id or name (signed by a pinned signer)"
+        )
+    if len(found) > 1:
+        raise ReleaseError("bad_request", "several releases carry this name: give the id")
+    return found.pop()
+
+
 def pull(
     store: ObjectStore,
     release_id: str,
@@ -540,9 +569,11 @@ def pull(
     progress: Progress | None = None,
 ) -> PullResult:
     """Download, verify, decrypt and apply the signed revocation list; resumable. Requires a
-    pinned signer (``signer`` or ``research trust``); refuses a rolled-back list."""
+    pinned signer (``signer`` or ``research trust``); refuses a rolled-back list.
+    ``release_id`` may also be the release's name (:func:`resolve`)."""
     cfg = config or config_dir()
     keys = _trusted(signer, cfg)
+    release_id = resolve(store, release_id, keys)
     try:
         release_prefix(release_id)
     except InvalidKey:

@@ -30,6 +30,7 @@ def result(ctx: ReleaseContext, release_id: str) -> ReleaseResult:
         row.k_achieved or 0,
         row.suppressed,
         int(shards),
+        dict(summary.get("funnel") or {}),
     )
 
 

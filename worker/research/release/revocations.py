@@ -7,7 +7,6 @@ hook erasure and withdrawal call, and beat's retry of pending purges."""
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable, Iterable
 from datetime import timedelta
@@ -18,13 +17,14 @@ from sqlalchemy import select, update
 
 from worker.ledger import audit
 from worker.ledger.models import Release, Revocation, StoredObject
-from worker.retention.deleter import Doomed
+from worker.objects.deleter import Doomed
+from worker.objects.errors import ObjectUnavailable
+from worker.objects.layout import release_prefix, revocations_key, revocations_sig_key
 from worker.retention.locks import LedgerLock
-from worker.storage.errors import TransientStorageError
 
 from . import reads, shards
 from .context import ReleaseContext, ReleaseKeys, subject_pseudonym
-from .format import REVOCATIONS_FORMAT, release_prefix, revocations_key, revocations_sig_key
+from .format import REVOCATIONS_FORMAT
 from .keys import canonical_json
 from .publish import publish
 
@@ -95,9 +95,9 @@ def sign(ctx: ReleaseContext, release_id: str, members: Iterable[str]) -> tuple[
             "subjects": revoked,
         }
         body = canonical_json(doc)
-        ctx.store.put(json_key, io.BytesIO(body))
+        ctx.vault.put_raw(json_key, body)
         signature = ctx.signing.sign(body)
-        ctx.store.put(sig_key, io.BytesIO(signature))
+        ctx.vault.put_raw(sig_key, signature)
         summary = dict(live.summary or {})
         summary["revoked"] = revoked
         live.summary = summary
@@ -291,7 +291,7 @@ def _purge_once(ctx: ReleaseContext, release_id: str) -> dict[str, Any]:
         batch = ctx.deleter.delete(stale, "release_revocation")
         result["deleted_objects"] = batch.deleted
         if batch.unverified:
-            raise TransientStorageError(
+            raise ObjectUnavailable(
                 "an earlier generation's release object is not verified deleted"
             )
     if result["removed"]:

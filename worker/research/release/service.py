@@ -20,12 +20,11 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from worker.crypto import Keyring
+from worker.crypto.keyring import Keyring
 from worker.ledger.db import Database
 from worker.ledger.models import Release
-from worker.retention.deleter import Deleter
-from worker.storage.base import ObjectStore
-from worker.storage.vault import Vault
+from worker.objects.deleter import Deleter
+from worker.objects.records import ObjectRecords
 
 from . import finish as _finish
 from . import grants, reads, revocations, shards
@@ -51,8 +50,7 @@ class ReleaseService:
     def __init__(
         self,
         db: Database,
-        store: ObjectStore,
-        vault: Vault,
+        records: ObjectRecords,
         keyring: Keyring,
         signing: SigningKeys,
         deleter: Deleter,
@@ -63,7 +61,7 @@ class ReleaseService:
         purge_later: Callable[[str], None] | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self.ctx = ReleaseContext(db, store, vault, keyring, signing, deleter, config, clock)
+        self.ctx = ReleaseContext(db, records, keyring, signing, deleter, config, clock)
         self.fan_out = fan_out
         self.finish_later = finish_later
         # With a broker: send the purge of revoked samples as a task (``on_revoked`` then

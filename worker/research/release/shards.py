@@ -1,8 +1,9 @@
 """Writing a release's shards: building one shard from its planned samples (re-checked
-against consent, withdrawal and erasure, read through a vault over the shard's prefetched
-subject keys) with its encrypted part record; the task form that claims the finish once the
-set is complete (a compare-and-set ``building`` → ``finishing``); reading and dropping the part
-records; and rewriting a stored shard without some samples (the purge's new generation)."""
+against consent, withdrawal and erasure, read through the container's vault over the shard's
+subject keys fetched in one query) with its encrypted part record; the task form that claims
+the finish once the set is complete (a compare-and-set ``building`` → ``finishing``); reading
+and dropping the part records; and rewriting a stored shard without some samples (the purge's
+new generation)."""
 
 from __future__ import annotations
 
@@ -16,31 +17,13 @@ from typing import Any, BinaryIO, cast
 import structlog
 from sqlalchemy import CursorResult, select, update
 
-from worker.crypto import (
-    DecryptError,
-    Envelope,
-    InMemorySubjectKeyStore,
-    KekRef,
-    KeyNotFoundError,
-    SubjectKeys,
-    WrappedKey,
-    WrappedSubjectKey,
-)
-from worker.ledger.models import Release, ResearchSample, StoredObject, Subject, SubjectKeyRow
-from worker.storage.errors import ObjectMissing
-from worker.storage.vault import Vault
+from worker.ledger.models import Release, ResearchSample, StoredObject, Subject
+from worker.objects.errors import ObjectCorrupt, ObjectMissing, ObjectShredded
+from worker.objects.layout import file_key, part_key, parts_prefix
+from worker.objects.release_cipher import ReleaseCipher
 
 from .context import ReleaseContext, subject_pseudonym
-from .format import (
-    MEDIA_EXT,
-    copy_tar_without,
-    file_key,
-    part_key,
-    parts_prefix,
-    shard_name,
-    tarinfo,
-)
-from .keys import ReleaseCipher
+from .format import MEDIA_EXT, copy_tar_without, shard_name, tarinfo
 
 __all__ = ["THUMBS_PER_SHARD", "build", "drop_parts", "read_parts", "rebuild", "rewrite"]
 
@@ -50,7 +33,8 @@ THUMBS_PER_SHARD = 8
 
 
 def _thumbnail(data: bytes) -> str | None:
-    """A small JPEG thumbnail (base64) of an image sample, or None."""
+    """A JPEG thumbnail (base64, 192 px on the long side: the privacy report's contact sheet
+    shows it at about that size) of an image sample, or None."""
     import cv2
     import numpy as np
 
@@ -58,11 +42,11 @@ def _thumbnail(data: bytes) -> str | None:
     if img is None:
         return None
     h, w = img.shape[:2]
-    scale = 96 / max(h, w)
+    scale = min(1.0, 192 / max(h, w))
     small = cv2.resize(
         img, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA
     )
-    ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 70])
+    ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])
     return base64.b64encode(bytes(buf)).decode() if ok else None
 
 
@@ -88,9 +72,9 @@ def build(ctx: ReleaseContext, release_id: str, index: int) -> bool:
     if not _buildable(row) or row.status != "building":
         return False
     plan = (row.summary or {})["plan"]
-    if not ctx.store.exists(part_key(release_id, index)):
+    if not ctx.vault.exists(part_key(release_id, index)):
         _write(ctx, row, index)
-    done = sum(1 for _ in ctx.store.keys(parts_prefix(release_id)))
+    done = len(ctx.vault.keys(parts_prefix(release_id)))
     if done < len(plan["shards"]):
         return False
     with ctx.db.session() as s:
@@ -129,27 +113,9 @@ def _write(ctx: ReleaseContext, row: Release, index: int) -> None:
             s.expunge(sample)
             s.expunge(obj)
             s.expunge(subject)
-        # The shard's subject keys in one query (not one ledger round trip per sample);
-        # destroyed keys are left out, so their samples fail as shredded and are dropped.
-        prefetched = InMemorySubjectKeyStore()
-        for key_row in s.scalars(
-            select(SubjectKeyRow).where(
-                SubjectKeyRow.key_id.in_({sub.key_id for _, _, sub in found.values()}),
-                SubjectKeyRow.wrapped.is_not(None),
-                SubjectKeyRow.destroyed_at.is_(None),
-            )
-        ):
-            assert key_row.wrapped is not None
-            prefetched.add(
-                WrappedSubjectKey(
-                    key_row.key_id,
-                    WrappedKey(KekRef(key_row.keyring_id, key_row.kek_version), key_row.wrapped),
-                )
-            )
-    vault = Vault(
-        ctx.store,
-        Envelope(SubjectKeys(ctx.keyring, prefetched), segment_size=ctx.config.segment_size),
-    )
+    # The shard's subject keys in one query (not one ledger round trip per sample); destroyed
+    # keys are left out, so their samples do not open and are dropped.
+    vault = ctx.records.reader({sub.key_id for _, _, sub in found.values()})
     tar_buf = io.BytesIO()
     members: list[dict[str, Any]] = []
     dropped: list[str] = []
@@ -171,7 +137,7 @@ def _write(ctx: ReleaseContext, row: Release, index: int) -> None:
                 continue
             try:
                 media = vault.read(obj.key, "research", obj.job_id, ctx.config.max_sample_bytes)
-            except (ObjectMissing, DecryptError, KeyNotFoundError):
+            except (ObjectMissing, ObjectCorrupt, ObjectShredded):
                 # gone since the plan, or its subject key was shredded (erased)
                 dropped.append(e["sample"])
                 continue
@@ -265,7 +231,7 @@ def rewrite(
     release_id = cipher.release_id
     old_key = file_key(release_id, shard["name"], int(shard.get("generation", 0)))
     plain = io.BytesIO()
-    src = ctx.store.get(old_key)
+    src = ctx.vault.raw(old_key)
     try:
         cipher.decrypt(old_key, src, cast(BinaryIO, plain))
     finally:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from worker.crypto import Keyring
+from worker.crypto.keyring import Keyring
 from worker.ledger.db import Database
 from worker.ledger.service_keys import ServiceSecret
 

@@ -3,7 +3,8 @@
 The one deletion mechanism: the job tail (originals), sweeps, erasure and consent withdrawal all
 go through :class:`Deleter`. Store first (every version, verified), ledger second (compare-and-set
 on ``deleted_at IS NULL``), so a crash between the two is finished by the next attempt and
-nothing is recorded twice.
+nothing is recorded twice. Store failures are raised as :mod:`worker.objects.errors`
+(:class:`~worker.objects.errors.ObjectUnavailable` is the caller's cue to retry).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from worker.ledger import audit
 from worker.ledger.db import Database
 from worker.ledger.models import DeletionReceipt, Job, StoredObject, UtcDateTime
 from worker.metrics import DELETION_FAILURES, DELETIONS
+from worker.objects.vault import translated
 from worker.storage.base import DeleteResult, ObjectStore
 
 log = structlog.get_logger("facemedia.retention")
@@ -88,8 +90,8 @@ class Deleter:
         self.clock = clock
 
     def delete(self, doomed: Sequence[Doomed], reason: str) -> DeletionBatch:
-        """Delete every version of each object, verify, record once. Raises store errors
-        (TransientStorageError is the caller's cue to retry)."""
+        """Delete every version of each object, verify, record once. Raises
+        :class:`~worker.objects.errors.ObjectUnavailable` (retry) or another objects error."""
         return self.record(doomed, self.remove(doomed), reason)
 
     def remove(self, doomed: Sequence[Doomed]) -> dict[str, DeleteResult]:
@@ -97,7 +99,8 @@ class Deleter:
         if not doomed:
             return {}
         known = {d.key: d.versions for d in doomed if d.versions}
-        return self.store.delete_many([d.key for d in doomed], known)
+        with translated():
+            return self.store.delete_many([d.key for d in doomed], known)
 
     def record(
         self,

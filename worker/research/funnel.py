@@ -1,0 +1,155 @@
+"""The research loss funnel: where the candidate jobs of a release went.
+
+Every job that ends with its original in memory is a candidate research sample. The sampler
+records each decision here (:func:`record`), as an aggregate count per calendar month, outcome
+and reason in the ledger's ``research_funnel`` table: no job, subject or sample id, so the table
+holds nothing about a person. A release adds what it excluded when it was planned (withdrawn or
+erased since sampling, the sample deleted, the gate) and what k-anonymity suppressed
+(:func:`release_funnel`); ``research release`` and ``research status`` print the result
+(:func:`describe`), and so does the ``no_eligible_samples`` error.
+
+A job delivered again after a crash inside its sampling step may be counted twice: the counts
+are for people reading where samples went, not an audit record (the audit log is that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from worker.ledger.db import Database
+from worker.ledger.models import ResearchFunnel
+
+__all__ = ["SAMPLING_STEPS", "describe", "record", "release_funnel", "sampling_totals"]
+
+# The sampler's skip reasons that are a person's choice or state, in the order a reader
+# follows them (the rest — already sampled, unsupported media, errors — are "other").
+SAMPLING_STEPS: tuple[tuple[str, str], ...] = (
+    ("not_selected", "not sampled (research.sample_rate)"),
+    ("no_consent", "no research consent"),
+    ("minor_without_guardian", "minor without a guardian's consent"),
+    ("withdrawn", "consent withdrawn"),
+    ("erased", "erased or being erased"),
+)
+_STEP_REASONS = frozenset(r for r, _ in SAMPLING_STEPS)
+# Decisions that say nothing about the candidate (a redelivery finding its sample kept).
+_NOT_COUNTED = frozenset({"already_sampled", "no_job"})
+
+
+def record(db: Database, outcome: str, reason: str, when: datetime) -> None:
+    """Add one decision (``outcome`` of the sampler: sampled, staged, skipped, discarded,
+    error; ``reason`` its stable code) to the month of ``when``."""
+    if reason in _NOT_COUNTED:
+        return
+    month = when.strftime("%Y-%m")
+    key = (
+        ResearchFunnel.month == month,
+        ResearchFunnel.outcome == outcome[:16],
+        ResearchFunnel.reason == reason[:40],
+    )
+    with db.session() as s:
+        bumped = s.execute(
+            update(ResearchFunnel).where(*key).values(count=ResearchFunnel.count + 1)
+        )
+        if getattr(bumped, "rowcount", 0):
+            return
+        try:
+            with s.begin_nested():
+                s.add(
+                    ResearchFunnel(month=month, outcome=outcome[:16], reason=reason[:40], count=1)
+                )
+        except IntegrityError:  # a concurrent first decision of the month: add to its row
+            s.execute(update(ResearchFunnel).where(*key).values(count=ResearchFunnel.count + 1))
+
+
+def sampling_totals(db: Database) -> dict[str, Any]:
+    """Every decision recorded so far: ``candidates`` (jobs decided), one count per step of
+    :data:`SAMPLING_STEPS`, ``gate_discarded`` by reason, ``other`` by reason, ``sampled``
+    (kept, or staged for a k-Same batch)."""
+    with db.session() as s:
+        rows = s.execute(
+            select(ResearchFunnel.outcome, ResearchFunnel.reason, ResearchFunnel.count)
+        ).all()
+    totals: dict[str, Any] = {"candidates": 0, **{r: 0 for r, _ in SAMPLING_STEPS}}
+    gate: dict[str, int] = {}
+    other: dict[str, int] = {}
+    sampled = 0
+    for outcome, reason, n in rows:
+        totals["candidates"] += n
+        if outcome in ("sampled", "staged"):
+            sampled += n
+        elif outcome == "discarded":
+            gate[reason] = gate.get(reason, 0) + n
+        elif outcome == "skipped" and reason in _STEP_REASONS:
+            totals[reason] += n
+        else:
+            other[reason] = other.get(reason, 0) + n
+    totals["gate_discarded"] = dict(sorted(gate.items()))
+    totals["other"] = dict(sorted(other.items()))
+    totals["sampled"] = sampled
+    return totals
+
+
+def release_funnel(
+    sampling: Mapping[str, Any],
+    eligibility: Mapping[str, int],
+    suppressed: int,
+    released: int,
+) -> dict[str, Any]:
+    """The whole funnel of one release: the sampling decisions, what the plan excluded among
+    the stored samples (``eligibility`` of :mod:`worker.research.release.plan`), what
+    k-anonymity suppressed and what was released."""
+    return {
+        "sampling": dict(sampling),
+        "stored_samples": int(eligibility.get("considered", 0)),
+        "excluded": {
+            "withdrawn": int(eligibility.get("excluded_withdrawn", 0)),
+            "erased": int(eligibility.get("excluded_erased", 0)),
+            "no_consent": int(eligibility.get("excluded_no_consent", 0)),
+            "minor_without_guardian": int(eligibility.get("excluded_minor", 0)),
+            "deleted": int(eligibility.get("excluded_deleted", 0)),
+            "gate": int(eligibility.get("excluded_gate", 0)),
+            "after_plan": int(eligibility.get("dropped_after_plan", 0)),
+        },
+        "suppressed_k_anonymity": int(suppressed),
+        "released": int(released),
+    }
+
+
+_EXCLUDED_LABELS = {
+    "withdrawn": "consent withdrawn since sampling",
+    "erased": "erased since sampling",
+    "no_consent": "no research consent any more",
+    "minor_without_guardian": "minor without a guardian's consent",
+    "deleted": "sample deleted (expired)",
+    "gate": "failed the residual-face gate",
+    "after_plan": "withdrawn or erased while the release was built",
+}
+
+
+def describe(funnel: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """The funnel as (label, count) lines for people, in the order candidates are lost."""
+    sampling = funnel.get("sampling", {})
+    lines: list[tuple[str, int]] = [
+        ("candidate jobs (sampling decisions)", sampling.get("candidates", 0))
+    ]
+    lines += [(f"  lost: {label}", int(sampling.get(r, 0))) for r, label in SAMPLING_STEPS]
+    for reason, n in sampling.get("gate_discarded", {}).items():
+        lines.append((f"  lost: discarded by the residual-face gate ({reason})", int(n)))
+    for reason, n in sampling.get("other", {}).items():
+        lines.append((f"  lost: not kept ({reason})", int(n)))
+    lines.append(("samples kept", int(sampling.get("sampled", 0))))
+    lines.append(("stored samples considered by the release", int(funnel.get("stored_samples", 0))))
+    for key, label in _EXCLUDED_LABELS.items():
+        n = int(funnel.get("excluded", {}).get(key, 0))
+        if n:
+            lines.append((f"  excluded: {label}", n))
+    if "suppressed_k_anonymity" in funnel:
+        lines.append(("  suppressed for k-anonymity", int(funnel["suppressed_k_anonymity"])))
+    if "released" in funnel:
+        lines.append(("released", int(funnel["released"])))
+    return lines
