@@ -47,7 +47,7 @@ def _verdict(case: Case, st: dict[str, Any]) -> str | None:
 def test_the_corpus_has_at_least_forty_kinds(corpus: list[Case]) -> None:
     assert len(corpus) >= 40
     assert len({c.name for c in corpus}) == len(corpus)
-    assert {c.job_type for c in corpus} == {"detect", "ar"}
+    assert {c.job_type for c in corpus} == {"detect", "ar", "pta"}
 
 
 def test_every_hostile_input_ends_as_documented_in_the_embedded_spine(
