@@ -43,7 +43,7 @@ from numpy.typing import NDArray
 from pipelines.errors import BadParams
 from pipelines.faces.canonical import canonical_face_model
 from pipelines.faces.detector import Face, as_bgr
-from pipelines.faces.models import face_landmark_path, iris_landmark_path
+from pipelines.faces.models import face_landmark_path, iris_landmark_path, read_tflite
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
@@ -272,13 +272,8 @@ class FaceMesher:
     @classmethod
     def load(cls, config: MesherConfig = MesherConfig()) -> FaceMesher:
         """Read the networks from the installed model files (``ModelMissing`` if absent)."""
-        # The classic engine exposes both outputs of each graph (the new engine only the first).
-        mesh = cv2.dnn.readNetFromTFLite(str(face_landmark_path()), engine=cv2.dnn.ENGINE_CLASSIC)
-        iris = None
-        if config.iris:
-            iris = cv2.dnn.readNetFromTFLite(
-                str(iris_landmark_path()), engine=cv2.dnn.ENGINE_CLASSIC
-            )
+        mesh = read_tflite(face_landmark_path())
+        iris = read_tflite(iris_landmark_path()) if config.iris else None
         return cls(mesh, iris, config)
 
     @property

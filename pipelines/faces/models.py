@@ -21,7 +21,7 @@ import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -120,6 +120,18 @@ def iris_landmark_path() -> Path:
 def selfie_segmentation_path() -> Path:
     """``selfie_segmentation.tflite``."""
     return model_path(SELFIE_SEGMENTATION)
+
+
+def read_tflite(path: Path) -> Any:
+    """Read a TFLite graph with OpenCV DNN's classic engine, which exposes every output of a
+    graph (the new engine only the first). OpenCV 5.0 calls it ``ENGINE_CLASSIC``, 5.1 renamed
+    it ``ENGINE_OPENCV``."""
+    import cv2
+
+    engine = getattr(cv2.dnn, "ENGINE_CLASSIC", None)
+    if engine is None:
+        engine = cv2.dnn.ENGINE_OPENCV
+    return cv2.dnn.readNetFromTFLite(str(path), engine=engine)
 
 
 _EDGE = re.compile(r"\((\d+),\s*(\d+)\)")

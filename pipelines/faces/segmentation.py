@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipelines.faces.detector import as_bgr
-from pipelines.faces.models import selfie_segmentation_path
+from pipelines.faces.models import read_tflite, selfie_segmentation_path
 
 F32 = NDArray[np.float32]
 
@@ -36,10 +36,7 @@ class PersonSegmenter:
     @classmethod
     def load(cls) -> PersonSegmenter:
         """Read the network from the installed model file (``ModelMissing`` if absent)."""
-        net = cv2.dnn.readNetFromTFLite(
-            str(selfie_segmentation_path()), engine=cv2.dnn.ENGINE_CLASSIC
-        )
-        return cls(net)
+        return cls(read_tflite(selfie_segmentation_path()))
 
     def segment(self, bgr: NDArray[np.uint8]) -> F32:
         """Person probability, float32 ``HxW`` in ``[0, 1]``, for a BGR (or gray/BGRA) image."""
