@@ -18,7 +18,13 @@ import pytest
 
 IN_CI = os.environ.get("CI") == "true"
 PG_ADMIN_URL = os.environ.get("FACEMEDIA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("FACEMEDIA_TEST_REDIS", "redis://127.0.0.1:6379/7")
+# The Redis server the tests use; each test that needs a broker leases a database of its own
+# (``redis_url`` below), so tests running at once (pytest-xdist workers, two runs) never share
+# queues.
+REDIS_SERVER = os.environ.get("FACEMEDIA_TEST_REDIS", "redis://127.0.0.1:6379").rstrip("/")
+# Databases the tests may lease: db 0 holds the leases; 8 and 9 are the benchmarks' (bench/).
+REDIS_DBS = (1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14, 15)
+_REDIS_LEASE = "facemedia:test:redis-lease:{db}"
 AMQP_URL = os.environ.get("FACEMEDIA_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
 REGION = "cn-north-1"
 
@@ -101,6 +107,74 @@ def s3_bucket(s3_endpoint: str) -> str:
     s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
     s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
     return name
+
+
+def _holder_gone(value: bytes | None) -> bool:
+    """True if a lease's holder (``host:pid``) was a process of this host that no longer runs."""
+    if value is None:
+        return False
+    host, _, pid = value.decode().rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def lease_redis_db(ttl: int = 3600) -> str | None:
+    """Lease an empty Redis database no other test holds (None if every one is taken). The
+    lease is a key in db 0, so a test's FLUSHDB never drops it; it expires after ``ttl`` and is
+    taken over at once when its holder process is gone. Give it back with
+    :func:`release_redis_db`."""
+    import redis
+
+    admin = redis.Redis.from_url(f"{REDIS_SERVER}/0")
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    try:
+        for db in REDIS_DBS:
+            key = _REDIS_LEASE.format(db=db)
+            if not admin.set(key, me, nx=True, ex=ttl):
+                if not _holder_gone(admin.get(key)):
+                    continue
+                admin.delete(key)
+                if not admin.set(key, me, nx=True, ex=ttl):
+                    continue
+            url = f"{REDIS_SERVER}/{db}"
+            with redis.Redis.from_url(url) as client:
+                client.flushdb()
+            return url
+        return None
+    finally:
+        admin.close()
+
+
+def release_redis_db(url: str) -> None:
+    """Empty a leased database and give the lease back."""
+    import redis
+
+    db = int(url.rsplit("/", 1)[1])
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    with redis.Redis.from_url(f"{REDIS_SERVER}/0") as admin:
+        admin.delete(_REDIS_LEASE.format(db=db))
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis URL on an empty database of this test's own, emptied and given back afterwards
+    (queues named ``media`` etc. are shared by every consumer of a database)."""
+    need("Redis", port_open("127.0.0.1", 6379), "nothing listens on 127.0.0.1:6379")
+    url = lease_redis_db()
+    need("a free Redis database", url is not None, f"every one of {REDIS_DBS} is leased")
+    assert url is not None
+    try:
+        yield url
+    finally:
+        release_redis_db(url)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ ends; a broker that cannot be reached exits 4. Real Redis (a database of its own
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,25 +15,13 @@ from tests.cli.conftest import Ran, on_a_terminal
 pytestmark = pytest.mark.services
 
 Fm = Callable[..., Ran]
-BROKER = "redis://127.0.0.1:6379/14"
 
 
 @pytest.fixture
-def empty_broker() -> Iterator[str]:
-    """Redis database 14, emptied before and after (the test leaves a job no worker took)."""
-    import redis
-
-    client = redis.Redis.from_url(BROKER)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
-    client.flushdb()
-    try:
-        yield BROKER
-    finally:
-        client.flushdb()
-        client.close()
+def empty_broker(redis_url: str) -> str:
+    """A Redis database of this test's own, emptied before and after (the test leaves a job no
+    worker took)."""
+    return redis_url
 
 
 def test_no_worker_is_named_and_the_wait_exits_3(fm: Fm, photo: Path, empty_broker: str) -> None:

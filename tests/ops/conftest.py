@@ -3,16 +3,14 @@ SeaweedFS's S3 over HTTP). Redis database 13 keeps these queues apart from the o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import cv2
 import pytest
 
-from tests.conftest import REGION, need, port_open
-
-OPS_REDIS = "redis://127.0.0.1:6379/13"
+from tests.conftest import REGION
 
 
 @pytest.fixture(scope="session")
@@ -28,15 +26,9 @@ def big_jpeg() -> bytes:
 
 
 @pytest.fixture
-def ops_redis() -> Iterator[str]:
-    """An empty Redis database for the broker."""
-    need("redis", port_open("127.0.0.1", 6379), "nothing listens on 127.0.0.1:6379")
-    import redis
-
-    client = redis.Redis.from_url(OPS_REDIS)
-    client.flushdb()
-    yield OPS_REDIS
-    client.flushdb()
+def ops_redis(redis_url: str) -> str:
+    """An empty Redis database of this test's own for the broker."""
+    return redis_url
 
 
 @pytest.fixture

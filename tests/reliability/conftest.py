@@ -20,34 +20,28 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import AMQP_URL, REGION, need, port_open
+from tests.conftest import AMQP_URL, REGION, lease_redis_db, need, port_open, release_redis_db
 from tests.workers import celery_worker
 
 LONG = os.environ.get("FACEMEDIA_TEST_LONG") == "1"
-REDIS_BASE = os.environ.get("FACEMEDIA_TEST_REL_REDIS", "redis://127.0.0.1:6379")
-# Redis dbs the harness may take; each run leases one (SET NX with expiry), so two runs of this
-# suite at once (a developer's and a CI job's) never share a queue. 7 and 13 belong to others.
-REDIS_DBS = (10, 11, 12, 14, 15)
-LOCK = "facemedia:reliability:lease"
 _leased: dict[str, str] = {}
 
 
 def rel_redis_url() -> str:
-    """This run's own Redis db (leased for the session, released at exit)."""
+    """This run's own Redis db (leased for the process with tests/conftest.py's lease, given
+    back at exit), so two runs of this suite at once, or two pytest-xdist workers, never share a
+    queue."""
     if "redis" in _leased:
         return _leased["redis"]
     import atexit
 
-    import redis
-
-    for db in REDIS_DBS:
-        url = f"{REDIS_BASE}/{db}"
-        client = redis.Redis.from_url(url)
-        if client.set(LOCK, str(os.getpid()), nx=True, ex=4 * 3600):
-            _leased["redis"] = url
-            atexit.register(lambda c=client: c.delete(LOCK))
-            return url
-    pytest.skip("every Redis db of the reliability harness is leased by another run")
+    need("redis", port_open("127.0.0.1", 6379), "nothing listens on 127.0.0.1:6379")
+    url = lease_redis_db(ttl=4 * 3600)
+    if url is None:
+        pytest.skip("every Redis db the tests may use is leased by another run")
+    _leased["redis"] = url
+    atexit.register(release_redis_db, url)
+    return url
 
 
 def amqp_url() -> str:
@@ -85,11 +79,8 @@ def purge_broker(url: str) -> None:
     if url.startswith("redis"):
         import redis
 
-        client = redis.Redis.from_url(url)
-        owner = client.get(LOCK)
-        client.flushdb()
-        if owner is not None:
-            client.set(LOCK, owner, ex=4 * 3600)
+        with redis.Redis.from_url(url) as client:
+            client.flushdb()  # the lease lives in db 0: this keeps it
         return
     import kombu
 

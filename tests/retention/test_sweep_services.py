@@ -179,20 +179,16 @@ def test_privacy_tasks_on_a_real_worker(
     s3_bucket: str,
     tmp_path: Path,
     astronaut_jpeg: bytes,
+    redis_url: str,
 ) -> None:
     """Erasure and the sweep as Celery tasks on the privacy queue (Redis broker)."""
-    import redis
-
-    from tests.conftest import REDIS_URL, need, port_open
     from tests.workers import celery_worker, wait_for
     from worker.bootstrap import Container
     from worker.ledger.models import Subject
 
-    need("redis", port_open("127.0.0.1", 6379), "nothing listens on 127.0.0.1:6379")
-    redis.Redis.from_url(REDIS_URL).flushdb()
     settings = {
         "home": tmp_path / "var",
-        "broker_url": REDIS_URL,
+        "broker_url": redis_url,
         "database_url": pg_url,
         "store_url": f"s3://{s3_bucket}/p",
         "s3_endpoint_url": s3_endpoint,

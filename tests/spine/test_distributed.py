@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.conftest import AMQP_URL, REDIS_URL, REGION, need, port_open
+from tests.conftest import REGION, need, port_open
 from tests.media_signatures import plaintext_hits
 from tests.workers import celery_worker, settings_env, wait_for
 from worker.objects.errors import ObjectCorrupt
@@ -21,24 +21,16 @@ from worker.objects.layout import output_key
 
 pytestmark = pytest.mark.services
 
-BROKERS = {
-    "redis": (REDIS_URL, 6379),
-    "rabbitmq": (AMQP_URL, 5672),
-}
+BROKERS = {"redis": 6379, "rabbitmq": 5672}
 JOBS = 20
 
 
 @pytest.fixture(params=sorted(BROKERS))
 def broker_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    url, port = BROKERS[request.param]
+    port = BROKERS[request.param]
     need(request.param, port_open("127.0.0.1", port), f"nothing listens on 127.0.0.1:{port}")
-    if request.param == "redis":
-        import redis
-
-        redis.Redis.from_url(url).flushdb()
-        yield url
-    else:
-        yield request.getfixturevalue("amqp_url")  # a vhost of its own
+    # a database or a vhost of its own
+    yield request.getfixturevalue("redis_url" if request.param == "redis" else "amqp_url")
 
 
 def _all_versions(s3: Any, bucket: str, prefix: str = "") -> list[dict[str, Any]]:
