@@ -25,8 +25,12 @@ the box beyond it; the other quarter allows for the tracker's box error), and co
 same PSNR of the plain transcode over the same pixels (goal: within 0.1 dB).
 ``tests/pipelines/test_video_planes.py`` runs the same checks (``deid_quality``) on a small clip.
 
+OpenCV runs one thread (``--cv-threads``, default 1), as in a Celery child
+(``worker/celery_app.py``); FFmpeg and libx264 pick their own thread counts, the same for every
+row. The machine is shared: read the ratios and the load printed with each round.
+
 Run: ``.venv/bin/python bench/video_bench.py`` (``--rounds``, ``--frames``, ``--no-six``,
-``--no-1080``, ``--no-ar``).
+``--no-1080``, ``--no-ar``, ``--cv-threads``).
 """
 
 from __future__ import annotations
@@ -338,7 +342,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-six", action="store_true", help="skip the six-face clip")
     parser.add_argument("--no-1080", action="store_true", help="skip the 1080p clip")
     parser.add_argument("--no-ar", action="store_true", help="skip the ar rows")
+    parser.add_argument(
+        "--cv-threads",
+        type=int,
+        default=1,
+        help="cv2.setNumThreads (1: what a Celery child runs with, worker/celery_app.py)",
+    )
     args = parser.parse_args(argv)
+    cv2.setNumThreads(args.cv_threads)
 
     detector = CenterFaceDetector.load()
     clips = {"720p, 2 faces": make_clip(args.frames, 1280, 720, args.fps, detector)}
@@ -352,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     blur_params = {"strength": 0.1}
     print(
         f"Python {platform.python_version()}, PyAV {av.__version__}, OpenCV {cv2.__version__}, "
-        f"{platform.machine()} {os.cpu_count()} cpu; load {load()} at start"
+        f"{platform.machine()} {os.cpu_count()} cpu; cv2 threads {cv2.getNumThreads()}; "
+        f"load {load()} at start"
     )
     for label, clip in clips.items():
         info = probe_video(clip.data, limits)

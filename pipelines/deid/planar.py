@@ -3,11 +3,13 @@
 :func:`apply_planes` applies a registered operator to the faces of one
 :class:`~pipelines.media.video.Planes` frame, in place. ``mask``, ``blur`` and ``pixelate`` have
 per-plane variants here: the luma plane is treated as the operator treats a BGR image, and the
-two chroma planes the same way at half resolution (the face, the dilated ellipse, the blur's
-sigma and the mosaic's block all halved), with the same parameters and the same regions
-(:func:`~pipelines.deid.geometry.ellipse_region`). A mask's colour is converted with the frame's
-own matrix and range. Every other operator (``k_same``, ``landmarks_only``) runs on the frame
-converted to BGR and back, exactly as on an image.
+two chroma planes the same way at half resolution: the face is halved and the operator's own
+rules applied to it (:func:`~pipelines.deid.operators.blur.sigma_for`,
+:func:`~pipelines.deid.operators.pixelate.block_for`, the same dilated ellipse,
+:func:`~pipelines.deid.geometry.ellipse_region`, computed once for both chroma planes), with the
+same parameters. Only the face regions are read and written. A mask's colour is converted with
+the frame's own matrix and range. Every other operator (``k_same``, ``landmarks_only``) runs on
+the frame converted to BGR and back, exactly as on an image.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from pipelines.deid.geometry import composite, ellipse_region
-from pipelines.deid.operators.blur import BlurParams, gaussian
+from pipelines.deid.geometry import Region, composite, ellipse_region
+from pipelines.deid.operators.blur import BlurParams, gaussian, sigma_for
 from pipelines.deid.operators.mask import MaskParams
-from pipelines.deid.operators.pixelate import PixelateParams, mosaic
+from pipelines.deid.operators.pixelate import PixelateParams, block_for, mosaic
 from pipelines.deid.registry import Operator
 from pipelines.faces.detector import Face
 from pipelines.media.video.planes import Planes
@@ -37,19 +39,32 @@ def _half(face: Face) -> Face:
     return replace(face, box=(x1 / 2.0, y1 / 2.0, x2 / 2.0, y2 / 2.0), landmarks=points)
 
 
-def _planes(planes: Planes, face: Face) -> tuple[tuple[U8, Face, float], ...]:
-    """``(plane, face in its coordinates, scale)`` for luma, then each chroma plane."""
-    half = _half(face)
-    return ((planes.y, face, 1.0), (planes.u, half, 0.5), (planes.v, half, 0.5))
+def _regions(
+    planes: Planes, face: Face, dilation: float, margin: Callable[[Face], float]
+) -> list[tuple[tuple[U8, ...], Face, Region]]:
+    """``(planes, face in their coordinates, region)`` for the luma plane, then for both chroma
+    planes (one region: they have one size), the face's dilated ellipse with ``margin(face)``
+    pixels of context; empty regions left out."""
+    out: list[tuple[tuple[U8, ...], Face, Region]] = []
+    for group, shaped in (((planes.y,), face), ((planes.u, planes.v), _half(face))):
+        region = ellipse_region(group[0].shape, shaped, dilation, margin=margin(shaped))
+        if not region.empty:
+            out.append((group, shaped, region))
+    return out
+
+
+def _no_margin(face: Face) -> float:
+    return 0.0
 
 
 def _mask(planes: Planes, faces: Sequence[Face], params: MaskParams) -> None:
-    codes = planes.colour.encode(params.color)
+    luma, cb, cr = planes.colour.encode(params.color)
+    codes = {1: (luma,), 2: (cb, cr)}
     for face in faces:
-        for (plane, shaped, _), code in zip(_planes(planes, face), codes, strict=True):
-            region = ellipse_region(plane.shape, shaped, params.dilation)
-            if not region.empty:
-                solid = np.full((region.y1 - region.y0, region.x1 - region.x0), code, np.uint8)
+        for group, _, region in _regions(planes, face, params.dilation, _no_margin):
+            solid = np.empty((region.y1 - region.y0, region.x1 - region.x0), np.uint8)
+            for plane, code in zip(group, codes[len(group)], strict=True):
+                solid.fill(code)
                 composite(plane, region, solid)
 
 
@@ -58,51 +73,43 @@ def _filtered(
     faces: Sequence[Face],
     dilation: float,
     margin: Callable[[Face], float],
-    filter_: Callable[[U8, Face, float], U8],
+    filter_: Callable[[U8, Face], U8],
 ) -> None:
-    """Replace each face's ellipse on every plane by ``filter_(rectangle, face, scale)`` of the
+    """Replace each face's ellipse on every plane by ``filter_(rectangle, face)`` of the
     *original* pixels (all patches are computed before any is written, so overlapping faces
-    never filter a neighbour's result), ``margin(face)`` luma pixels of context around it."""
+    never filter a neighbour's result), with ``margin(face)`` pixels of context around it; the
+    face is given in the plane's own coordinates, so the operator's rule (sigma, block size)
+    applies to each plane as to an image."""
     patches = []
     for face in faces:
-        for plane, shaped, scale in _planes(planes, face):
-            region = ellipse_region(plane.shape, shaped, dilation, margin=margin(face) * scale)
-            if region.empty:
-                continue
+        for group, shaped, region in _regions(planes, face, dilation, margin):
             rows, cols = region.slices()
-            patches.append(
-                (plane, region, filter_(np.ascontiguousarray(plane[rows, cols]), face, scale))
-            )
+            for plane in group:
+                rect = np.ascontiguousarray(plane[rows, cols])
+                patches.append((plane, region, filter_(rect, shaped)))
     for plane, region, patch in patches:
         composite(plane, region, patch)
 
 
-def _sigma(face: Face, params: BlurParams) -> float:
-    # The blur operator's rule: sigma is ``strength`` times the face's longer side.
-    return max(0.5, params.strength * max(face.width, face.height))
-
-
 def _blur(planes: Planes, faces: Sequence[Face], params: BlurParams) -> None:
+    # The blur operator's rule and context (sigma_for, 3 sigma), per plane.
     _filtered(
         planes,
         faces,
         params.dilation,
-        lambda face: 3.0 * _sigma(face, params),
-        lambda rect, face, scale: gaussian(rect, max(0.5, _sigma(face, params) * scale)),
+        lambda face: 3.0 * sigma_for(face, params),
+        lambda rect, face: gaussian(rect, sigma_for(face, params)),
     )
 
 
 def _pixelate(planes: Planes, faces: Sequence[Face], params: PixelateParams) -> None:
-    # The pixelate operator's rule: ``blocks`` blocks across the face's longer side.
-    def block(face: Face) -> float:
-        return max(1.0, max(face.width, face.height) / params.blocks)
-
+    # The pixelate operator's rule (block_for), per plane.
     _filtered(
         planes,
         faces,
         params.dilation,
-        lambda face: 0.0,
-        lambda rect, face, scale: mosaic(rect, max(1.0, block(face) * scale)),
+        _no_margin,
+        lambda rect, face: mosaic(rect, block_for(face, params)),
     )
 
 

@@ -1,7 +1,8 @@
 """Frame progress of a running transcode, for whoever shows it (the CLI's progress bar).
 
-The transcoder calls :func:`report` once per frame written; a caller that wants the figures
-sets :data:`frame_progress` around the work (a context variable: each thread and task sees its
+The transcoder calls :func:`report` once per frame processed (the callback is done with it;
+the encoder thread takes it next); a caller that wants the figures sets :data:`frame_progress`
+around the work (a context variable: each thread and task sees its
 own, so a worker's concurrent jobs never report into each other's hook). Nothing is reported
 when no hook is set, which is every worker's case.
 """
@@ -18,7 +19,7 @@ frame_progress: ContextVar[FrameProgress | None] = ContextVar("frame_progress", 
 
 
 def report(done: int, total: int | None) -> None:
-    """Tell the current hook, if any, that ``done`` of ``total`` frames are written."""
+    """Tell the current hook, if any, that ``done`` of ``total`` frames are processed."""
     hook = frame_progress.get()
     if hook is not None:
         hook(done, total)

@@ -221,3 +221,64 @@ def test_deid_on_planes_covers_every_face_and_keeps_the_rest(
     assert quality.coverage == 1.0
     assert plain.coverage == 0.0  # the measure sees an untouched face as uncovered
     assert quality.nonface_psnr >= plain.nonface_psnr - 0.1, (quality, plain)
+
+
+@pytest.mark.parametrize(
+    ("operator", "params"),
+    [("blur", {"strength": 0.1}), ("blur", {"strength": 0.5}), ("pixelate", {"blocks": 5})],
+)
+def test_planar_operators_are_the_image_operators_on_each_plane(
+    operator: str, params: dict[str, object]
+) -> None:
+    """Each plane gets exactly what the image operator does to a one-channel image with the
+    face in that plane's coordinates: one definition of sigma and block size
+    (``sigma_for``/``block_for``), none re-stated for video."""
+    from dataclasses import replace
+
+    from pipelines.deid.planar import apply_planes
+    from pipelines.deid.registry import get_operator
+    from pipelines.faces.detector import Face
+
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 256, (240, 320), dtype=np.uint8)
+    u, v = (rng.integers(0, 256, (120, 160), dtype=np.uint8) for _ in range(2))
+    points = tuple((100.0 + 8 * k, 90.0 + 5 * k) for k in range(5))
+    faces = [
+        Face((60.0, 40.0, 170.0, 180.0), points, 0.9),
+        Face((150.0, 100.0, 230.0, 190.0), points, 0.8),  # overlaps the first
+    ]
+    halves = [
+        replace(
+            f,
+            box=(f.box[0] / 2, f.box[1] / 2, f.box[2] / 2, f.box[3] / 2),
+            landmarks=tuple((a / 2, b / 2) for a, b in f.landmarks),
+        )
+        for f in faces
+    ]
+    op = get_operator(operator)
+    checked = op.validate(params)
+    planes = Planes(y.copy(), u.copy(), v.copy(), 320, 240, YuvMatrix())
+    apply_planes(op, planes, faces, checked)
+    assert np.array_equal(planes.luma, op.apply(y, faces, checked).image)
+    assert np.array_equal(planes.cb, op.apply(u, halves, checked).image)
+    assert np.array_equal(planes.cr, op.apply(v, halves, checked).image)
+    assert not np.array_equal(planes.luma, y)
+
+
+def test_a_failing_callback_leaves_no_transcode_thread_behind() -> None:
+    """The decoding and encoding threads stop and are joined when the callback raises (and the
+    error is the callback's own), so a failed job leaves nothing running."""
+    import threading
+
+    data = clip(frames=24, audio=True)
+
+    def fail(index: int, t: float, planes: Planes) -> None:
+        if index == 5:
+            raise KeyError("callback failed")
+
+    with pytest.raises(KeyError, match="callback failed"):
+        transform_video_planes(data, fail)
+    names = {thread.name for thread in threading.enumerate()}
+    assert not names & {"video-decode", "video-encode"}
+    out = transform_video_planes(data, untouched)  # and the next transcode runs normally
+    assert probe_video(out).frames == 24

@@ -43,6 +43,13 @@ moved in front of ``mdat`` here (:func:`.mp4box._faststart`), rewriting the ``st
 offsets; the result is laid out as ``+faststart`` lays it out (FFmpeg's ``free`` placeholder
 dropped).
 
+Threads: a transcode runs on three threads joined by bounded queues: one demuxes and decodes
+(and converts each frame to what the callback takes: BGR, or a fresh copy of the planes), the
+calling thread runs the callback in frame order, and one converts and encodes (libx264, with its
+own threads) and muxes. FFmpeg and OpenCV release the GIL, so a slow callback frame (a face
+detection) overlaps the encoding of the frames before it. The first error of any of them stops
+the other two and is raised to the caller, as from a single thread.
+
 Timing: every output frame keeps the pts of its input frame, in the input stream's time base, so
 the frame count, the timestamps (variable frame rate included) and the duration equal the input's.
 Audio (the first audio stream) is copied when it is already AAC and re-encoded to AAC otherwise,

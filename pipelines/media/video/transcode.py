@@ -4,10 +4,14 @@ streamable MP4 with the input's frames, timestamps and duration."""
 from __future__ import annotations
 
 import io
+import mmap
+import queue
+import resource
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Final, cast
+from typing import Any, Final, Generic, TypeVar, cast
 
 import av
 import av.error
@@ -51,6 +55,20 @@ X264_PRESETS: Final = (
     "slower",
     "veryslow",
 )
+#: Items (frames, audio packets) held between the decoding and the calling thread, and between
+#: the calling and the encoding thread. The second queue is the deeper one: it keeps the encoder
+#: busy while the callback spends a few frames' time on one frame (a face detection); both bound
+#: the memory (a 1080p I420 frame is 3 MB, its BGR 6 MB).
+_DECODED_DEPTH: Final = 4
+_PROCESSED_DEPTH: Final = 16
+#: glibc's thread stack when RLIMIT_STACK is unlimited, and a margin per thread for the rest of
+#: its start-up (see :func:`_reserve_thread_memory`).
+_DEFAULT_STACK: Final = 32 << 20
+_THREAD_MARGIN: Final = 4 << 20
+#: How often (s) a thread waiting on a queue checks whether the transcode was stopped.
+_POLL_S: Final = 0.05
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 _AVCOL_SPC_SMPTE170M: Final = 6  # BT.601 matrix, what cv2.COLOR_BGR2YUV_I420 uses
 _AVCOL_RANGE_MPEG: Final = 1
 
@@ -93,19 +111,23 @@ def transform_video(
     A callback that changes a few regions is cheaper through :func:`transform_video_planes`.
     """
 
-    def stage(first: _FirstFrame) -> _Stage:
+    def stage(first: _FirstFrame) -> _Stage[NDArray[np.uint8], NDArray[np.uint8]]:
         shape: tuple[int, ...] = ()
 
-        def process(index: int, t: float, frame: VideoFrame) -> VideoFrame:
+        def prepare(frame: VideoFrame) -> NDArray[np.uint8]:
+            return upright_bgr(frame, first.orientation)
+
+        def process(index: int, t: float, bgr: NDArray[np.uint8]) -> NDArray[np.uint8]:
             nonlocal shape
-            bgr = upright_bgr(frame, first.orientation)
             shape = shape or bgr.shape
-            result = _check_output(fn(index, t, bgr), shape)
+            return _check_output(fn(index, t, bgr), shape)
+
+        def finish(result: NDArray[np.uint8]) -> VideoFrame:
             i420 = cast(NDArray[np.uint8], cv2.cvtColor(_pad_even(result), cv2.COLOR_BGR2YUV_I420))
             return VideoFrame.from_ndarray(i420, format="yuv420p")
 
         # OpenCV's BGR->I420 is BT.601, limited range.
-        return _Stage(process, _OPENCV_COLOUR)
+        return _Stage(prepare, process, finish, _OPENCV_COLOUR)
 
     return _run(data, limits, stage, keep_audio, crf, preset)
 
@@ -130,40 +152,57 @@ def transform_video_planes(
     :func:`transform_video`.
     """
 
-    def stage(first: _FirstFrame) -> _Stage:
+    def stage(first: _FirstFrame) -> _Stage[tuple[VideoFrame, Planes], tuple[VideoFrame, Planes]]:
         colour = YuvMatrix.of(first.colorspace, first.full_range)
         orientation = first.orientation
         rng = _AVCOL_RANGE_JPEG if colour.full_range else _AVCOL_RANGE_MPEG
 
-        def process(index: int, t: float, frame: VideoFrame) -> VideoFrame:
+        def prepare(frame: VideoFrame) -> tuple[VideoFrame, Planes]:
             if frame.format.name not in _I420:
                 frame = frame.reformat(format="yuv420p", src_color_range=rng, dst_color_range=rng)
             y, u, v = (orientation.apply(plane_view(p)) for p in frame.planes[:3])
             height, width = y.shape
-            # A fresh frame: nothing of the decoded one (side data, captions) reaches the encoder.
+            # A fresh frame: nothing of the decoded one (side data, captions) reaches the
+            # encoder, and the decoder's own picture (a reference for later frames) is never
+            # written.
             out = VideoFrame(width + width % 2, height + height % 2, "yuv420p")
             luma, cb, cr = (plane_view(p) for p in out.planes)
             luma[:height, :width] = y
             cb[...] = u
             cr[...] = v
-            fn(index, t, Planes(luma, cb, cr, width, height, colour))
+            return out, Planes(luma, cb, cr, width, height, colour)
+
+        def process(
+            index: int, t: float, item: tuple[VideoFrame, Planes]
+        ) -> tuple[VideoFrame, Planes]:
+            fn(index, t, item[1])
+            return item
+
+        def finish(item: tuple[VideoFrame, Planes]) -> VideoFrame:
+            out, planes = item
+            luma, height, width = planes.luma, planes.height, planes.width
             if height % 2:  # pad by replicating the processed picture
                 luma[height] = luma[height - 1]
             if width % 2:
                 luma[:, width] = luma[:, width - 1]
             return out
 
-        return _Stage(process, colour)
+        return _Stage(prepare, process, finish, colour)
 
     return _run(data, limits, stage, keep_audio, crf, preset)
 
 
 @dataclass(frozen=True)
-class _Stage:
-    """What a transform does to each decoded frame (``process``: a new encoder-ready I420 frame)
-    and the matrix and range its output pixels are in."""
+class _Stage(Generic[_In, _Out]):
+    """What a transform does to each decoded frame, in three steps that run on three threads
+    (:class:`_Transcode`): ``prepare`` (the decoding thread: the decoded frame into what the
+    callback takes), ``process`` (the calling thread: the callback, in frame order) and
+    ``finish`` (the encoding thread: a new encoder-ready I420 frame); ``colour``: the matrix and
+    range of the output pixels."""
 
-    process: Callable[[int, float, VideoFrame], VideoFrame]
+    prepare: Callable[[VideoFrame], _In]
+    process: Callable[[int, float, _In], _Out]
+    finish: Callable[[_Out], VideoFrame]
     colour: YuvMatrix
 
 
@@ -177,7 +216,7 @@ _COLORSPACE: Final = {"bt601": _AVCOL_SPC_SMPTE170M, "bt709": 1, "bt2020": 9}
 def _run(
     data: bytes,
     limits: VideoLimits,
-    stage: Callable[[_FirstFrame], _Stage],
+    stage: Callable[[_FirstFrame], _Stage[Any, Any]],
     keep_audio: bool,
     crf: int,
     preset: str,
@@ -198,62 +237,181 @@ def _run(
         raise RuntimeError(f"could not move the moov box: {exc}") from exc
 
 
+class _Stopped(Exception):
+    """A thread of the transcode failed or the transcode is being abandoned (the cause is
+    recorded in :attr:`_Transcode.errors` or raised by the calling thread)."""
+
+
+#: An item marking the end of the stream in a :class:`_Pipe`.
+_END: Final = object()
+
+
+class _Pipe:
+    """A bounded queue between two threads of one transcode. Every wait gives up (raising
+    :class:`_Stopped`) once the transcode is stopped, so no thread outlives a failure."""
+
+    def __init__(self, stop: threading.Event, depth: int) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(depth)
+        self._stop = stop
+
+    def put(self, item: Any) -> None:
+        """Hand ``item`` on, waiting while the queue is full."""
+        while True:
+            if self._stop.is_set():
+                raise _Stopped
+            try:
+                self._queue.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def get(self) -> Any:
+        """The next item, waiting while the queue is empty."""
+        while True:
+            if self._stop.is_set():
+                raise _Stopped
+            try:
+                return self._queue.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+
+
 class _Transcode:
-    """One decode -> process -> encode pass. The output streams are created at the first
-    decoded frame (its orientation gives the output size); audio packets demuxed before it are
-    held until then (no more than the input holds)."""
+    """One decode -> process -> encode pass on three threads joined by bounded queues
+    (:data:`_DECODED_DEPTH`, :data:`_PROCESSED_DEPTH`): a decoding thread (demux, decode, the
+    stage's ``prepare``), the calling thread (limits, the stage's ``process``: the callback, in
+    frame order) and an encoding thread (the stage's ``finish``, libx264, the muxer). FFmpeg and
+    OpenCV release the GIL, so the three overlap. Audio packets travel through the same queues,
+    in demux order. The output streams are created at the first decoded frame (its orientation
+    gives the output size); audio packets demuxed before it are held until then (no more than
+    the input holds). The first error of any thread stops the others and is raised here."""
 
     def __init__(
         self,
         ic: InputContainer,
         probe: _Probe,
-        stage: Callable[[_FirstFrame], _Stage],
+        stage: Callable[[_FirstFrame], _Stage[Any, Any]],
         limits: VideoLimits,
         out: io.BytesIO,
         keep_audio: bool,
         crf: int,
         preset: str,
     ) -> None:
-        self.ic, self.probe, self.stage, self.limits = ic, probe, stage, limits
+        self.ic, self.probe, self.make_stage, self.limits = ic, probe, stage, limits
         self.out, self.crf, self.preset = out, crf, preset
         self.vs = _video_stream(ic)
         self.vs.thread_type = "AUTO"
         self.time_base = cast(Fraction, self.vs.time_base)
         self.ia = _audio_stream(ic) if keep_audio else None
         self.decoder = _Decoder(probe, self.time_base, limits)
-        self.process: Callable[[int, float, VideoFrame], VideoFrame] | None = None
+        self.stage: _Stage[Any, Any] | None = None
+        self.first: _FirstFrame | None = None
+        self.started = False
         self.held: list[Packet[Any]] = []
+        self.stop = threading.Event()
+        self.go = threading.Event()
+        self.errors: list[BaseException] = []
+        self.decoded = _Pipe(self.stop, _DECODED_DEPTH)
+        self.processed = _Pipe(self.stop, _PROCESSED_DEPTH)
+        self.threads: list[threading.Thread] = []
 
     def run(self) -> None:
-        vs, ia = self.vs, self.ia
         with av.open(self.out, mode="w", format="mp4") as oc:
             self.oc = oc
-            streams = (vs, ia) if ia is not None else (vs,)
-            for packet in self.ic.demux(*streams):
-                if packet.stream is vs:
-                    for frame in cast(list[VideoFrame], packet.decode()):
-                        self.encode(frame)
-                elif self.process is None:
-                    self.held.append(packet)
-                else:
-                    self.audio(packet)
-            if self.decoder.index == 0:
-                raise CorruptMedia("no video frame could be decoded")
-            oc.mux(_encoded(self.ov, None))
-            if self.oa is not None and not self.copy_audio:
-                oc.mux(self.oa.encode(None))
+            try:
+                _reserve_thread_memory(2)
+                self._spawn(self._read, "video-decode")
+                self._spawn(self._write, "video-encode")
+                self.go.set()
+                self._process()
+            except _Stopped:
+                pass  # a thread failed: its error is raised below
+            except BaseException:
+                self.stop.set()  # the other threads give up at their next wait
+                raise
+            finally:
+                for thread in self.threads:
+                    thread.join()
+            if self.errors:
+                raise self.errors[0]
+            if self.stop.is_set():
+                raise RuntimeError("the transcode stopped without an error")
 
-    def encode(self, frame: VideoFrame) -> None:
+    def _spawn(self, body: Callable[[], None], name: str) -> None:
+        def guarded() -> None:
+            try:
+                body()
+            except _Stopped:
+                pass
+            except BaseException as exc:  # re-raised by the calling thread
+                self.errors.append(exc)
+                self.stop.set()
+
+        thread = threading.Thread(target=guarded, name=name, daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as exc:  # no memory left for the thread's stack
+            raise _out_of_memory() from exc
+        self.threads.append(thread)
+
+    def _read(self) -> None:
+        """The decoding thread: every video frame (prepared) and audio packet, in demux order."""
+        vs, ia = self.vs, self.ia
+        streams = (vs, ia) if ia is not None else (vs,)
+        while not self.go.wait(_POLL_S):  # until every thread has started (see run)
+            if self.stop.is_set():
+                return
+        for packet in self.ic.demux(*streams):
+            if packet.stream is not vs:
+                self.decoded.put(packet)
+                continue
+            for frame in cast(list[VideoFrame], packet.decode()):
+                if self.stage is None:
+                    self.first = _first_frame_of(frame)
+                    self.stage = self.make_stage(self.first)
+                self.decoded.put((frame, self.stage.prepare(frame)))
+        self.decoded.put(_END)
+
+    def _process(self) -> None:
+        """The calling thread: limits, output streams, the callback; then the end of stream."""
+        while (item := self.decoded.get()) is not _END:
+            if isinstance(item, tuple):
+                self._frame(*item)
+            elif not self.started:
+                self.held.append(item)
+            else:
+                self.processed.put(item)
+        if self.decoder.index == 0:
+            raise CorruptMedia("no video frame could be decoded")
+        self.processed.put(_END)
+        self.threads[-1].join()  # the encoding thread flushes the encoders
+
+    def _frame(self, frame: VideoFrame, prepared: Any) -> None:
         index, pts, duration = self.decoder.advance(frame)
-        if self.process is None:
-            self.start(frame)
-        assert self.process is not None
-        yuv = self.process(index, float(pts * self.time_base), frame)
-        yuv.pts, yuv.time_base, yuv.duration = pts, self.time_base, duration
-        self.oc.mux(_encoded(self.ov, yuv))
+        if not self.started:
+            self._start(frame)
+        assert self.stage is not None
+        result = self.stage.process(index, float(pts * self.time_base), prepared)
+        self.processed.put((result, pts, duration))
         report(index + 1, self.probe.info.frames or None)
 
-    def audio(self, packet: Packet[Any]) -> None:
+    def _write(self) -> None:
+        """The encoding thread: finish and encode every frame, mux every packet, flush. (The
+        output streams exist once the first item arrives: :meth:`_start` precedes it.)"""
+        while (item := self.processed.get()) is not _END:
+            if isinstance(item, tuple):
+                result, pts, duration = item
+                assert self.stage is not None
+                yuv = self.stage.finish(result)
+                yuv.pts, yuv.time_base, yuv.duration = pts, self.time_base, duration
+                self.oc.mux(_encoded(self.ov, yuv))
+            else:
+                self._audio(item)
+        self.oc.mux(_encoded(self.ov, None))
+        if self.oa is not None and not self.copy_audio:
+            self.oc.mux(self.oa.encode(None))
+
+    def _audio(self, packet: Packet[Any]) -> None:
         if self.oa is None:
             return
         if self.copy_audio:
@@ -264,10 +422,10 @@ class _Transcode:
             for audio in packet.decode():
                 self.oc.mux(self.oa.encode(cast(Any, audio)))
 
-    def start(self, frame: VideoFrame) -> None:
+    def _start(self, frame: VideoFrame) -> None:
         """Create the output streams from the first decoded frame."""
-        first = _first_frame_of(frame)
-        stage = self.stage(first)
+        first, stage = self.first, self.stage
+        assert first is not None and stage is not None
         vs, oc = self.vs, self.oc
         width, height = frame.width, frame.height
         if first.orientation.swaps:
@@ -293,10 +451,28 @@ class _Transcode:
             ctx.sample_aspect_ratio = 1 / sar if first.orientation.swaps else sar
         self.ov = ov
         self.oa, self.copy_audio = _add_audio(oc, self.ia)
-        self.process = stage.process
+        self.started = True
         held, self.held = self.held, []
         for packet in held:
-            self.audio(packet)
+            self.processed.put(packet)
+
+
+def _reserve_thread_memory(count: int) -> None:
+    """:class:`TooLarge` when the memory ceiling leaves no room for ``count`` more threads.
+
+    A thread whose start-up inside CPython runs out of memory is never reported: its
+    ``Thread.start()`` waits forever. So the stacks (and a margin for the interpreter's
+    per-thread state) are mapped and released first, and the threads start while nothing else
+    of the transcode allocates.
+    """
+    stack = threading.stack_size()
+    if not stack:
+        soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
+        stack = soft if 0 < soft < _DEFAULT_STACK else _DEFAULT_STACK
+    try:
+        mmap.mmap(-1, count * (stack + _THREAD_MARGIN), flags=mmap.MAP_PRIVATE).close()
+    except (OSError, MemoryError) as exc:
+        raise _out_of_memory() from exc
 
 
 def _encoded(ov: VideoStream, frame: VideoFrame | None) -> list[Any]:
