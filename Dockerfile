@@ -67,7 +67,7 @@ STOPSIGNAL SIGTERM
 # name is QUEUE@HOSTNAME in docker-compose.yml (-n media@%h), celery@HOSTNAME by default.
 HEALTHCHECK --interval=30s --timeout=20s --start-period=60s --retries=3 \
     CMD celery -A worker.celery_app inspect ping --timeout 5 \
-        -d "celery@${HOSTNAME},media@${HOSTNAME},privacy@${HOSTNAME},research@${HOSTNAME}" \
+        -d "celery@${HOSTNAME},media@${HOSTNAME},privacy@${HOSTNAME},research@${HOSTNAME},webhooks@${HOSTNAME}" \
         || exit 1
 CMD ["celery", "-A", "worker.celery_app", "worker", "-Q", "media", "-n", "media@%h", "-E", \
      "--loglevel", "INFO", "--without-gossip", "--without-mingle"]

@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast test-long lint worker privacy-worker research-worker beat bench clean
+.PHONY: install demo test test-fast test-long lint worker privacy-worker research-worker webhook-worker beat bench clean
 
 $(STAMP): pyproject.toml requirements-models.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,13 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/facemedia demo
 
+# Two pytest-xdist workers, a test file each at a time (a file's module fixtures are set up
+# once); every test that needs Redis, RabbitMQ, PostgreSQL or S3 takes a database, vhost or
+# bucket of its own (tests/conftest.py), so the two never share a queue. PYTEST_WORKERS=0 runs
+# the suite in one process.
+PYTEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 # The long reliability runs (52 SIGKILLs per broker, 1,000-job load, service restarts: these
 # stop and restart the local Redis, RabbitMQ and PostgreSQL). `make test` runs their bounded
@@ -31,7 +36,7 @@ test-long: install
 		$(PY) -m pytest -q -s -m reliability
 
 test-fast: install
-	$(PY) -m pytest -q -m "not services and not slow"
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not services and not slow"
 
 lint: install
 	$(VENV)/bin/ruff check worker pipelines tests bench
@@ -51,6 +56,11 @@ privacy-worker: install
 # broker-backed `research release` stays "building".
 research-worker: install
 	$(VENV)/bin/celery -A worker.celery_app worker -Q research -n research@%h -E --loglevel INFO
+
+# Webhook deliveries (facemedia.webhooks.deliver): the only worker that connects out to callers'
+# callback URLs (give it egress; the others need none).
+webhook-worker: install
+	$(VENV)/bin/celery -A worker.celery_app worker -Q webhooks -n webhooks@%h -E --loglevel INFO
 
 beat: install
 	$(VENV)/bin/celery -A worker.celery_app beat --loglevel INFO

@@ -6,6 +6,7 @@ A missing service is a skip with a reason locally and a failure under CI (CI=tru
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -208,20 +209,29 @@ def pg_server() -> str:
     return PG_ADMIN_URL
 
 
-@pytest.fixture
-def pg_url(pg_server: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+@contextlib.contextmanager
+def fresh_pg_database(prefix: str = "fm_test", *, driver: str = "psycopg") -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped (connections forced off) when the block ends.
+    Its URL names the SQLAlchemy ``driver`` (``""``: a plain ``postgresql://`` URL)."""
     import psycopg
 
-    name = f"fm_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server, autocommit=True) as conn:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = pg_server.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    scheme = f"postgresql+{driver}://" if driver else "postgresql://"
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", scheme)
     try:
         yield f"{base}/{name}"
     finally:
-        with psycopg.connect(pg_server, autocommit=True) as conn:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+    with fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ PACKAGES = ("worker", "pipelines")
 
 # The command line: the ``worker.cli`` package and its former sibling module.
 CLI = ("worker.cli", "worker.cli_research")
+API = ("worker.api",)  # the HTTP entrypoint
 SERVICES = ("worker.ledger", "worker.jobs", "worker.research", "worker.retention")
 
 
@@ -89,14 +90,14 @@ RULES = (
         ("worker.retention",),
     ),
     Rule(
-        "services never import an entrypoint (tasks, the Celery app, the CLI)",
+        "services never import an entrypoint (tasks, the Celery app, the CLI, the HTTP API)",
         SERVICES,
-        ("worker.tasks", "worker.celery_app", *CLI),
+        ("worker.tasks", "worker.celery_app", *CLI, *API),
     ),
     Rule(
-        "the composition root never imports the tasks or the Celery app",
+        "the composition root never imports the tasks, the Celery app or the HTTP API",
         ("worker.bootstrap",),
-        ("worker.tasks", "worker.celery_app"),
+        ("worker.tasks", "worker.celery_app", *API),
     ),
     Rule(
         "the dispatch port never imports its Celery side or the CLI",

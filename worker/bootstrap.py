@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from worker.jobs.client import JobClient
     from worker.jobs.registry import Tools
     from worker.jobs.service import JobService
+    from worker.ledger.api_keys import ApiKeyStore
     from worker.ledger.audit import AuditAuthenticator
     from worker.ledger.checkpoints import Checkpointer
     from worker.ledger.db import Database
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from worker.retention.sweep import Sweeper
     from worker.settings import Settings
     from worker.storage.base import ObjectStore
+    from worker.webhooks.delivery import WebhookService
 
 
 def _boto_config() -> BotoConfig:
@@ -185,6 +187,20 @@ class Container:
         return ObjectRecords(self.db, self.vault, self.settings.retention.ttl, utcnow)
 
     @cached_property
+    def api_keys(self) -> ApiKeyStore:
+        """HTTP API keys (hashes only) and their webhook secrets (wrapped by the keyring); keys
+        created without limits get ``[api] rate_per_second`` and ``burst``."""
+        from worker.ledger.api_keys import ApiKeyStore
+
+        api = self.settings.api
+        return ApiKeyStore(
+            self.db,
+            self.keyring,
+            default_rate_per_second=api.rate_per_second,
+            default_burst=api.burst,
+        )
+
+    @cached_property
     def pseudonyms(self) -> Pseudonymizer:
         """Upstream subject id → keyed hash."""
         from worker.ledger.pseudonyms import Pseudonymizer
@@ -251,6 +267,8 @@ class Container:
             self.tools,
             deleter=self.deleter,
             sampler=self.sampler.sample,
+            # a job that ended with a callback_url: its webhook delivery is sent (lazily built)
+            on_ended=lambda job_id: self.webhooks.schedule(job_id),
             config=ServiceConfig(
                 lease_seconds=s.lease_seconds,
                 max_deliveries=s.max_deliveries,
@@ -396,6 +414,27 @@ class Container:
         from worker.dispatch.broker import CeleryDispatcher
 
         return CeleryDispatcher(self.settings)
+
+    @cached_property
+    def webhooks(self) -> WebhookService:
+        """Webhook deliveries of ended jobs (``facemedia.webhooks.deliver`` on the ``webhooks``
+        queue; with no broker, the first attempt runs here and retries on a timer thread)."""
+        from worker.webhooks.delivery import WebhookConfig, WebhookService
+
+        s = self.settings
+        return WebhookService(
+            self.db,
+            lambda key_id: self.api_keys.webhook_secret(key_id),
+            WebhookConfig(
+                max_attempts=s.api.webhook_max_attempts,
+                backoff_s=s.api.webhook_backoff_s,
+                # a Redis countdown past the visibility timeout would be delivered twice
+                max_backoff_s=min(3600.0, 0.8 * s.visibility_timeout),
+                timeout_s=s.api.webhook_timeout_s,
+                allow_hosts=tuple(s.api.callback_allow_hosts),
+            ),
+            send=self.dispatcher.send,
+        )
 
     @cached_property
     def client(self) -> JobClient:

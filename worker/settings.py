@@ -79,6 +79,31 @@ class ResearchSettings(BaseModel):
     shard_samples: int = Field(default=256, ge=1)
 
 
+class ApiSettings(BaseModel):
+    """The HTTP API (``facemedia serve``, docs/API.md). The upload limit is ``max_upload_bytes``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    max_concurrent_uploads: int = Field(default=16, ge=1)
+    request_timeout_s: float = Field(default=300.0, gt=0)
+    rate_per_second: float = Field(default=20.0, gt=0)
+    burst: int = Field(default=40, ge=1)
+    callback_allow_hosts: list[str] = Field(default_factory=list)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_backoff_s: float = Field(default=30.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)
+
+    @field_validator("callback_allow_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
 class Settings(BaseModel):
     """Every knob of the worker; see config/default.toml for what each one means. Build it with
     :func:`load_settings` (which reads the files and the environment)."""
@@ -126,6 +151,7 @@ class Settings(BaseModel):
     max_deliveries: int = Field(default=5, ge=1)
     retention: RetentionSettings = Field(default_factory=lambda: RetentionSettings())
     research: ResearchSettings = Field(default_factory=lambda: ResearchSettings())
+    api: ApiSettings = Field(default_factory=lambda: ApiSettings())
     sweep_batch: int = Field(default=1000, ge=1, le=1000)
     sweep_lock_seconds: int = Field(default=600, ge=10)
     orphan_grace: str = "24h"
@@ -229,7 +255,7 @@ class SettingsError(ValueError):
 
 
 def _nested_models() -> dict[str, type[BaseModel]]:
-    return {"retention": RetentionSettings, "research": ResearchSettings}
+    return {"retention": RetentionSettings, "research": ResearchSettings, "api": ApiSettings}
 
 
 def _close(name: str, choices: list[str]) -> str | None:

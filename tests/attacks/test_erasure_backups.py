@@ -18,7 +18,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,17 +217,10 @@ def _plain(url: str) -> str:
 @pytest.fixture
 def restored_db(pg_server: str) -> Iterator[str]:
     """An empty database to restore a dump into (dropped afterwards)."""
-    import psycopg
+    from tests.conftest import fresh_pg_database
 
-    name = f"fm_restore_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = pg_server.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(pg_server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database("fm_restore", driver="") as url:
+        yield url
 
 
 def _need_binaries(*names: str) -> None:

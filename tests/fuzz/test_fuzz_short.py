@@ -26,6 +26,14 @@ def test_short_fuzz_run_finds_no_crash(target: str, tmp_path: Path) -> None:
     t = time.monotonic()
     proc = subprocess.run(
         [
+            # Through a shell that forks: Linux carries a process's peak RSS across exec, so a
+            # harness started straight from a big pytest process (a pytest-xdist worker that ran
+            # the mesh tests holds ~3 GB) starts with that peak and libFuzzer's -rss_limit_mb
+            # reports an out-of-memory at once. The shell's child starts from the shell's.
+            "/bin/sh",
+            "-c",
+            '"$@"; exit $?',
+            "sh",
             sys.executable,
             "-m",
             "tests.fuzz.harness",

@@ -184,7 +184,7 @@ def test_queue_depth_reads_the_broker(ops_redis: str) -> None:
     client = redis.Redis.from_url(ops_redis)
     client.lpush("media", b"{}", b"{}", b"{}")  # kombu's Redis queue is a list named after it
     client.lpush("privacy", b"{}")
-    assert queue_depths(ops_redis) == {"media": 3, "privacy": 1, "research": 0}
+    assert queue_depths(ops_redis) == {"media": 3, "privacy": 1, "research": 0, "webhooks": 0}
 
 
 def test_an_unreadable_source_is_a_metric_not_a_crash(tmp_path: Path) -> None:

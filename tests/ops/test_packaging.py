@@ -135,7 +135,7 @@ def test_compose_has_the_whole_deployment() -> None:
         cmd = svc["command"]
         if isinstance(cmd, list) and cmd[:4] == ["celery", "-A", "worker.celery_app", "worker"]:
             queues[name] = cmd[cmd.index("-Q") + 1]
-    assert sorted(queues.values()) == ["media", "privacy", "research"]
+    assert sorted(queues.values()) == ["media", "privacy", "research", "webhooks"]
     beats = [n for n, s in ours.items() if "beat" in s["command"]]
     assert beats == ["beat"] and ours["beat"].get("deploy", {}).get("replicas") == 1
     init = " ".join(services["store-init"]["command"])

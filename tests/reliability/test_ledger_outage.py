@@ -4,9 +4,10 @@ Found by test_restarts.py: during a PostgreSQL restart a job whose subject-key l
 ended ``failed``/``internal_error``, and a delivery whose claim failed raised out of the task,
 which Celery acked: the job was stranded in ``processing``. Both now retry with backoff.
 
-The fault is injected through public seams: the service's ``subject_key_id`` collaborator (a
-constructor argument; by default a ledger read) and the ``process`` callable the delivery
-policy runs.
+The fault is injected through public seams: the service's ``records`` collaborator (a
+constructor argument; its ``add`` runs in the transaction that records the outputs and ends the
+job, the first ledger work after the claim) and the ``process`` callable the delivery policy
+runs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from worker.jobs.delivery import run_inline, run_once
 from worker.jobs.errors import TransientJobError
+from worker.objects.records import ObjectRecords
 
 pytestmark = pytest.mark.reliability
 
@@ -31,24 +33,24 @@ def test_a_ledger_error_mid_job_is_transient_not_internal_error(
 ) -> None:
     embedded.client.enqueue = lambda job_id: None  # submit without running
     job_id = embedded.client.submit(astronaut_jpeg, "detect", subject_id="outage-subject")
-    real = embedded.service.subject_key_id
     calls = {"n": 0}
 
-    def flaky(subject_id: str) -> str:  # the ledger is down for the first lookup
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise _outage()
-        return real(subject_id)
+    class FlakyRecords(ObjectRecords):
+        def add(self, *args: Any, **kwargs: Any) -> Any:  # the ledger is down for the first
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise _outage()
+            return super().add(*args, **kwargs)
 
     from worker.jobs.service import JobService
 
+    real = embedded.records
     service = JobService(
         embedded.db,
-        embedded.records,
+        FlakyRecords(real.db, real.vault, real.ttl, real.clock),
         embedded.tools,
         embedded.service.config,
         deleter=embedded.deleter,
-        subject_key_id=flaky,
     )
     with pytest.raises(TransientJobError):
         service.process(job_id)

@@ -139,18 +139,18 @@ def test_withdrawal_before_the_job_runs_wins(research: Any, face_jpeg: bytes) ->
 
 def test_redelivery_keeps_one_sample(research: Any, face_jpeg: bytes) -> None:
     """A worker that sampled, then died before committing: the redelivery samples no more."""
-    from worker.jobs.service import now
+    from worker.jobs.service import ProcessResult, now
 
     c = research()
     c.client.enqueue = lambda job_id: None
     job_id = c.client.submit(face_jpeg, "detect", subject_id="redo", consent=Consent(research=True))
     svc = c.service
     claim = svc._claim(job_id)
-    assert isinstance(claim, tuple)
-    _token, job = claim
-    media = svc._load(job)
-    svc._store_outputs(job, svc._run(job, media))
-    svc._sample(job, media)  # ...and the worker dies here
+    assert not isinstance(claim, ProcessResult)
+    job = claim.job
+    media = svc._load(claim)
+    svc._store_outputs(claim, svc._run(job, media))
+    svc._sample(claim, media)  # ...and the worker dies here
     svc.clock = lambda: now() + timedelta(seconds=120)
     assert svc.process(job_id).status == "succeeded"
     assert len(_samples(c)) == 1
@@ -190,7 +190,7 @@ def test_a_source_without_a_face_is_discarded_and_counted(
 def test_sampling_failure_never_fails_the_job(research: Any, face_jpeg: bytes) -> None:
     c = research()
 
-    def broken(job_id: str, media: bytes) -> None:
+    def broken(job_id: str, media: bytes, **rows: Any) -> None:
         raise RuntimeError("boom")
 
     c.service.sampler = broken
@@ -270,8 +270,8 @@ def test_a_withdrawal_racing_the_write_keeps_nothing(research: Any, face_jpeg: b
     c.sampler.writer.write = withdraw_then_write
     sample = c.sampler.sample
 
-    def spy(job_id: str, media: bytes) -> Any:
-        decisions.append(sample(job_id, media))
+    def spy(job_id: str, media: bytes, **rows: Any) -> Any:
+        decisions.append(sample(job_id, media, **rows))
         return decisions[-1]
 
     c.service.sampler = spy

@@ -113,7 +113,7 @@ def test_crash_after_outputs_written_is_finished_once(
     """A worker that died after writing outputs but before committing: the next delivery,
     once the lease lapsed, redoes the job and records exactly one set of outputs."""
     from worker.bootstrap import Container, set_container
-    from worker.jobs.service import JobService, now
+    from worker.jobs.service import Claim, JobService, now
 
     container = Container(make_settings())
     set_container(container)
@@ -123,10 +123,9 @@ def test_crash_after_outputs_written_is_finished_once(
         job_id = container.client.submit(astronaut_jpeg, "detect", subject_id="subject-e")
         svc: JobService = container.service
         claim = svc._claim(job_id)
-        assert isinstance(claim, tuple)
-        token, job = claim
-        outcome = svc._run(job)
-        svc._store_outputs(job, outcome)  # ...and the worker dies here
+        assert isinstance(claim, Claim)
+        outcome = svc._run(claim.job, svc._load(claim))
+        svc._store_outputs(claim, outcome)  # ...and the worker dies here
         assert svc.process(job_id).retry_in is not None  # lease still live: not taken over
         svc.clock = lambda: now() + timedelta(seconds=120)  # the lease has lapsed
         result = svc.process(job_id)
@@ -136,7 +135,7 @@ def test_crash_after_outputs_written_is_finished_once(
         status = svc.status(job_id)
         assert status["original_deleted"] and status["deliveries"] == 2
         # the dead worker's lease token can no longer commit anything
-        assert svc._commit_success(job, token, outcome) is False
+        assert svc._commit_success(claim, outcome) is None
     finally:
         container.close()
         set_container(None)
@@ -144,7 +143,7 @@ def test_crash_after_outputs_written_is_finished_once(
 
 def test_poison_job_fails_after_max_deliveries(make_settings: Any, astronaut_jpeg: bytes) -> None:
     from worker.bootstrap import Container
-    from worker.jobs.service import now
+    from worker.jobs.service import Claim, now
 
     container = Container(make_settings(max_deliveries=2))
     try:
@@ -153,7 +152,7 @@ def test_poison_job_fails_after_max_deliveries(make_settings: Any, astronaut_jpe
         svc = container.service
         offset = 0
         for _ in range(2):  # two deliveries that each died mid-job
-            assert isinstance(svc._claim(job_id), tuple)
+            assert isinstance(svc._claim(job_id), Claim)
             offset += 120
             svc.clock = lambda o=offset: now() + timedelta(seconds=o)  # type: ignore[misc]
         result = svc.process(job_id)

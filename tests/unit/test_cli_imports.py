@@ -6,51 +6,15 @@ OpenCV, SciPy or PyAV, nor Celery or boto3 (issue 14, item 6; figures in docs/BE
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cli_process import loaded, run_facemedia
 
 MEDIA = ("cv2", "scipy", "av")
 NOT_NEEDED = (*MEDIA, "celery", "boto3", "pipelines.faces")
-
-# Runs in the child: the CLI as the console script runs it, then the loaded module names.
-_CHILD = """
-import json, sys
-from worker.cli import app
-try:
-    app(sys.argv[1:], prog_name="facemedia")
-except SystemExit as exc:
-    code = exc.code
-sys.stderr.write("\\nMODULES " + json.dumps(sorted(sys.modules)) + "\\n")
-sys.exit(code)
-"""
-
-
-def _run(home: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEMEDIA_")}
-    env["FACEMEDIA_HOME"] = str(home)
-    env["FACEMEDIA_LOG_LEVEL"] = "WARNING"
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    marker = [ln for ln in proc.stderr.splitlines() if ln.startswith("MODULES ")]
-    assert marker, proc.stderr[-2000:]
-    return proc, set(json.loads(marker[-1].removeprefix("MODULES ")))
-
-
-def _loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
-    return [n for n in names if n in modules or any(m.startswith(n + ".") for m in modules)]
 
 
 def test_status_of_a_job_loads_no_media_stack(
@@ -59,13 +23,13 @@ def test_status_of_a_job_loads_no_media_stack(
     import io
 
     job_id = embedded.client.submit(io.BytesIO(astronaut_jpeg), "detect", {}, subject_id="s1")
-    proc, modules = _run(embedded.settings.home_dir, "status", job_id, "--json")
+    proc, modules = run_facemedia(embedded.settings.home_dir, "status", job_id, "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     status = json.loads(proc.stdout.strip().splitlines()[-1])
     assert status["job_id"] == job_id and status["status"] == "succeeded"
-    assert _loaded(modules, NOT_NEEDED) == []
+    assert loaded(modules, NOT_NEEDED) == []
     # nor structlog (configured when first imported: worker/logs.py) and the rich it pulls in
-    assert _loaded(modules, ("structlog", "rich")) == []
+    assert loaded(modules, ("structlog", "rich")) == []
 
 
 @pytest.mark.parametrize(
@@ -76,19 +40,19 @@ def test_status_of_a_job_loads_no_media_stack(
 def test_commands_that_process_no_media_load_none_of_it(
     tmp_path: Path, args: tuple[str, ...], code: int
 ) -> None:
-    proc, modules = _run(tmp_path / "var", *args)
+    proc, modules = run_facemedia(tmp_path / "var", *args)
     assert proc.returncode == code, proc.stderr[-2000:]
-    assert _loaded(modules, NOT_NEEDED) == []
+    assert loaded(modules, NOT_NEEDED) == []
 
 
 def test_the_media_stack_is_what_a_media_command_loads(tmp_path: Path) -> None:
     """The check can fail: a command that decodes media does load it."""
     photo = tmp_path / "in.bin"
     photo.write_bytes(b"\x00" * 16)
-    proc, modules = _run(tmp_path / "var", "run", str(photo), "--json")
+    proc, modules = run_facemedia(tmp_path / "var", "run", str(photo), "--json")
     assert proc.returncode == 1, proc.stderr[-2000:]  # the job ran (decoding) and failed
     assert json.loads(proc.stdout.strip().splitlines()[-1])["error_code"] == "unsupported_format"
-    assert "cv2" in _loaded(modules, MEDIA)
+    assert "cv2" in loaded(modules, MEDIA)
 
 
 def test_a_command_that_wrote_closes_the_ledger_at_exit(tmp_path: Path) -> None:
@@ -98,7 +62,7 @@ def test_a_command_that_wrote_closes_the_ledger_at_exit(tmp_path: Path) -> None:
     src = tmp_path / "empty.bin"
     src.write_bytes(b"")
     args = ("crypto", "encrypt", str(src), str(tmp_path / "empty.fme"), "--subject", "s1")
-    proc, _ = _run(home, *args)
+    proc, _ = run_facemedia(home, *args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (home / "ledger.db").exists()
     assert not (home / "ledger.db-wal").exists()

@@ -12,6 +12,7 @@ start-up*). :class:`FacemediaGroup` turns whatever ends a command into its docum
 
 from __future__ import annotations
 
+import copy
 import gc
 import os
 import sys
@@ -22,7 +23,7 @@ import typer
 from typer._click import exceptions as click_exceptions
 from typer.core import TyperGroup
 
-from worker.cli import jobs, ops, rights
+from worker.cli import jobs, ops, rights, serve
 from worker.cli._common import (
     EXIT_CODES_HELP,
     EXIT_REFUSED,
@@ -31,6 +32,7 @@ from worker.cli._common import (
     exit_quickly,
     state,
 )
+from worker.cli.apikey import apikey_app
 from worker.cli.avatar import avatar_app
 from worker.cli.crypto import crypto_app
 from worker.cli.keys import keys_app
@@ -143,6 +145,7 @@ app.add_typer(consent_app, name="consent")
 app.add_typer(hold_app, name="hold")
 app.add_typer(research_app, name="research")
 app.add_typer(avatar_app, name="avatar")
+app.add_typer(apikey_app, name="apikey")
 for _command in (
     jobs.run,
     jobs.submit,
@@ -153,6 +156,7 @@ for _command in (
     rights.export,
     ops.sweep,
     ops.doctor,
+    serve.serve,
 ):
     app.command()(_command)
 
@@ -204,7 +208,32 @@ def main() -> None:
     # a command is short, refcounting frees its garbage; one that processes media in this
     # process turns it back on (worker/cli/jobs.py, _decode_ceiling).
     gc.disable()
-    app(prog_name="facemedia")
+    _app_for(sys.argv[1:])(prog_name="facemedia")
+
+
+def _app_for(args: list[str]) -> typer.Typer:
+    """``app`` with only the command ARGS name, when they name one: typer builds the click
+    command of every command it holds (each function's signature, hints and options) before it
+    parses anything, ~15 % of a short command's start. Anything else (``--help``, an unknown
+    name, shell completion) gets the whole app."""
+    name = next((a for a in args if not a.startswith("-")), None)
+    if name is None or any(k.endswith("_COMPLETE") for k in os.environ):
+        return app
+    commands = [c for c in app.registered_commands if _command_name(c) == name]
+    groups = [g for g in app.registered_groups if g.name == name]
+    if len(commands) + len(groups) != 1:
+        return app
+    only = copy.copy(app)
+    only.registered_commands, only.registered_groups = commands, groups
+    return only
+
+
+def _command_name(info: Any) -> str | None:
+    if info.name:
+        return str(info.name)
+    if info.callback is None:
+        return None
+    return str(info.callback.__name__).lower().replace("_", "-")  # typer's get_command_name
 
 
 __all__ = ["app", "main"]

@@ -59,6 +59,26 @@ AttrOpt = Annotated[
 ]
 
 
+def _check_tenant(value: str) -> str:
+    from worker.ledger.tenants import BadTenant, check_tenant
+
+    try:
+        return check_tenant(value)
+    except BadTenant as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+TenantOpt = Annotated[
+    str,
+    typer.Option(
+        "--tenant",
+        help="The tenant whose subject or job this is (API keys belong to one); the CLI's "
+        "own data and everything from before tenancy belong to `default`",
+        callback=_check_tenant,
+    ),
+]
+
+
 def _parse_params(params: str) -> dict[str, Any]:
     try:
         value = json.loads(params) if params else {}
@@ -71,11 +91,14 @@ def _parse_params(params: str) -> dict[str, Any]:
     return value
 
 
-def _write_outputs(built: Container, job_id: str, out_dir: Path) -> list[str]:
-    """Decrypted outputs into OUT/JOB_ID/: directories 0700, files 0600, never via a symlink."""
+def _write_outputs(
+    built: Container, job_id: str, out_dir: Path, tenant: str | None = None
+) -> list[str]:
+    """Decrypted outputs into OUT/JOB_ID/: directories 0700, files 0600, never via a symlink
+    (with ``tenant``: JobNotFound for another tenant's job)."""
     from worker.private_files import atomic_write_private, private_dir
 
-    outputs = built.client.outputs(job_id)
+    outputs = built.client.outputs(job_id, tenant=tenant)
     target = out_dir / job_id
     with private_writes():
         private_dir(target)
@@ -121,6 +144,7 @@ def _submit(
     params: str,
     subject: str,
     attributes: dict[str, str] | None = None,
+    tenant: str = "default",
     **consent: bool,
 ) -> str:
     from worker.jobs.errors import JobError
@@ -138,6 +162,7 @@ def _submit(
                     subject_id=subject,
                     consent=Consent(**consent),
                     attributes=attributes,
+                    tenant=tenant,
                 )
             )
     except JobError as exc:
@@ -260,6 +285,7 @@ def run(
     minor: MinorOpt = False,
     guardian_consent: GuardianOpt = False,
     attr: AttrOpt = None,
+    tenant: TenantOpt = "default",
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait for a worker (with a broker)")
     ] = 300.0,
@@ -278,6 +304,7 @@ def run(
             params,
             subject,
             attributes,
+            tenant,
             research=research_consent,
             is_minor=minor,
             guardian=guardian_consent,
@@ -285,7 +312,7 @@ def run(
         view = _wait(built, job_id, timeout, show=not as_json and err.is_terminal)
     status = view.to_json()
     if out_dir is not None and view.status == "succeeded":
-        status["written"] = _write_outputs(built, job_id, out_dir)
+        status["written"] = _write_outputs(built, job_id, out_dir, tenant)
     emit(status, as_json, "job")
     if not view.ended:
         raise typer.Exit(EXIT_NOT_FINISHED)
@@ -302,6 +329,7 @@ def submit(
     minor: MinorOpt = False,
     guardian_consent: GuardianOpt = False,
     attr: AttrOpt = None,
+    tenant: TenantOpt = "default",
     as_json: JsonOpt = False,
 ) -> None:
     """Submit PATH as a job and print its id (does not wait: see `status`)."""
@@ -314,6 +342,7 @@ def submit(
         params,
         subject,
         attributes,
+        tenant,
         research=research_consent,
         is_minor=minor,
         guardian=guardian_consent,
@@ -323,33 +352,39 @@ def submit(
 
 def status(
     job_id: Annotated[str, typer.Argument(help="The job id `submit` or `run` printed")],
+    tenant: TenantOpt = "default",
     as_json: JsonOpt = False,
 ) -> None:
     """The job's state and error code; created, started and finished times and duration; media
     kind, frame count, effect chain, faces, outputs; whether its original is deleted (fields:
-    README, *Job status*)."""
+    README, *Job status*). Another tenant's job is "no such job", like an unknown one."""
+    from worker.cli._common import job_view
     from worker.jobs.errors import JobNotFound
-    from worker.jobs.reads import job_status
 
-    try:  # a ledger read: no pipeline, store or key is loaded
-        data = job_status(container().db, job_id)
+    try:  # a ledger read: no pipeline, store or key is loaded (nor SQLAlchemy, mostly)
+        data = job_view(job_id, tenant=tenant).to_json()
     except JobNotFound:
         raise fail("no such job", EXIT_REFUSED, error="not_found") from None
+    hook = data.get("webhook")
+    if hook and not as_json:  # e.g. "dead after 8 attempts (http_500)"
+        shown = f"{hook['state'] or 'not sent yet'} after {hook['attempts']} attempt(s)"
+        data = {**data, "webhook": shown + (f" ({hook['error']})" if hook["error"] else "")}
     emit(data, as_json, "job")
 
 
 def result(
     job_id: Annotated[str, typer.Argument(help="The job id")],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for the decrypted outputs")],
+    tenant: TenantOpt = "default",
     as_json: JsonOpt = False,
 ) -> None:
-    """Decrypt a job's outputs into OUT/JOB_ID/."""
+    """Decrypt a job's outputs into OUT/JOB_ID/ (a job of --tenant)."""
     from worker.jobs.errors import JobNotFound
     from worker.objects.errors import ObjectCorrupt, ObjectShredded
 
     built = container()
     try:
-        written = _write_outputs(built, job_id, out_dir)
+        written = _write_outputs(built, job_id, out_dir, tenant)
     except JobNotFound:
         raise fail("no such job", EXIT_REFUSED, error="not_found") from None
     except (ObjectShredded, ObjectCorrupt) as exc:  # shredded, or a KEK this keyring lacks

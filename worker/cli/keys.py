@@ -19,8 +19,8 @@ keys_app = typer.Typer(no_args_is_help=True, help="Key management")
 
 @keys_app.command("rotate")
 def keys_rotate(as_json: JsonOpt = False) -> None:
-    """New KEK version; re-wrap every subject key, service key and release key (objects are
-    untouched). Old versions stay live: `keys retire` destroys them."""
+    """New KEK version; re-wrap every subject key, service key, release key and webhook secret
+    (objects are untouched). Old versions stay live: `keys retire` destroys them."""
     built = container()
     current, counts = built.epochs.rotate()
     emit(
@@ -28,6 +28,7 @@ def keys_rotate(as_json: JsonOpt = False) -> None:
             "rewrapped": counts.subject_keys,
             "service_keys_rewrapped": counts.service_keys,
             "releases_rewrapped": counts.releases,
+            "webhook_secrets_rewrapped": counts.webhook_secrets,
             "kek_version": current.version,
         },
         as_json,

@@ -139,12 +139,20 @@ def release(
             "release is not published by then, saying why)",
         ),
     ] = 0.0,
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            "--tenant",
+            help="Only this tenant's samples (default: every tenant's; no tenant id appears in "
+            "the release either way)",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build a release from the eligible research samples (fanned out with a broker) and
     print its figures with the loss funnel: where the candidate jobs went (not sampled, no
     consent, minors without a guardian's consent, withdrawn, erased, the residual-face gate,
-    k-anonymity)."""
+    k-anonymity). A release spans every tenant unless --tenant restricts it."""
     import time
 
     from worker.research.release import ReleaseRequest
@@ -152,7 +160,13 @@ def release(
     built = container()
     result = _run(
         lambda: built.releases.create(
-            ReleaseRequest(name=name, k=k, operator=operator, max_suppression=max_suppression)
+            ReleaseRequest(
+                name=name,
+                k=k,
+                operator=operator,
+                max_suppression=max_suppression,
+                tenant=tenant,
+            )
         ),
         as_json,
     )

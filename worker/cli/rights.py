@@ -4,7 +4,7 @@ rights and legal holds."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,8 +17,11 @@ from worker.cli._common import (
     emit,
     fail,
     private_writes,
-    subject_ref,
 )
+from worker.cli.jobs import TenantOpt
+
+if TYPE_CHECKING:
+    from worker.bootstrap import Container
 
 consent_app = typer.Typer(no_args_is_help=True, help="Research consent")
 hold_app = typer.Typer(no_args_is_help=True, help="Legal holds on a subject or a job")
@@ -28,41 +31,61 @@ HoldSubjectOpt = Annotated[
     str | None, typer.Option("--subject", help="The upstream's subject id (or --job)")
 ]
 HoldJobOpt = Annotated[str | None, typer.Option("--job", help="A job id (or --subject)")]
+
+
+def _subject_ref(built: Container, subject: str, tenant: str) -> str:
+    """The ledger id of the upstream's SUBJECT in TENANT's namespace; exit 2 when unknown."""
+    ref = built.subjects.find(subject, tenant=tenant)
+    if ref is None:
+        raise fail("unknown subject", EXIT_REFUSED, error="not_found")
+    return str(ref.id)
+
+
 HOLD_REASON_HELP = (
     "A reason code: litigation, court_order, regulator_request, law_enforcement, "
     "contract_dispute, security_incident"
 )
 
 
-def erase(subject: SubjectArg, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
+def erase(
+    subject: SubjectArg,
+    tenant: TenantOpt = "default",
+    yes: YesOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Erase SUBJECT: delete every object, destroy the subject key, mark erased (idempotent).
     The erasure is cryptographically complete (no backup can unwrap the key) at the next KEK
     epoch change: `crypto_complete_by`, or now with `keys retire`. Asks first on a terminal;
     --yes is required off one."""
     built = container()
-    subject_id = subject_ref(built, subject)
+    subject_id = _subject_ref(built, subject, tenant)
     confirm_or_refuse("Erase this subject's data for good?", yes)
-    result = built.rights.erase(subject_id)
+    result = built.rights.erase(subject_id, tenant=tenant)
     emit(result.to_json(), as_json, "erase")
 
 
 def export(
     subject: SubjectArg,
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for the access report")],
+    tenant: TenantOpt = "default",
     as_json: JsonOpt = False,
 ) -> None:
     """Write an access report of everything held about SUBJECT, with decrypted outputs."""
     built = container()
     with private_writes():
-        report = built.rights.export(subject_ref(built, subject), out_dir)
+        subject_id = _subject_ref(built, subject, tenant)
+        report = built.rights.export(subject_id, out_dir, tenant=tenant)
     emit(report, as_json, "export")
 
 
 @consent_app.command("withdraw")
-def consent_withdraw(subject: SubjectArg, as_json: JsonOpt = False) -> None:
+def consent_withdraw(
+    subject: SubjectArg, tenant: TenantOpt = "default", as_json: JsonOpt = False
+) -> None:
     """Withdraw research consent: samples deleted, excluded from releases, revocation listed."""
     built = container()
-    result = built.rights.withdraw_consent(subject_ref(built, subject))
+    subject_id = _subject_ref(built, subject, tenant)
+    result = built.rights.withdraw_consent(subject_id, tenant=tenant)
     emit(result.to_json(), as_json, "consent")
 
 
@@ -73,6 +96,7 @@ def _hold(
     release: bool,
     as_json: bool,
     note: str | None = None,
+    tenant: str = "default",
 ) -> None:
     from worker.crypto import CryptoError
     from worker.ledger.errors import NotFound
@@ -86,10 +110,15 @@ def _hold(
         except UnknownHoldReason as exc:
             raise fail(str(exc), EXIT_REFUSED, error=exc.code) from None
     built = container()
-    subject_id = subject_ref(built, subject) if subject is not None else None
+    subject_id = _subject_ref(built, subject, tenant) if subject is not None else None
     try:
         result = built.rights.hold(
-            subject_id=subject_id, job_id=job, reason=reason, release=release, note=note
+            subject_id=subject_id,
+            job_id=job,
+            reason=reason,
+            release=release,
+            note=note,
+            tenant=tenant,
         )
     except (UnknownHoldReason, HoldNoteTooLong) as exc:
         raise fail(str(exc), EXIT_REFUSED, error=exc.code) from None
@@ -115,17 +144,19 @@ def hold_set(
             "--note", help="Optional free text, stored sealed under the subject's key only"
         ),
     ] = None,
+    tenant: TenantOpt = "default",
     as_json: JsonOpt = False,
 ) -> None:
     """Put a legal hold on a subject or a job: its objects survive sweeps and erasure. Only the
     reason code enters the ledger and the audit log; a note is sealed (erasure shreds it)."""
-    _hold(subject, job, reason, False, as_json, note)
+    _hold(subject, job, reason, False, as_json, note, tenant)
 
 
 @hold_app.command("release")
 def hold_release(
     subject: HoldSubjectOpt = None,
     job: HoldJobOpt = None,
+    tenant: TenantOpt = "default",
     yes: YesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -134,13 +165,14 @@ def hold_release(
     if (subject is None) == (job is None):
         raise fail("name exactly one of --subject or --job", EXIT_REFUSED, error="usage")
     confirm_or_refuse("Release the hold? Objects due for deletion go on the next sweep", yes)
-    _hold(subject, job, "", True, as_json)
+    _hold(subject, job, "", True, as_json, tenant=tenant)
 
 
 @hold_app.command("show")
 def hold_show(
     subject: HoldSubjectOpt = None,
     job: HoldJobOpt = None,
+    tenant: TenantOpt = "default",
     as_json: JsonOpt = False,
 ) -> None:
     """Show the hold on a subject or a job: reason code and the note (opened with the subject's
@@ -150,9 +182,9 @@ def hold_show(
     if (subject is None) == (job is None):
         raise fail("name exactly one of --subject or --job", EXIT_REFUSED, error="usage")
     built = container()
-    subject_id = subject_ref(built, subject) if subject is not None else None
+    subject_id = _subject_ref(built, subject, tenant) if subject is not None else None
     try:
-        info = built.rights.hold_info(subject_id=subject_id, job_id=job)
+        info = built.rights.hold_info(subject_id=subject_id, job_id=job, tenant=tenant)
     except NotFound as exc:
         raise fail(str(exc), EXIT_REFUSED, error="not_found") from None
     emit(info, as_json, "hold")

@@ -123,6 +123,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "schedule": epoch_check_seconds(settings),
                 "options": {"queue": names.PRIVACY, "expires": epoch_check_seconds(settings)},
             },
+            # Webhooks of jobs that ended without a delivery sent (expired by the sweep,
+            # cancelled by an erasure, or a lost message).
+            "webhook-rescue": {
+                "task": names.RESCUE_WEBHOOKS,
+                "schedule": 300.0,
+                "options": {"queue": names.WEBHOOKS, "expires": 290},
+            },
             "orphan-sweep": {
                 "task": names.ORPHANS,
                 "schedule": 86400.0,

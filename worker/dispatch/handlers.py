@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from worker.bootstrap import Container
     from worker.jobs.delivery import Step
     from worker.retention.sweep import SweepReport
+    from worker.webhooks.delivery import Attempt
 
 
 def process(c: Container, job_id: str, attempt: int = 0) -> Step:
@@ -60,12 +61,13 @@ def orphans(c: Container) -> dict[str, Any]:
 
 def erase(c: Container, subject_id: str) -> dict[str, Any]:
     """Erase a subject (idempotent)."""
-    return c.rights.erase(subject_id).to_json()
+    # the opaque id was resolved in the requester's tenant: any tenant's subject (issue 17)
+    return c.rights.erase(subject_id, tenant=None).to_json()
 
 
 def withdraw_consent(c: Container, subject_id: str) -> dict[str, Any]:
     """Withdraw a subject's research consent (idempotent)."""
-    return c.rights.withdraw_consent(subject_id).to_json()
+    return c.rights.withdraw_consent(subject_id, tenant=None).to_json()
 
 
 def kek_epoch(c: Container) -> dict[str, Any]:
@@ -100,6 +102,44 @@ def build_ksame_batches(c: Container) -> list[dict[str, Any]]:
     return [r.to_json() for r in c.ksame.build(max_batches=names.KSAME_BATCHES_PER_TASK)]
 
 
+def webhook_attempt(c: Container, job_id: str) -> Attempt:
+    """One webhook delivery attempt for an ended job (``facemedia.webhooks.deliver``; the
+    Celery task retries it after ``retry_in`` seconds)."""
+    return c.webhooks.attempt(job_id)
+
+
+def deliver_webhook(c: Container, job_id: str) -> dict[str, Any]:
+    """The inline form of ``facemedia.webhooks.deliver``: the first attempt now; each retry
+    after its backoff on a daemon timer thread of this process (a process that exits first
+    leaves the job's ``webhook_state`` ``pending``)."""
+    import threading
+
+    step = webhook_attempt(c, job_id)
+    if step.retry_in is not None:
+
+        def again() -> None:
+            try:
+                deliver_webhook(c, job_id)
+            except Exception as exc:  # a thread of its own: nobody else would see it
+                import structlog
+
+                structlog.get_logger("facemedia.webhooks").warning(
+                    "webhook_retry_failed", job_id=job_id, exc_type=type(exc).__name__
+                )
+            finally:
+                c.checkpoint()
+
+        timer = threading.Timer(step.retry_in, again)
+        timer.daemon = True
+        timer.start()
+    return step.to_json()
+
+
+def rescue_webhooks(c: Container) -> int:
+    """Send again the webhook deliveries of ended jobs that were never attempted."""
+    return c.webhooks.rescue()
+
+
 #: Task name → body, for the inline dispatcher (the media task has its own inline runner).
 HANDLERS: dict[str, Callable[..., Any]] = {
     names.PROCESS: process,
@@ -113,4 +153,6 @@ HANDLERS: dict[str, Callable[..., Any]] = {
     names.FINISH: finish_release,
     names.PURGE_PENDING: purge_revoked,
     names.BUILD_KSAME: build_ksame_batches,
+    names.DELIVER_WEBHOOK: deliver_webhook,
+    names.RESCUE_WEBHOOKS: rescue_webhooks,
 }

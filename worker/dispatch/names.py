@@ -12,7 +12,8 @@ from __future__ import annotations
 MEDIA = "media"
 PRIVACY = "privacy"
 RESEARCH = "research"
-QUEUES = (MEDIA, PRIVACY, RESEARCH)
+WEBHOOKS = "webhooks"
+QUEUES = (MEDIA, PRIVACY, RESEARCH, WEBHOOKS)
 DEAD_LETTER_EXCHANGE = "facemedia.dead"
 
 # ----- tasks (JSON args; contracts in docs/ARCHITECTURE.md) -------------------------------------
@@ -34,6 +35,10 @@ FINISH = "facemedia.research.finish_release"  # [release_id]
 PURGE_PENDING = "facemedia.research.purge_revoked"  # []
 BUILD_KSAME = "facemedia.research.build_ksame_batches"  # []
 
+# webhooks: [job_id] (posts an ended job's summary to its callback_url; retries itself)
+DELIVER_WEBHOOK = "facemedia.webhooks.deliver"
+RESCUE_WEBHOOKS = "facemedia.webhooks.rescue"  # [] (beat: pending deliveries never attempted)
+
 # Bounded work per task (a task that has more re-sends itself, or waits for beat).
 SWEEP_BATCHES_PER_TASK = 20
 KSAME_BATCHES_PER_TASK = 20
@@ -43,6 +48,7 @@ ROUTES = {
     "facemedia.media.*": MEDIA,
     "facemedia.privacy.*": PRIVACY,
     "facemedia.research.*": RESEARCH,
+    "facemedia.webhooks.*": WEBHOOKS,
 }
 
 # The modules that register the Celery tasks (Celery's ``imports``).
@@ -51,6 +57,7 @@ TASK_MODULES = (
     "worker.tasks.privacy",
     "worker.tasks.releases",
     "worker.tasks.sampling",
+    "worker.tasks.webhooks",
 )
 
 

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Update, and_, or_, update
+from sqlalchemy import ColumnElement, CursorResult, Update, and_, case, or_, update
 from sqlalchemy.orm import Session
 
 from worker.jobs import errors as codes
@@ -60,7 +60,7 @@ class Transition:
 
 CREATE = Transition("create", (), QUEUED, "submitted; original stored", "client")
 CLAIM = Transition(
-    "claim", ACTIVE, PROCESSING, "no lease, or a lapsed one (CAS on its token)", "service"
+    "claim", ACTIVE, PROCESSING, "no live lease (none, or a lapsed one: taken over)", "service"
 )
 RENEW = Transition("renew", (PROCESSING,), None, "lease token held (heartbeat)", "lease")
 RELEASE = Transition("release", (PROCESSING,), QUEUED, "transient fault; retries + 1", "service")
@@ -108,12 +108,21 @@ def _from(transition: Transition) -> ColumnElement[bool]:
 
 
 def _to(transition: Transition, **values: Any) -> dict[str, Any]:
-    """The SET clause: the target status, and for an ended job no lease and no generalized
-    quasi-identifiers (they are kept only until the job ends; sampling has decided by then)."""
+    """The SET clause: the target status, and for an ended job no lease, no generalized
+    quasi-identifiers (they are kept only until the job ends; sampling has decided by then) and,
+    if it was submitted with a callback URL by an API key (whose secret signs the webhook), its
+    webhook ``pending`` (until the first attempt)."""
     if transition.target is not None:
         values["status"] = transition.target.value
         if transition.target in ENDED:
-            values.update(lease_until=None, quasi=None)
+            values.update(
+                lease_until=None,
+                quasi=None,
+                webhook_state=case(
+                    (and_(Job.callback_url.is_not(None), Job.api_key_id.is_not(None)), "pending"),
+                    else_=Job.webhook_state,
+                ),
+            )
     return values
 
 
@@ -203,6 +212,37 @@ def claim(
         )
     )
     return _won(session, stmt) == 1
+
+
+def take(
+    session: Session, job_id: str, *, token: str, at: datetime, lease: timedelta
+) -> Job | None:
+    """Claim ``job_id`` in one statement (no read before it) and return its row as claimed, or
+    None if it has ended, holds a live lease at ``at`` or does not exist.
+
+    The same transition as :func:`claim` (queued | processing → processing under ``token``
+    until ``at + lease``, the delivery counted), with the lease itself as the compare-and-set:
+    it wins only while no lease is live at ``at`` (none taken, or a lapsed one, which is taken
+    over). Two racing takes cannot both win: the second waits on the first's row lock and
+    re-checks its ``WHERE`` on the committed row (PostgreSQL), or runs after it (SQLite's
+    serialised writers), and finds the new lease live. The row comes back with ``RETURNING``.
+    """
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, _from(CLAIM), lease_free(at))
+        .values(
+            _to(
+                CLAIM,
+                lease_token=token,
+                lease_until=at + lease,
+                deliveries=Job.deliveries + 1,
+                started_at=at,
+            )
+        )
+        .returning(Job)
+        .execution_options(synchronize_session=False)
+    )
+    return session.scalars(stmt).one_or_none()
 
 
 def renew(session: Session, job_id: str, token: str, until: datetime) -> bool:

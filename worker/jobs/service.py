@@ -6,6 +6,22 @@ delivered twice does the work once. A claim is a lease (token + expiry) renewed 
 whose worker died is taken over once the lease lapses. Order inside a job: outputs written and
 recorded → state committed → original deleted (all versions) → deletion recorded. A crash anywhere
 leaves a state that the next delivery (or the sweep) finishes.
+
+A job that runs to the end costs three ledger transactions (a test counts them on PostgreSQL):
+
+1. the claim — the compare-and-set that takes the lease returns the job's row, the subject's
+   wrapped key is read with it (the original is decrypted and the outputs sealed with that key,
+   no further key reads), and ``job.claimed`` is audited;
+2. the end — the original's row and the legal holds are read, the outputs recorded, the job
+   moved to ``succeeded`` (compare-and-set on the lease token), ``job.succeeded`` audited, the
+   research sampler's decision counted and the original marked due (so the sweep retries a
+   delete that fails from here on);
+3. the deletion record — after every version of the original is gone from the store, its
+   receipt (:class:`~worker.objects.deleter.Deleter`).
+
+A job shorter than a third of the lease sends no heartbeat. The research sampler decides on the
+rows the claim read; only a sample it keeps costs transactions of its own. The audit checkpoint
+that ends every unit of work (a task, an inline run) is one more, outside the service.
 """
 
 from __future__ import annotations
@@ -13,13 +29,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 
 from pipelines.errors import PipelineError
 from worker.jobs import errors as codes
@@ -31,7 +48,7 @@ from worker.jobs.reads import job_status
 from worker.jobs.registry import JobOutcome, Tools, handler
 from worker.ledger import audit
 from worker.ledger.db import Database
-from worker.ledger.models import Job, StoredObject, Subject
+from worker.ledger.models import Job, StoredObject, Subject, SubjectKeyRow
 from worker.metrics import RESEARCH_SAMPLING, job_ended, stage, timed_detector
 from worker.objects.deleter import Deleter, Doomed
 from worker.objects.errors import (
@@ -44,6 +61,7 @@ from worker.objects.errors import (
 )
 from worker.objects.layout import original_key, output_key, outputs_prefix
 from worker.objects.records import ObjectRecords, ObjectSpec
+from worker.objects.vault import Vault
 
 log = structlog.get_logger("facemedia.jobs")
 
@@ -87,6 +105,22 @@ class ServiceConfig:
     max_upload_bytes: int = 200 * 1024 * 1024
 
 
+class Sampler(Protocol):
+    """Research sampling as the service calls it: the job id and the decrypted original, the
+    job's and subject's rows read with the claim, and ``defer`` taking a write for the
+    transaction that ends the job. It never raises (a raise is counted and logged)."""
+
+    def __call__(
+        self,
+        job_id: str,
+        media: bytes,
+        *,
+        job: Job,
+        subject: Subject | None,
+        defer: Callable[[Callable[[Session], None]], None],
+    ) -> object: ...
+
+
 @dataclass(frozen=True)
 class ProcessResult:
     """What one delivery did. ``retry_in`` set: the job is leased elsewhere; try again later."""
@@ -95,6 +129,37 @@ class ProcessResult:
     status: str
     ran: bool = False
     retry_in: float | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A won claim: the lease ``token``, the job's and its subject's rows as the claim read
+    them (detached), the subject's key id and a vault holding that key (``None``: the key is
+    destroyed, the subject erased), all read in the claim's transaction. ``deferred``: ledger
+    writes for the transaction that ends the job (the research funnel's count)."""
+
+    token: str
+    job: Job
+    subject: Subject | None
+    key_id: str | None
+    vault: Vault | None
+    deferred: list[Callable[[Session], None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Tail:
+    """A job and its original, read in the transaction that ends it (or finds it ended): its
+    status, whether its subject's erasure was requested, what to delete (``None``: already
+    deleted, or never stored) and whether a legal hold keeps it."""
+
+    status: str
+    erasing: bool = False
+    doomed: Doomed | None = None
+    held: bool = False
+
+
+class _SubjectErased(Exception):
+    """The subject's erasure was requested while the job ran: its outputs are not recorded."""
 
 
 class JobService:
@@ -108,16 +173,17 @@ class JobService:
         config: ServiceConfig,
         clock: Callable[[], datetime] = now,
         deleter: Deleter | None = None,
-        sampler: Callable[[str, bytes], object] | None = None,
-        subject_key_id: Callable[[str], str] | None = None,
+        sampler: Sampler | None = None,
+        on_ended: Callable[[str], None] | None = None,
     ) -> None:
         self.db = db
-        # The id of the key a subject's objects are sealed under (a ledger read by default).
-        # Its ledger errors mid-job are transient, like every ledger error the job meets.
-        self.subject_key_id = subject_key_id or self._subject_key_id
-        # Research sampling (worker.research.sampling.Sampler.sample): called with the job id
-        # and the decrypted original inside the lease, after the outputs are stored.
+        # Research sampling (worker.research.sampling.Sampler.sample): called inside the
+        # lease, after the outputs are stored (see :class:`Sampler`).
         self.sampler = sampler
+        # Called with the job id once a job this delivery ended (succeeded or failed) has had
+        # its original deleted (or kept under a hold), outside any transaction, only for a job
+        # submitted with a ``callback_url`` (the webhook service schedules its delivery).
+        self.on_ended = on_ended
         # outputs: sealed, stored, recorded with ``retention.outputs`` (and the vault, for
         # reading the original)
         self.records = records
@@ -137,28 +203,29 @@ class JobService:
         claim = self._claim(job_id)
         if isinstance(claim, ProcessResult):
             return claim
-        token, job = claim
+        job, token = claim.job, claim.token
         log.info("job.claimed", job_id=job_id, job_type=job.job_type, delivery=job.deliveries)
         if job.deliveries > self.config.max_deliveries:
-            self._fail(job_id, token, codes.WORKER_LOST, "the job stopped its worker repeatedly")
-            return self._finish_tail(job_id)
+            return self._fail_and_finish(
+                job, token, codes.WORKER_LOST, "the job stopped its worker repeatedly"
+            )
         try:
             with Lease(self.db, job_id, token, self.config.lease_seconds):
-                media = self._load(job)
+                media = self._load(claim)
                 outcome = self._run(job, media)
-                versions = self._store_outputs(job, outcome)
-                self._sample(job, media)
+                versions = self._store_outputs(claim, outcome)
+                self._sample(claim, media)
                 del media
         except JobFailed as exc:
             self._discard_outputs(job_id)
-            self._fail(job_id, token, exc.code, exc.message)
-            return self._finish_tail(job_id)
+            return self._fail_and_finish(job, token, exc.code, exc.message)
         except TransientJobError as exc:
             if job.retries >= self.config.max_retries:
                 self._discard_outputs(job_id)
-                self._fail(job_id, token, codes.RETRIES_EXHAUSTED, f"gave up after retries: {exc}")
-                return self._finish_tail(job_id)
-            self._release(job_id, token)
+                return self._fail_and_finish(
+                    job, token, codes.RETRIES_EXHAUSTED, f"gave up after retries: {exc}"
+                )
+            self._release(job, token)
             exc.attempt = job.retries + 1
             raise
         except (OperationalError, InterfaceError) as exc:
@@ -169,60 +236,82 @@ class JobService:
         except Exception:
             log.exception("job.internal_error", job_id=job_id)
             self._discard_outputs(job_id)
-            self._fail(job_id, token, codes.INTERNAL_ERROR, "internal error while processing")
-            return self._finish_tail(job_id)
-        if not self._commit_success(job, token, outcome, versions):
+            return self._fail_and_finish(
+                job, token, codes.INTERNAL_ERROR, "internal error while processing"
+            )
+        try:
+            tail = self._commit_success(claim, outcome, versions)
+        except _SubjectErased:
+            self._discard_outputs(job_id)
+            return self._fail_and_finish(job, token, codes.SUBJECT_ERASED, "the subject was erased")
+        except (OperationalError, InterfaceError) as exc:
+            log.warning("job.ledger_unavailable", job_id=job_id)
+            raise TransientJobError("the ledger is unavailable") from exc
+        if tail is None:  # the lease was lost: another delivery owns the job now
             return ProcessResult(job_id, self.status(job_id)["status"], ran=True)
-        result = self._finish_tail(job_id)
-        return ProcessResult(job_id, result.status, ran=True)
+        try:
+            self._delete_original(job_id, tail)
+        finally:
+            self._ended(job)
+        return ProcessResult(job_id, JobStatus.SUCCEEDED.value, ran=True)
 
     # ----- claim / release ----------------------------------------------------------------------
 
-    def _claim(self, job_id: str) -> tuple[str, Job] | ProcessResult:
+    def _claim(self, job_id: str) -> Claim | ProcessResult:
+        """Take the job's lease, its row and its subject's key in one transaction; or say why
+        not (ended: its tail is finished here; leased elsewhere: when to look again)."""
         t = self.clock()
+        token = uuid.uuid4().hex
+        lease = timedelta(seconds=self.config.lease_seconds)
         with self.db.session() as s:
-            job = s.get(Job, job_id)
+            job = lifecycle.take(s, job_id, token=token, at=t, lease=lease)
             if job is None:
-                raise JobNotFound("no such job")
-            status, lease_until, old_token = job.status, job.lease_until, job.lease_token
+                seen = s.execute(
+                    select(Job.status, Job.lease_until).where(Job.id == job_id)
+                ).one_or_none()
+            else:
+                found = s.execute(
+                    select(Subject, SubjectKeyRow)
+                    .outerjoin(SubjectKeyRow, SubjectKeyRow.key_id == Subject.key_id)
+                    .where(Subject.id == job.subject_id)
+                ).one_or_none()
+                subject, key = (None, None) if found is None else found
+                audit.append(s, "job.claimed", job_id, tenant=job.tenant, delivery=job.deliveries)
+        if job is not None:
+            live = key is not None and key.wrapped is not None and key.destroyed_at is None
+            return Claim(
+                token,
+                job,
+                subject,
+                key.key_id if key is not None else None,
+                self.records.vault_for([key]) if live and key is not None else None,
+            )
+        if seen is None:
+            raise JobNotFound("no such job")
+        status, lease_until = seen
         if status in ENDED:
             return self._finish_tail(job_id)
-        if status == JobStatus.PROCESSING and lease_until is not None and lease_until > t:
+        if lease_until is not None and lease_until > t:
             return ProcessResult(job_id, status, retry_in=(lease_until - t).total_seconds() + 1)
-        token = uuid.uuid4().hex
-        with self.db.session() as s:
-            won = lifecycle.claim(
-                s,
-                job_id,
-                seen=status,
-                old_token=old_token,
-                token=token,
-                at=t,
-                lease=timedelta(seconds=self.config.lease_seconds),
-            )
-            if not won:  # somebody else claimed it between our read and our write
-                return ProcessResult(
-                    job_id, JobStatus.PROCESSING.value, retry_in=float(self.config.lease_seconds)
-                )
-            job = s.get(Job, job_id)
-            assert job is not None
-            s.refresh(job)
-            audit.append(s, "job.claimed", job_id, delivery=job.deliveries)
-            return token, job
+        # free again by now: somebody else claimed it and ended its lease meanwhile
+        return ProcessResult(job_id, status, retry_in=float(self.config.lease_seconds))
 
-    def _release(self, job_id: str, token: str) -> None:
+    def _release(self, job: Job, token: str) -> None:
         """Hand a claimed job back (transient fault): queued again, retry count bumped."""
         with self.db.session() as s:
-            lifecycle.release(s, job_id, token)
-            audit.append(s, "job.released", job_id, reason="transient")
+            lifecycle.release(s, job.id, token)
+            audit.append(s, "job.released", job.id, tenant=job.tenant, reason="transient")
 
     # ----- the work ----------------------------------------------------------------------------
 
-    def _load(self, job: Job) -> bytes:
-        """The decrypted original, in memory (never on disk)."""
+    def _load(self, claim: Claim) -> bytes:
+        """The decrypted original, in memory (never on disk), opened with the claim's key."""
+        job = claim.job
+        if claim.vault is None:
+            raise JobFailed(codes.SUBJECT_ERASED, "the subject was erased")
         try:
             with stage(job.job_type, "decode"):
-                media = self.vault.read(
+                media = claim.vault.read(
                     original_key(job.id), "original", job.id, max_bytes=self.config.max_upload_bytes
                 )
         except ObjectUnavailable as exc:
@@ -237,10 +326,8 @@ class JobService:
             raise JobFailed(codes.CORRUPT_MEDIA, "the stored original failed to decrypt") from None
         return media
 
-    def _run(self, job: Job, media: bytes | None = None) -> JobOutcome:
-        """Validate the params and run the handler on the original (loaded if not given)."""
-        if media is None:
-            media = self._load(job)
+    def _run(self, job: Job, media: bytes) -> JobOutcome:
+        """Validate the params and run the handler on the original."""
         try:
             h = handler(job.job_type)
             params = h.validate(job.params or {})
@@ -268,13 +355,18 @@ class JobService:
         )
         return outcome
 
-    def _sample(self, job: Job, media: bytes) -> None:
-        """Offer the decrypted original to research sampling; its failures never fail the job."""
+    def _sample(self, claim: Claim, media: bytes) -> None:
+        """Offer the decrypted original to research sampling, with the rows the claim read; the
+        sampler's count waits for the transaction that ends the job. Its failures never fail
+        the job."""
         if self.sampler is None:
             return
+        job = claim.job
         try:
             with stage(job.job_type, "research"):
-                self.sampler(job.id, media)
+                self.sampler(
+                    job.id, media, job=job, subject=claim.subject, defer=claim.deferred.append
+                )
         except Exception as exc:  # the sampler catches its own errors; this is the backstop
             RESEARCH_SAMPLING.labels("error", "sampler_crashed").inc()
             log.warning(
@@ -284,27 +376,25 @@ class JobService:
                 exc_type=type(exc).__name__,
             )
 
-    def _store_outputs(self, job: Job, outcome: JobOutcome) -> dict[str, str | None]:
-        """Encrypt and store each output; return the version id each put created."""
-        key_id = self.subject_key_id(job.subject_id)
+    def _store_outputs(self, claim: Claim, outcome: JobOutcome) -> dict[str, str | None]:
+        """Encrypt each output under the claim's key and store it; return the version id each
+        put created."""
+        job = claim.job
+        if claim.vault is None or claim.key_id is None:
+            raise JobFailed(codes.SUBJECT_ERASED, "the subject was erased")
         versions: dict[str, str | None] = {}
         for out in outcome.outputs:
             try:
                 with stage(job.job_type, "store"):
-                    put = self.records.seal(_output(job, out.name), key_id, out.data)
+                    put = self.records.seal(
+                        _output(job, out.name), claim.key_id, out.data, vault=claim.vault
+                    )
                 versions[out.name] = put.version_id
             except ObjectUnavailable as exc:
                 raise TransientJobError(str(exc)) from exc
             except ObjectsError as exc:
                 raise JobFailed(codes.INTERNAL_ERROR, f"could not store an output: {exc}") from exc
         return versions
-
-    def _subject_key_id(self, subject_id: str) -> str:
-        """The subject's key id, read from the ledger."""
-        with self.db.session() as s:
-            subject = s.get(Subject, subject_id)
-            assert subject is not None
-            return subject.key_id
 
     def _discard_outputs(self, job_id: str) -> None:
         """No partial output survives a failed job (outputs are not yet recorded)."""
@@ -323,26 +413,32 @@ class JobService:
 
     def _commit_success(
         self,
-        job: Job,
-        token: str,
+        claim: Claim,
         outcome: JobOutcome,
         versions: dict[str, str | None] | None = None,
-    ) -> bool:
+    ) -> _Tail | None:
+        """One transaction: the outputs recorded, the job ``succeeded`` (only under the claim's
+        lease), audited, its original read and marked due. None if the lease was lost; raises
+        :class:`_SubjectErased` (nothing written) if the subject's erasure was requested."""
+        job = claim.job
         t = self.clock()
         # Only a first, uninterrupted attempt knows every version of its output keys; after a
         # takeover or a hand-back an earlier attempt may have left versions: list them on delete.
         known = versions if job.deliveries == 1 and job.retries == 0 else None
         with self.db.session() as s:
+            tail = self._doom_original(s, job.id, t)
+            if tail.erasing:
+                raise _SubjectErased  # rolls the transaction back: nothing written
             won = lifecycle.succeed(
                 s,
                 job.id,
-                token,
+                claim.token,
                 at=t,
                 summary={"faces": outcome.faces, **dict(outcome.summary)},
             )
             if not won:
                 log.warning("job.lease_lost", job_id=job.id)
-                return False
+                return None
             for out in outcome.outputs:
                 self.records.add(
                     s,
@@ -351,30 +447,107 @@ class JobService:
                     size=len(out.data),
                     version_id=_known(known, out.name),
                 )
+            for write in claim.deferred:
+                write(s)
             audit.append(
-                s, "job.succeeded", job.id, outputs=len(outcome.outputs), faces=outcome.faces
+                s,
+                "job.succeeded",
+                job.id,
+                tenant=job.tenant,
+                outputs=len(outcome.outputs),
+                faces=outcome.faces,
             )
         job_ended(job.job_type, JobStatus.SUCCEEDED.value)
         log.info("job.succeeded", job_id=job.id, outputs=len(outcome.outputs), faces=outcome.faces)
-        return True
+        return tail
 
-    def _fail(self, job_id: str, token: str | None, code: str, message: str) -> None:
+    def _fail(self, job_id: str, token: str | None, code: str, message: str) -> Job | None:
+        """Fail the job (with ``token``: only under that lease); its row if this call ended it."""
         t = self.clock()
         with self.db.session() as s:
             won = lifecycle.fail(s, job_id, code, message, at=t, token=token)
-            if won:
-                audit.append(s, "job.failed", job_id, error_code=code)
-                job_type = s.scalar(select(Job.job_type).where(Job.id == job_id))
-        if won:
-            job_ended(job_type or "unknown", "failed", code)
+            row = s.get(Job, job_id) if won else None
+            if row is not None:
+                audit.append(s, "job.failed", job_id, tenant=row.tenant, error_code=code)
+        if row is not None:
+            job_ended(row.job_type or "unknown", "failed", code)
             log.info("job.failed", job_id=job_id, error_code=code)
+        return row
+
+    def _fail_and_finish(self, job: Job, token: str, code: str, message: str) -> ProcessResult:
+        """Fail a claimed job, delete its original, then tell ``on_ended``."""
+        ended = self._fail(job.id, token, code, message)
+        try:
+            return self._finish_tail(job.id)
+        finally:
+            if ended is not None:
+                self._ended(ended)
 
     def fail(self, job_id: str, code: str, message: str) -> ProcessResult:
         """Fail a job that has not ended, then delete its original."""
-        self._fail(job_id, None, code, message)
-        return self._finish_tail(job_id)
+        ended = self._fail(job_id, None, code, message)
+        try:
+            return self._finish_tail(job_id)
+        finally:
+            if ended is not None:
+                self._ended(ended)
+
+    def _ended(self, job: Job) -> None:
+        """A job this service ended: schedule its webhook if it was submitted with one (never
+        raises: the job's end is committed whatever happens here)."""
+        if not job.callback_url or self.on_ended is None:
+            return
+        try:
+            self.on_ended(job.id)
+        except Exception as exc:
+            log.warning("job.on_ended_failed", job_id=job.id, exc_type=type(exc).__name__)
 
     # ----- the tail: delete the original -------------------------------------------------------
+
+    def _doom_original(self, s: Session, job_id: str, at: datetime) -> _Tail:
+        """In the caller's transaction, one read: the job's status, whether its subject's
+        erasure was requested, its original (if not yet deleted) and whether a legal hold (the
+        job's or its subject's) keeps it; the original is marked due at ``at`` (so the sweep
+        retries a delete that fails, or deletes it once the hold is released)."""
+        original_of = and_(StoredObject.job_id == Job.id, StoredObject.object_class == "original")
+        row = s.execute(
+            select(
+                Job.status,
+                Job.legal_hold,
+                Subject.legal_hold,
+                Subject.erase_requested_at,
+                StoredObject,
+            )
+            .select_from(Job)
+            .outerjoin(Subject, Subject.id == Job.subject_id)
+            .outerjoin(StoredObject, original_of)
+            .where(Job.id == job_id)
+        ).one_or_none()
+        if row is None:
+            raise JobNotFound("no such job")
+        status, job_hold, subject_hold, erasing, original = row
+        if original is None or original.deleted_at is not None:
+            return _Tail(status, erasing is not None)
+        if original.expires_at is None or original.expires_at > at:
+            original.expires_at = at  # due now
+        return _Tail(
+            status, erasing is not None, Doomed.of(original), bool(job_hold or subject_hold)
+        )
+
+    def _delete_original(self, job_id: str, tail: _Tail) -> None:
+        """Delete every version of the original (unless held) and record it (the deleter's
+        transaction). Raises TransientJobError when the store must be tried again."""
+        if tail.doomed is None:
+            return
+        if tail.held:
+            log.info("job.original_held", job_id=job_id)
+            return
+        try:
+            batch = self.deleter.delete([tail.doomed], reason="job_ended")
+        except ObjectUnavailable as exc:
+            raise TransientJobError(str(exc)) from exc
+        if batch.unverified:
+            raise TransientJobError("a version of the original survived the delete")
 
     def _finish_tail(self, job_id: str) -> ProcessResult:
         """Delete the original of an ended job (every version) and record it. Idempotent.
@@ -383,32 +556,9 @@ class JobService:
         hold is released deletes it.
         """
         with self.db.session() as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                raise JobNotFound("no such job")
-            status = job.status
-            original = s.scalars(
-                select(StoredObject).where(
-                    StoredObject.job_id == job_id, StoredObject.object_class == "original"
-                )
-            ).one_or_none()
-            if original is None or original.deleted_at is not None:
-                return ProcessResult(job_id, status)
-            subject = s.get(Subject, job.subject_id)
-            held = job.legal_hold or (subject is not None and subject.legal_hold)
-            doomed = Doomed.of(original)
-            if original.expires_at is None or original.expires_at > self.clock():
-                original.expires_at = self.clock()  # due now: the sweep retries a failed delete
-        if held:
-            log.info("job.original_held", job_id=job_id)
-            return ProcessResult(job_id, status)
-        try:
-            batch = self.deleter.delete([doomed], reason="job_ended")
-        except ObjectUnavailable as exc:
-            raise TransientJobError(str(exc)) from exc
-        if batch.unverified:
-            raise TransientJobError("a version of the original survived the delete")
-        return ProcessResult(job_id, status)
+            tail = self._doom_original(s, job_id, self.clock())
+        self._delete_original(job_id, tail)
+        return ProcessResult(job_id, tail.status)
 
     # ----- reads -------------------------------------------------------------------------------
 

@@ -9,6 +9,12 @@ rows (or all of them) is caught against the signed checkpoints kept outside the 
 (:mod:`worker.ledger.checkpoints`). Details hold ids, counts and codes only, never personal data
 or free text.
 
+Every entry belongs to a tenant (:mod:`worker.ledger.tenants`; operator events to the default
+tenant), kept in the ``tenant`` column. A default-tenant entry hashes exactly as entries did
+before tenancy (so the rows written then, which migration 0012 gave the default tenant, still
+verify); any other tenant's entry hashes ``canonical(seq, ts, event, entity, details, tenant)``,
+so moving an entry to or from another tenant breaks its hash like any other edit.
+
 Call sites pass only a session: the composition root binds an :class:`AuditAuthenticator` to the
 database's engine (:func:`bind`), and :func:`append` finds it through the session. Rows written
 before authentication existed (``mac`` NULL, a prefix of the log) are reported as legacy.
@@ -16,6 +22,7 @@ before authentication existed (``mac`` NULL, a prefix of the log) are reported a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -32,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from worker.ledger.errors import AuditChainBroken
 from worker.ledger.models import AuditEntry, ServiceKeyRow
+from worker.ledger.tenants import DEFAULT_TENANT, check_tenant
 
 GENESIS = "0" * 64
 _PG_AUDIT_LOCK = 0x46_4D_41_55  # "FMAU": serialises appenders on PostgreSQL
@@ -40,9 +48,33 @@ _ENTRY_DOMAIN = b"facemedia-audit-entry-v1\x00"
 CHECKPOINT_DOMAIN = b"facemedia-audit-checkpoint-v1\x00"
 
 
-def _digest(prev: str, seq: int, ts: str, event: str, entity: str | None, details: str) -> str:
-    body = json.dumps([seq, ts, event, entity, details], separators=(",", ":"))
+def _digest(
+    prev: str,
+    seq: int,
+    ts: str,
+    event: str,
+    entity: str | None,
+    details: str,
+    tenant: str = DEFAULT_TENANT,
+) -> str:
+    fields: list[Any] = [seq, ts, event, entity, details]
+    if tenant != DEFAULT_TENANT:  # the default tenant's entries hash as before tenancy
+        fields.append(tenant)
+    body = json.dumps(fields, separators=(",", ":"))
     return hashlib.sha256((prev + body).encode()).hexdigest()
+
+
+def entry_digest(entry: AuditEntry) -> str:
+    """The hash a stored entry must carry (its previous hash, fields and tenant)."""
+    return _digest(
+        entry.prev_hash,
+        entry.seq,
+        entry.ts,
+        entry.event,
+        entry.entity,
+        entry.details,
+        entry.tenant or DEFAULT_TENANT,
+    )
 
 
 class AuditKeyMissing(Exception):
@@ -151,29 +183,49 @@ def mark_appended(engine: Engine) -> None:
         _appended.add(engine)
 
 
-def append(session: Session, event: str, entity: str | None = None, **details: Any) -> AuditEntry:
+def append(
+    session: Session,
+    event: str,
+    entity: str | None = None,
+    *,
+    tenant: str = DEFAULT_TENANT,
+    **details: Any,
+) -> AuditEntry:
     """Append one entry inside the caller's transaction (so it commits with the change).
 
-    With an authenticator bound to the engine the entry carries its MAC; without one (a bare
-    ``Database`` in a tool or test) it is written unauthenticated and verify reports it.
+    ``tenant`` is the tenant the entry concerns (a column, covered by the hash; never a
+    detail). With an authenticator bound to the engine the entry carries its MAC; without one
+    (a bare ``Database`` in a tool or test) it is written unauthenticated and verify reports it.
     """
+    check_tenant(tenant)
     bind_ = session.get_bind()
     engine = getattr(bind_, "engine", bind_)
+    payload = json.dumps(dict(details), sort_keys=True, separators=(",", ":"), default=str)
+    auth = authenticator_for(session)
+    key = None
+    if auth is not None:
+        # read before the lock (the lock is held until the caller commits: every statement
+        # under it delays every other appender); a missing key is created under the lock
+        with contextlib.suppress(AuditKeyMissing):
+            key = auth.key(session)
     if engine.dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
-    last = session.scalars(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1)).first()
+    last = session.execute(
+        select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+    ).first()
     seq = 1 if last is None else last.seq + 1
     prev = GENESIS if last is None else last.hash
     ts = datetime.now(UTC).isoformat()
-    payload = json.dumps(dict(details), sort_keys=True, separators=(",", ":"), default=str)
-    digest = _digest(prev, seq, ts, event, entity, payload)
-    auth = authenticator_for(session)
+    digest = _digest(prev, seq, ts, event, entity, payload, tenant)
     mac = None
     if auth is not None:
-        # under the PostgreSQL advisory lock / SQLite's write lock: creating the key is race-free
-        mac = auth.entry_mac(auth.key(session, create=True), digest)
+        if key is None:
+            # under the PostgreSQL advisory lock / SQLite's write lock: creating it is race-free
+            key = auth.key(session, create=True)
+        mac = auth.entry_mac(key, digest)
     entry = AuditEntry(
         seq=seq,
+        tenant=tenant,
         ts=ts,
         event=event,
         entity=entity,
@@ -308,9 +360,7 @@ def walk(
             )
         elif entry.prev_hash != prev:
             report("chain_broken", entry.seq, "previous-hash link broken")
-        digest = _digest(
-            entry.prev_hash, entry.seq, entry.ts, entry.event, entry.entity, entry.details
-        )
+        digest = entry_digest(entry)
         if digest != entry.hash:
             report("hash_mismatch", entry.seq, "row content does not match its hash")
         if entry.mac is None:

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-import structlog
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -41,7 +40,18 @@ from worker.ledger.models import AuditCheckpoint, AuditEntry
 from worker.storage.base import ObjectStore
 from worker.storage.errors import ObjectMissing, StorageError
 
-log = structlog.get_logger("facemedia.audit")
+
+class _LazyLog:
+    """The ``facemedia.audit`` structlog logger, imported on first use (``audit verify`` logs
+    nothing and so skips structlog's ~50 ms import)."""
+
+    def __getattr__(self, name: str) -> Any:
+        import structlog
+
+        return getattr(structlog.get_logger("facemedia.audit"), name)
+
+
+log = _LazyLog()
 
 #: Object Lock retention of a checkpoint where the bucket has Object Lock (ten years).
 RETAIN_DAYS = 3650
@@ -160,57 +170,61 @@ class Checkpointer:
         The rows since the previous recorded checkpoint are verified first (links, hashes,
         MACs, the previous head's hash): the service never signs a head it cannot vouch for.
         Returns None when there is nothing new or the head was refused (logged).
+
+        One ledger transaction (it runs after every unit of work): the reads, the object put
+        while it is open (a read-only snapshot so far: no lock is held), then the record of the
+        checkpoint, committed only once the object is stored.
         """
-        with self.db.session() as s:
-            head = s.scalars(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1)).first()
-            if head is None:
-                return None
-            latest = s.scalars(
-                select(AuditCheckpoint).order_by(AuditCheckpoint.seq.desc()).limit(1)
-            ).first()
-            if latest is not None and head.seq <= latest.seq:
-                return None
-            key = self.auth.key(s, create=True)
-            problem = self._check_since(s, latest, key)
-            legacy = _legacy_rows(s, head.seq)
-            checkpoint = Checkpoint.sign(key, head.seq, head.hash, legacy)
-        if problem is not None:
-            log.error("audit.checkpoint_refused", error_code=problem.code, count=problem.seq)
-            return None
-        name = self.keys.key(checkpoint.seq)
-        self.store.put_retained(
-            name, checkpoint.to_bytes(), self.clock() + timedelta(days=RETAIN_DAYS)
-        )
         try:
             with self.db.session() as s:
-                if s.get(AuditCheckpoint, checkpoint.seq) is None:
-                    s.add(
-                        AuditCheckpoint(
-                            seq=checkpoint.seq,
-                            hash=checkpoint.hash,
-                            key=name,
-                            written_at=self.clock(),
-                        )
+                head = s.scalars(
+                    select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1)
+                ).first()
+                if head is None:
+                    return None
+                latest = s.scalars(
+                    select(AuditCheckpoint).order_by(AuditCheckpoint.seq.desc()).limit(1)
+                ).first()
+                if latest is not None and head.seq <= latest.seq:
+                    return None
+                key = self.auth.key(s, create=True)
+                problem = self._check_since(s, latest, key, head.seq)
+                if problem is not None:
+                    log.error(
+                        "audit.checkpoint_refused", error_code=problem.code, count=problem.seq
                     )
+                    return None
+                legacy = _legacy_rows(s, head.seq)
+                checkpoint = Checkpoint.sign(key, head.seq, head.hash, legacy)
+                name = self.keys.key(checkpoint.seq)
+                self.store.put_retained(
+                    name, checkpoint.to_bytes(), self.clock() + timedelta(days=RETAIN_DAYS)
+                )
+                s.add(
+                    AuditCheckpoint(
+                        seq=checkpoint.seq,
+                        hash=checkpoint.hash,
+                        key=name,
+                        written_at=self.clock(),
+                    )
+                )
         except IntegrityError:  # another process recorded the same head first
             pass
         log.info("audit.checkpoint", count=checkpoint.seq)
         return checkpoint
 
     def _check_since(
-        self, s: Session, latest: AuditCheckpoint | None, key: bytes
+        self, s: Session, latest: AuditCheckpoint | None, key: bytes, head_seq: int
     ) -> Problem | None:
         """The first problem in the rows after the previous checkpoint, if any."""
         start = 1 if latest is None else latest.seq
         prev = audit.GENESIS
         expected = start
         authenticated = False
-        rows = s.scalars(
-            select(AuditEntry)
-            .where(AuditEntry.seq >= start)
-            .order_by(AuditEntry.seq)
-            .execution_options(yield_per=2000)
-        )
+        query = select(AuditEntry).where(AuditEntry.seq >= start).order_by(AuditEntry.seq)
+        if head_seq - start > 2000:  # a long stretch: streamed (a server-side cursor)
+            query = query.execution_options(yield_per=2000)
+        rows = s.scalars(query)
         for entry in rows:
             if entry.seq != expected:
                 return Problem("row_missing", expected, "rows missing since the last checkpoint")
@@ -219,9 +233,7 @@ class Checkpointer:
                     return Problem("checkpoint_mismatch", entry.seq, "checkpointed row changed")
             elif entry.prev_hash != prev:
                 return Problem("chain_broken", entry.seq, "previous-hash link broken")
-            digest = audit._digest(
-                entry.prev_hash, entry.seq, entry.ts, entry.event, entry.entity, entry.details
-            )
+            digest = audit.entry_digest(entry)
             if digest != entry.hash:
                 return Problem("hash_mismatch", entry.seq, "row content does not match its hash")
             if entry.mac is None:

@@ -1,22 +1,47 @@
-"""Engine and unit of work for the ledger (SQLite embedded, PostgreSQL in production)."""
+"""Engine and unit of work for the ledger (SQLite embedded, PostgreSQL in production).
+
+SQLAlchemy is imported by the functions that build an engine, not by this module: importing it
+(for :class:`Database` as a type, or for :class:`QuickReader`) costs nothing. A
+:class:`QuickReader` is a read-only DB-API connection (``sqlite3`` or psycopg) for the few reads
+a short command makes (``facemedia status``): SQLAlchemy's import alone is about 0.2 s of a
+command's start (docs/BENCHMARKS.md, *CLI start-up*). Each read's SQL lives in one place, the
+module that owns the read (:mod:`worker.jobs.reads`), and runs on either connection.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import re
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import Session, sessionmaker
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
+def head_revision() -> str:
+    """The newest migration's revision id: revision ids are the migration files' number
+    prefixes (``tests/ledger/test_migrations.py`` holds every file to that)."""
+    return max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
+
+
+def _sqlite_path(url: str) -> str:
+    """The file of a ``sqlite:///PATH`` URL ("" for in-memory or no path)."""
+    return url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
+
+
 def make_engine(url: str) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and serialised writers."""
+    from sqlalchemy import create_engine, event
+
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
+        path = _sqlite_path(url)
         if path and path != ":memory:" and not path.startswith("file:"):
             _private_sqlite_files(Path(path))
         engine = create_engine(url, connect_args={"timeout": 30})
@@ -60,6 +85,8 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        from sqlalchemy.orm import sessionmaker
+
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -84,17 +111,16 @@ class Database:
         command.upgrade(alembic_config(self.url), "head")
 
     def at_head(self) -> bool:
-        """Whether the schema's recorded revision is the newest migration's. Revision ids are
-        the migration files' number prefixes (a test holds every file to that)."""
+        """Whether the schema's recorded revision is the newest migration's
+        (:func:`head_revision`)."""
         from sqlalchemy.exc import DBAPIError
 
-        head = max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
         try:
             with self.engine.connect() as conn:
-                rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+                rows = conn.exec_driver_sql(_VERSION_SQL).all()
         except DBAPIError:  # no alembic_version table yet: an empty database
             return False
-        return [r[0] for r in rows] == [head]
+        return [r[0] for r in rows] == [head_revision()]
 
     def current_revision(self) -> str | None:
         """The schema's Alembic revision, or None on an empty database."""
@@ -133,3 +159,110 @@ def alembic_config(url: str) -> Any:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
+
+
+_VERSION_SQL = "SELECT version_num FROM alembic_version"
+_NAMED_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+class QuickReader:
+    """A read-only DB-API connection to the ledger, in one snapshot for its whole life, for a
+    short command's few reads without SQLAlchemy's import (:func:`quick_reader` opens one).
+
+    ``rows(sql, params)`` runs SQL written with ``:name`` parameters (SQLAlchemy's ``text()``
+    style) and returns the rows as dicts by column name, values as the driver gives them:
+    decode them with :func:`utc_datetime` and :func:`json_value`."""
+
+    def __init__(self, conn: Any, dialect: str) -> None:
+        self._conn = conn
+        self.dialect = dialect
+
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The rows of one SELECT, each a dict by column name."""
+        if self.dialect == "postgresql":  # psycopg's paramstyle is %(name)s
+            sql = _NAMED_PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
+        cur = self._conn.cursor()
+        try:
+            cur.execute(sql, dict(params or {}))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        finally:
+            cur.close()
+
+    def close(self) -> None:
+        """End the snapshot and close the connection."""
+        try:
+            self._conn.rollback()
+        finally:
+            self._conn.close()
+
+    def __enter__(self) -> QuickReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def quick_reader(url: str) -> QuickReader | None:
+    """A :class:`QuickReader` on the ledger at ``url``, or None where the caller must go through
+    :class:`Database` instead: an in-memory or missing SQLite file (``Database`` creates it), a
+    driver other than ``sqlite3`` or psycopg (or a URL libpq does not take), or a schema that is
+    not at the newest migration (``Database.migrate`` brings it there; the quick reads' SQL is
+    written for the newest).
+    A server that cannot be reached raises the driver's error, as ``Database`` would."""
+    conn: Any
+    missing: tuple[type[Exception], ...]
+    if url.startswith("sqlite"):
+        import sqlite3
+        from urllib.parse import quote
+
+        path = _sqlite_path(url)
+        if not path or path == ":memory:" or path.startswith("file:") or not Path(path).is_file():
+            return None
+        _private_sqlite_files(Path(path))
+        conn = sqlite3.connect(f"file:{quote(path)}?mode=rw", uri=True, timeout=30)
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA query_only=ON")  # read-only, whatever SQL it is given
+        reader = QuickReader(conn, "sqlite")
+        missing = (sqlite3.OperationalError,)
+    elif url.startswith(("postgresql://", "postgresql+psycopg://")):
+        import psycopg
+
+        try:
+            conn = psycopg.connect("postgresql://" + url.split("://", 1)[1])
+        except psycopg.ProgrammingError:  # a URL only SQLAlchemy understands: let it connect
+            return None
+        conn.read_only = True
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        reader = QuickReader(conn, "postgresql")
+        missing = (psycopg.errors.UndefinedTable,)
+    else:
+        return None
+    try:
+        at_head = [r["version_num"] for r in reader.rows(_VERSION_SQL)] == [head_revision()]
+    except missing:  # no alembic_version table: an empty database
+        at_head = False
+    except BaseException:
+        reader.close()
+        raise
+    if not at_head:
+        reader.close()
+        return None
+    if reader.dialect == "sqlite":  # one snapshot for every read that follows
+        conn.execute("BEGIN")
+    return reader
+
+
+def utc_datetime(value: Any) -> datetime | None:
+    """A ``UtcDateTime`` column's value as read over DB-API: an aware UTC datetime (SQLite
+    gives the stored text, naive UTC; psycopg an aware datetime), None for NULL."""
+    if value is None:
+        return None
+    at = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def json_value(value: Any) -> Any:
+    """A ``JSON`` column's value as read over DB-API (SQLite gives its text, psycopg the
+    decoded value)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value

@@ -26,6 +26,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from worker.ledger.tenants import DEFAULT_TENANT
+
 
 class UtcDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every backend (SQLite drops the zone otherwise)."""
@@ -50,12 +52,25 @@ class Base(DeclarativeBase):
     """Declarative base of every ledger table."""
 
 
+def _tenant_column() -> Mapped[str]:
+    """The owning tenant (migration 0012): pre-tenancy rows belong to the default tenant."""
+    return mapped_column(
+        String(32),
+        nullable=False,
+        default=DEFAULT_TENANT,
+        server_default=DEFAULT_TENANT,
+        index=True,
+    )
+
+
 class Subject(Base):
-    """A data subject, known only by a keyed hash of the upstream's id."""
+    """A data subject, known only by a keyed hash of the upstream's id (namespaced by tenant:
+    see :mod:`worker.ledger.tenants`)."""
 
     __tablename__ = "subjects"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = _tenant_column()
     subject_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     key_id: Mapped[str] = mapped_column(String(64), nullable=False)
     research_consent: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
@@ -99,9 +114,21 @@ class Job(Base):
     """One unit of work: its state machine lives in worker.jobs.service."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status", "status"),)
+    __table_args__ = (
+        Index("ix_jobs_status", "status"),
+        # Same (tenant, Idempotency-Key) -> the same job (NULL keys never collide).
+        Index("ux_jobs_tenant_idempotency", "tenant", "idempotency_key", unique=True),
+        # Webhook deliveries still owed (the rescue pass finds them without a scan).
+        Index(
+            "ix_jobs_webhook_pending",
+            "webhook_state",
+            postgresql_where=text("webhook_state = 'pending'"),
+            sqlite_where=text("webhook_state = 'pending'"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = _tenant_column()
     subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"), nullable=False)
     job_type: Mapped[str] = mapped_column(String(32), nullable=False)
     params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
@@ -123,6 +150,17 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     original_deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # The HTTP API (migration 0012): the caller's Idempotency-Key, the submitting API key's id
+    # (never the key), the callback URL and its webhook delivery state (None | "pending" |
+    # "delivered" | "dead"), attempts so far and the last error code (never a response body).
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    api_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    webhook_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    webhook_attempts: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
+    webhook_error: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class StoredObject(Base):
@@ -188,6 +226,9 @@ class AuditEntry(Base):
     __tablename__ = "audit_log"
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    # The tenant the entry concerns (operator events: the default tenant); part of the entry's
+    # hash when it is not the default tenant (see worker.ledger.audit).
+    tenant: Mapped[str] = _tenant_column()
     ts: Mapped[str] = mapped_column(String(40), nullable=False)
     event: Mapped[str] = mapped_column(String(64), nullable=False)
     entity: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -350,3 +391,35 @@ class ResearchFunnel(Base):
     outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
     reason: Mapped[str] = mapped_column(String(40), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class ApiKeyRow(Base):
+    """An HTTP API key (:mod:`worker.ledger.api_keys`, migration 0013): only the SHA-256 of the
+    key text is stored; the webhook secret that signs its jobs' callbacks is stored wrapped by a
+    KEK (re-wrapped by every KEK epoch pass). ``rate_per_second``/``burst`` NULL: the default."""
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    scopes: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    rate_per_second: Mapped[float | None] = mapped_column(nullable=True)
+    burst: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    keyring_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    kek_version: Mapped[str] = mapped_column(String(255), nullable=False)
+    wrapped_webhook_secret: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class ApiRateBucket(Base):
+    """The ledger's token bucket of one API key (used when the broker is not Redis): tokens left
+    and when they were counted, in Unix seconds (a float, so one UPDATE refills and takes on every
+    backend: ``tokens = min(burst, tokens + (now - updated_at) * rate) - 1``)."""
+
+    __tablename__ = "api_rate_buckets"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tokens: Mapped[float] = mapped_column(nullable=False)
+    updated_at: Mapped[float] = mapped_column(nullable=False)

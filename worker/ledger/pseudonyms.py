@@ -2,6 +2,12 @@
 
 The HMAC key is a service secret generated once, stored only wrapped by the keyring's KEK in the
 ``service_keys`` table, and unwrapped into memory when needed.
+
+Subjects are namespaced by tenant (issue 17): the default tenant's pseudonyms are the HMAC under
+the service key itself (exactly as before tenancy, so existing subjects are still found); any
+other tenant's are the HMAC under a key derived from the service key for that tenant
+(``HMAC(service key, "facemedia-tenant-pseudonym-v1" ‖ 0 ‖ tenant)``), so tenant A's ``u1`` and
+tenant B's ``u1`` have unrelated pseudonyms and neither can be computed from the other.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ import os
 from worker.crypto import Keyring
 from worker.ledger.db import Database
 from worker.ledger.service_keys import ServiceSecret
+from worker.ledger.tenants import DEFAULT_TENANT, check_tenant
 
 _NAME = "subject-pseudonym"
+_TENANT_DOMAIN = b"facemedia-tenant-pseudonym-v1\x00"
 
 
 class Pseudonymizer:
@@ -23,12 +31,16 @@ class Pseudonymizer:
     def __init__(self, db: Database, keyring: Keyring) -> None:
         self._secret = ServiceSecret(db, keyring, _NAME, lambda: os.urandom(32))
 
-    def subject_hash(self, subject_id: str) -> str:
-        """The hex HMAC of ``subject_id``; stable for the life of the service key."""
+    def subject_hash(self, subject_id: str, *, tenant: str = DEFAULT_TENANT) -> str:
+        """The hex HMAC of ``subject_id`` in ``tenant``'s namespace; stable for the life of the
+        service key."""
         if not subject_id:
             raise ValueError("subject id must not be empty")
-        key = self._secret.get()
-        return hmac.new(key.raw(), subject_id.encode(), hashlib.sha256).hexdigest()
+        check_tenant(tenant)
+        key = self._secret.get().raw()
+        if tenant != DEFAULT_TENANT:
+            key = hmac.new(key, _TENANT_DOMAIN + tenant.encode(), hashlib.sha256).digest()
+        return hmac.new(key, subject_id.encode(), hashlib.sha256).hexdigest()
 
     def rewrap(self) -> bool:
         """Re-wrap the service key under the keyring's current KEK (after a rotation)."""

@@ -10,6 +10,9 @@ complete (nothing of it is reachable through the new record), the sweep's pendin
 can never reach the new row or its key, and the new row's research samples, given consent, may
 enter future releases (the old row's revocation is untouched and keeps reaching old releases).
 
+Subjects are namespaced by tenant (:mod:`worker.ledger.tenants`): the pseudonym is computed in the
+tenant's namespace and the row carries the tenant, so tenant A's ``u1`` is never tenant B's.
+
 A subject whose erasure was requested but has not completed (a legal hold keeps it pending, or
 it is running) is refused (:class:`SubjectErasurePending`): new data accepted then would be
 erased with the old, silently.
@@ -31,6 +34,7 @@ from worker.ledger.db import Database
 from worker.ledger.errors import LedgerError
 from worker.ledger.models import Subject
 from worker.ledger.pseudonyms import Pseudonymizer
+from worker.ledger.tenants import DEFAULT_TENANT
 
 RETIRED_PREFIX = "retired:"
 """The ``subject_hash`` of an erased row a returning subject replaced (never a hex digest)."""
@@ -80,15 +84,22 @@ class SubjectRegistry:
         self.pseudonyms = pseudonyms
         self.keys = keys
 
-    def find(self, subject_id: str) -> SubjectRef | None:
-        """The subject if the ledger knows it (erased subjects included, until they return)."""
-        digest = self.pseudonyms.subject_hash(subject_id)
+    def find(self, subject_id: str, *, tenant: str = DEFAULT_TENANT) -> SubjectRef | None:
+        """The subject if the ledger knows it in ``tenant`` (erased subjects included, until
+        they return)."""
+        digest = self.pseudonyms.subject_hash(subject_id, tenant=tenant)
         with self.db.session() as s:
-            row = s.scalars(select(Subject).where(Subject.subject_hash == digest)).first()
+            row = s.scalars(self._by_hash(digest, tenant)).first()
             return None if row is None else SubjectRef(row.id, row.key_id)
 
-    def ensure(self, subject_id: str, consent: Consent | None = None) -> SubjectRef:
-        """Find or create the subject; record ``consent`` when given.
+    @staticmethod
+    def _by_hash(digest: str, tenant: str) -> Any:
+        return select(Subject).where(Subject.subject_hash == digest, Subject.tenant == tenant)
+
+    def ensure(
+        self, subject_id: str, consent: Consent | None = None, *, tenant: str = DEFAULT_TENANT
+    ) -> SubjectRef:
+        """Find or create the subject in ``tenant``; record ``consent`` when given.
 
         A subject erased earlier who comes back is a new subject (see the module docstring):
         a new row and key, consent as given now. :class:`SubjectErasurePending` if an erasure
@@ -96,10 +107,10 @@ class SubjectRegistry:
         is opened (on SQLite writers are serialised: a key written from inside an open write
         transaction waited on that transaction's own lock until ``database is locked``).
         """
-        digest = self.pseudonyms.subject_hash(subject_id)
+        digest = self.pseudonyms.subject_hash(subject_id, tenant=tenant)
         for _ in range(_ATTEMPTS):
             with self.db.session() as s:
-                row = s.scalars(select(Subject).where(Subject.subject_hash == digest)).first()
+                row = s.scalars(self._by_hash(digest, tenant)).first()
                 if row is not None and row.erased_at is None:
                     if row.erase_requested_at is not None:
                         raise SubjectErasurePending()
@@ -109,7 +120,7 @@ class SubjectRegistry:
                 erased = None if row is None else row.id
             key_id = self.keys.create()
             try:
-                ref = self._record(digest, key_id, erased, consent or Consent())
+                ref = self._record(digest, key_id, erased, consent or Consent(), tenant)
             except IntegrityError:  # another process recorded this subject first
                 ref = None
             if ref is not None:
@@ -118,7 +129,7 @@ class SubjectRegistry:
         raise LedgerError("the subject could not be recorded (concurrent changes); retry")
 
     def _record(
-        self, digest: str, key_id: str, erased: str | None, consent: Consent
+        self, digest: str, key_id: str, erased: str | None, consent: Consent, tenant: str
     ) -> SubjectRef | None:
         """Insert the subject's row; for a returning subject first retire the erased row's
         hash with a compare-and-set (None if it is no longer this subject's erased row)."""
@@ -128,6 +139,7 @@ class SubjectRegistry:
                     update(Subject)
                     .where(
                         Subject.id == erased,
+                        Subject.tenant == tenant,
                         Subject.subject_hash == digest,
                         Subject.erased_at.is_not(None),
                     )
@@ -138,6 +150,7 @@ class SubjectRegistry:
                     return None
             row = Subject(
                 id=new_id(),
+                tenant=tenant,
                 subject_hash=digest,
                 key_id=key_id,
                 created_at=datetime.now(UTC),
@@ -145,7 +158,8 @@ class SubjectRegistry:
             self._apply(row, consent)
             s.add(row)
             s.flush()
-            audit.append(s, "subject.returned" if erased else "subject.created", row.id)
+            event = "subject.returned" if erased else "subject.created"
+            audit.append(s, event, row.id, tenant=tenant)
             return SubjectRef(row.id, key_id)
 
     @staticmethod

@@ -23,13 +23,13 @@ the row is found by key and refreshed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -84,10 +84,18 @@ class ObjectRecords:
 
     # ----- the parts --------------------------------------------------------------------------
 
-    def seal(self, spec: ObjectSpec, key_id: str, body: BinaryIO | bytes) -> PutResult:
+    def seal(
+        self,
+        spec: ObjectSpec,
+        key_id: str,
+        body: BinaryIO | bytes,
+        *,
+        vault: Vault | None = None,
+    ) -> PutResult:
         """Encrypt ``body`` under subject key ``key_id`` (context: key, class, job) while
-        uploading it to ``spec.key``; no row."""
-        return self.vault.put(spec.key, spec.object_class, spec.job_id, key_id, body)
+        uploading it to ``spec.key``; no row. ``vault``: one holding the key already
+        (:meth:`vault_for`), so the seal reads nothing from the ledger."""
+        return (vault or self.vault).put(spec.key, spec.object_class, spec.job_id, key_id, body)
 
     def add(
         self,
@@ -125,11 +133,18 @@ class ObjectRecords:
     def stored(self, object_id: str, put: PutResult) -> None:
         """Stamp a reserved row with what the upload wrote."""
         with self.db.session() as s:
-            row = s.get(StoredObject, object_id)
-            if row is None:
+            done = s.execute(  # one statement: no read of the row first
+                update(StoredObject)
+                .where(StoredObject.id == object_id)
+                .values(
+                    size=put.size,
+                    stored_at=self.clock(),
+                    version_ids=[put.version_id] if put.version_id else None,
+                ),
+                execution_options={"synchronize_session": False},
+            )
+            if getattr(done, "rowcount", 1) != 1:
                 raise ObjectsError("no such object row")
-            row.size, row.stored_at = put.size, self.clock()
-            row.version_ids = [put.version_id] if put.version_id else None
 
     # ----- the whole ----------------------------------------------------------------------------
 
@@ -213,14 +228,17 @@ class ObjectRecords:
                     )
                 )
             )
-            wrapped = [
-                WrappedSubjectKey(
-                    r.key_id, WrappedKey(KekRef(r.keyring_id, r.kek_version), r.wrapped)
-                )
-                for r in rows
-                if r.wrapped is not None
-            ]
-        return self.vault.with_keys(wrapped)
+        return self.vault_for(rows)
+
+    def vault_for(self, rows: Iterable[SubjectKeyRow]) -> Vault:
+        """A vault that seals and opens objects under the subject keys of ``rows`` (read by the
+        caller, in a transaction it needed anyway) without another ledger read; destroyed keys
+        are left out (their objects neither open nor seal)."""
+        return self.vault.with_keys(
+            WrappedSubjectKey(r.key_id, WrappedKey(KekRef(r.keyring_id, r.kek_version), r.wrapped))
+            for r in rows
+            if r.wrapped is not None and r.destroyed_at is None
+        )
 
     def __repr__(self) -> str:
         return f"ObjectRecords({self.vault!r})"

@@ -20,11 +20,12 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from worker.ledger.db import Database
 from worker.ledger.models import ResearchFunnel
 
-__all__ = ["SAMPLING_STEPS", "describe", "record", "release_funnel", "sampling_totals"]
+__all__ = ["SAMPLING_STEPS", "add", "describe", "record", "release_funnel", "sampling_totals"]
 
 # The sampler's skip reasons that are a person's choice or state, in the order a reader
 # follows them (the rest — already sampled, unsupported media, errors — are "other").
@@ -64,6 +65,35 @@ def record(db: Database, outcome: str, reason: str, when: datetime) -> None:
                 )
         except IntegrityError:  # a concurrent first decision of the month: add to its row
             s.execute(update(ResearchFunnel).where(*key).values(count=ResearchFunnel.count + 1))
+
+
+def add(session: Session, outcome: str, reason: str, when: datetime) -> None:
+    """:func:`record` in the caller's transaction, in one statement (an upsert): the job service
+    counts the sampler's decision in the transaction that ends the job."""
+    if reason in _NOT_COUNTED:
+        return
+    values = {
+        "month": when.strftime("%Y-%m"),
+        "outcome": outcome[:16],
+        "reason": reason[:40],
+        "count": 1,
+    }
+    dialect = session.get_bind().dialect.name
+    upsert: Any
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        upsert = pg_insert(ResearchFunnel)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        upsert = sqlite_insert(ResearchFunnel)
+    session.execute(
+        upsert.values(**values).on_conflict_do_update(
+            index_elements=["month", "outcome", "reason"],
+            set_={"count": ResearchFunnel.count + 1},
+        )
+    )
 
 
 def sampling_totals(db: Database) -> dict[str, Any]:

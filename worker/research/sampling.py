@@ -1,8 +1,10 @@
 """Consent-gated research sampling at job time, while the decrypted original is in memory.
 
 The job service calls :meth:`Sampler.sample` inside the job's lease, after the handler ran and
-its outputs were stored. A sample is kept only if, *read from the subjects row at that moment*
-(so a withdrawal or an erasure recorded before the job runs wins):
+its outputs were stored, with the job's and subject's rows it read with its claim (so a
+withdrawal or an erasure recorded before the job runs wins; the subjects row is read again, locked,
+in the transaction that writes a sample, so one recorded while the job ran wins too), and counts
+the decision in the transaction that ends the job. A sample is kept only if:
 
 * the subject consented to research, and a minor's guardian consented too;
 * the subject is neither erased (or being erased) nor withdrawn;
@@ -33,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import structlog
+from sqlalchemy.orm import Session
 
 from pipelines.deid.api import (
     DEFAULT_PROFILE,
@@ -152,10 +155,25 @@ class Sampler:
             return name, {"k": self.config.k}
         return name, {}
 
-    def sample(self, job_id: str, media: bytes) -> SampleDecision:
-        """Sample ``job_id`` from its decrypted original; never raises."""
+    def sample(
+        self,
+        job_id: str,
+        media: bytes,
+        *,
+        job: Job | None = None,
+        subject: Subject | None = None,
+        defer: Callable[[Callable[[Session], None]], None] | None = None,
+    ) -> SampleDecision:
+        """Sample ``job_id`` from its decrypted original; never raises.
+
+        ``job`` and ``subject``: their rows as the job service read them with its claim (else
+        they are read here, in a transaction of their own); a sample is only kept if the subject
+        is still eligible when it is written (:class:`~worker.research.store.SampleWriter`
+        checks in that transaction). ``defer``: a hook taking work for the transaction that ends
+        the job, where the decision is then counted (else it is counted in one of its own).
+        """
         try:
-            decision = self._sample(job_id, media)
+            decision = self._sample(job_id, media, job, subject)
         except NotEligible as exc:  # withdrew or erased while this job was being sampled
             decision = SampleDecision("skipped", exc.reason)
         except PipelineError as exc:  # the source cannot be decoded or de-identified
@@ -171,7 +189,11 @@ class Sampler:
             )
         if decision.outcome in ("skipped", "error"):
             count(decision.outcome, decision.reason)
-        self._record(job_id, decision)
+        if defer is not None:
+            when = datetime.now(UTC)
+            defer(lambda s: funnel.add(s, decision.outcome, decision.reason, when))
+        else:
+            self._record(job_id, decision)
         return decision
 
     def _record(self, job_id: str, decision: SampleDecision) -> None:
@@ -182,15 +204,18 @@ class Sampler:
         except Exception as exc:
             log.warning("research.funnel_failed", job_id=job_id, exc_type=type(exc).__name__)
 
-    def _sample(self, job_id: str, media: bytes) -> SampleDecision:
-        with self.db.session() as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                return SampleDecision("skipped", "no_job")
-            subject = s.get(Subject, job.subject_id)
-            why = ineligible(subject)
-            quasi = QuasiIdentifiers.from_json(job.quasi).with_month(job.created_at).to_json()
-            subject_id, key_id = job.subject_id, None if subject is None else subject.key_id
+    def _sample(
+        self, job_id: str, media: bytes, job: Job | None, subject: Subject | None
+    ) -> SampleDecision:
+        if job is None:
+            with self.db.session() as s:
+                job = s.get(Job, job_id)
+                if job is None:
+                    return SampleDecision("skipped", "no_job")
+                subject = s.get(Subject, job.subject_id)
+        why = ineligible(subject)
+        quasi = QuasiIdentifiers.from_json(job.quasi).with_month(job.created_at).to_json()
+        subject_id, key_id = job.subject_id, None if subject is None else subject.key_id
         if why is not None or key_id is None:
             return SampleDecision("skipped", why or "no_subject")
         if not self.selected(job_id):

@@ -8,7 +8,8 @@ are noise. An *epoch change* therefore:
 1. makes a new current KEK (:meth:`Keyring.begin_epoch`: local - a new version in the file;
    KMS - another KMS key, recorded in ``kek_epochs`` so every process wraps under it);
 2. re-wraps every live key under it, in one pass (:meth:`KeyEpochs.rewrap_all`, also used by
-   ``facemedia keys rotate``): subject keys, every row of ``service_keys``, release keys;
+   ``facemedia keys rotate``): subject keys, every row of ``service_keys``, release keys, the
+   API keys' webhook secrets;
 3. re-checks that nothing live is left under an older version (a key created meanwhile by a
    process that still saw the old version), re-wrapping again if so;
 4. destroys every older version (:meth:`Keyring.destroy`: local - the material is removed from
@@ -38,6 +39,7 @@ from worker.crypto import KekRef, Keyring, SubjectKeys, WrappedKey
 from worker.crypto.keyring_kms import KmsEpochState
 from worker.crypto.subject_keys import subject_key_context
 from worker.ledger import audit
+from worker.ledger.api_keys import rewrap_webhook_secrets, stale_webhook_secrets
 from worker.ledger.db import Database
 from worker.ledger.models import KekEpoch, Release, ServiceKeyRow, SubjectKeyRow
 from worker.ledger.service_keys import rewrap_all_service_keys
@@ -97,12 +99,14 @@ class RewrapCounts:
     subject_keys: int = 0
     service_keys: int = 0
     releases: int = 0
+    webhook_secrets: int = 0
 
     def __add__(self, other: RewrapCounts) -> RewrapCounts:
         return RewrapCounts(
             self.subject_keys + other.subject_keys,
             self.service_keys + other.service_keys,
             self.releases + other.releases,
+            self.webhook_secrets + other.webhook_secrets,
         )
 
 
@@ -129,6 +133,7 @@ class EpochResult:
             "keys_rewrapped": self.rewrapped.subject_keys,
             "service_keys_rewrapped": self.rewrapped.service_keys,
             "releases_rewrapped": self.rewrapped.releases,
+            "webhook_secrets_rewrapped": self.rewrapped.webhook_secrets,
             "versions_destroyed": list(self.versions_destroyed),
             "kek_version": self.kek_version,
             "seconds": round(self.seconds, 3),
@@ -275,11 +280,13 @@ class KeyEpochs:
 
     def rewrap_all(self) -> RewrapCounts:
         """Re-wrap every live key under the keyring's current KEK version: subject keys (those
-        not yet under it), every service secret, every live release's keys."""
+        not yet under it), every service secret, every live release's keys, every API key's
+        webhook secret."""
         subject = self._rewrap_subject_keys()
         service = rewrap_all_service_keys(self.db, self.keyring)
         releases = self.rewrap_releases() if self.rewrap_releases is not None else 0
-        return RewrapCounts(subject, service, releases)
+        webhooks = rewrap_webhook_secrets(self.db, self.keyring)
+        return RewrapCounts(subject, service, releases, webhooks)
 
     def _rewrap_subject_keys(self) -> int:
         """Re-wrap live subject keys not under the current KEK, ``REWRAP_BATCH`` rows per
@@ -368,11 +375,13 @@ class KeyEpochs:
                 count=counts.subject_keys,
                 service_keys=counts.service_keys,
                 releases=counts.releases,
+                webhook_secrets=counts.webhook_secrets,
             )
         return current, counts
 
     def _stale(self, current: KekRef) -> int:
-        """Live keys (subject, service, release) not wrapped under ``current``."""
+        """Live keys (subject, service, release, webhook secret) not wrapped under
+        ``current``."""
         under_current = and_(
             SubjectKeyRow.keyring_id == current.keyring_id,
             SubjectKeyRow.kek_version == current.version,
@@ -406,7 +415,8 @@ class KeyEpochs:
                         ),
                     )
                 )
-        return int(subjects or 0) + int(services or 0) + int(releases or 0)
+        webhooks = stale_webhook_secrets(self.db, current)
+        return int(subjects or 0) + int(services or 0) + int(releases or 0) + webhooks
 
     # ----- the epoch change ----------------------------------------------------------------
 
@@ -463,6 +473,7 @@ class KeyEpochs:
                     rewrapped=counts.subject_keys,
                     service_keys=counts.service_keys,
                     releases=counts.releases,
+                    webhook_secrets=counts.webhook_secrets,
                     destroyed=len(destroyed),
                 )
             result = EpochResult(

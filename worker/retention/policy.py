@@ -37,7 +37,9 @@ TABLE_POLICY: dict[str, str] = {
     "subject_keys": "wrapped subject key: bytes destroyed on erasure (crypto-shredding)",
     "service_keys": "wrapped pseudonym key: no personal data; rotated with the KEK",
     "jobs": "opaque ids, job type, params, state: kept for the audit policy; no media, no names; "
-    "generalized quasi-identifiers (research consent only) cleared when the job ends",
+    "generalized quasi-identifiers (research consent only) cleared when the job ends; the "
+    "tenant, the caller's idempotency key and callback URL (the URL cleared once its webhook is "
+    "delivered or dead)",
     "objects": "object keys (opaque ids), class, expiry: the object is deleted at expiry, "
     "the row stays with deleted_at as the record of deletion",
     "deletion_receipts": "object id, class, versions removed: no personal data (audit policy)",
@@ -55,5 +57,9 @@ TABLE_POLICY: dict[str, str] = {
     "release_grants": "fingerprints of researchers' public keys: no personal data of subjects",
     "research_funnel": "counts of research-sampling decisions per month, outcome and reason: "
     "no ids, no personal data; kept while the service runs (the loss funnel of releases)",
+    "api_keys": "API key ids, tenants, scopes, limits, a SHA-256 of each key and the webhook "
+    "secret wrapped by the KEK: no personal data of subjects; kept until revoked and beyond "
+    "(the audit log names keys by id)",
+    "api_rate_buckets": "token counts per API key id: no personal data",
     "alembic_version": "schema revision: no personal data",
 }

@@ -1,15 +1,19 @@
 """Subject rights and legal holds: erasure, access export, research-consent withdrawal.
 
 Every operation is idempotent and audited, and takes the ledger's opaque subject id (the CLI and
-the client turn an upstream id into it through the pseudonym). Held objects survive erasure and
-withdrawal; an erasure that meets a hold stays pending (the subject key is kept, or the held data
-would be destroyed with it) and the first sweep after the release completes it.
+the client turn an upstream id into it through the pseudonym, in the caller's tenant) and a
+keyword-only ``tenant``: a subject or job of another tenant is :class:`NotFound` exactly like an
+unknown one (``tenant=None``: the operator, any tenant; the privacy tasks use it, their opaque id
+was resolved in the requester's tenant). Audit entries carry the subject's (or job's) tenant.
+Held objects survive erasure and withdrawal; an erasure that meets a hold stays pending (the
+subject key is kept, or the held data would be destroyed with it) and the first sweep after the
+release completes it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,9 +38,10 @@ from worker.ledger.models import (
     StoredObject,
     Subject,
 )
+from worker.ledger.tenants import DEFAULT_TENANT
 from worker.objects.deleter import Deleter, Doomed
 from worker.objects.vault import Vault
-from worker.private_files import atomic_write_private, private_dir
+from worker.private_files import private_dir, private_output
 from worker.retention.holds import (
     MAX_NOTE_CHARS,
     HoldNoteTooLong,
@@ -46,6 +51,8 @@ from worker.retention.holds import (
 )
 
 log = structlog.get_logger("facemedia.retention")
+
+_EXPORT_CHUNK = 1 << 20
 
 
 def utcnow() -> datetime:
@@ -113,10 +120,17 @@ class SubjectRights:
 
     # ----- helpers -----------------------------------------------------------------------------
 
-    def _subject(self, s: Any, subject_id: str) -> Subject:
+    def _subject(self, s: Any, subject_id: str, tenant: str | None = None) -> Subject:
         row = s.get(Subject, subject_id)
-        if row is None:
+        if row is None or (tenant is not None and row.tenant != tenant):
             raise NotFound("no such subject")
+        return row  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _job(s: Any, job_id: str, tenant: str | None) -> Job:
+        row = s.get(Job, job_id)
+        if row is None or (tenant is not None and row.tenant != tenant):
+            raise NotFound("no such subject or job")
         return row  # type: ignore[no-any-return]
 
     def _live_objects(self, subject_id: str, classes: tuple[str, ...] | None = None) -> Any:
@@ -163,12 +177,13 @@ class SubjectRights:
 
     # ----- erasure -----------------------------------------------------------------------------
 
-    def erase(self, subject_id: str) -> RightsResult:
+    def erase(self, subject_id: str, *, tenant: str | None = DEFAULT_TENANT) -> RightsResult:
         """Delete every original, output and research sample of the subject, destroy the
-        subject key (every copy anywhere becomes unreadable), mark the subject erased."""
+        subject key (every copy anywhere becomes unreadable), mark the subject erased.
+        :class:`NotFound` if the subject is not ``tenant``'s."""
         t = self.clock()
         with self.db.session() as s:
-            subject = self._subject(s, subject_id)
+            subject = self._subject(s, subject_id, tenant)
             key_id = subject.key_id
             already = subject.erased_at is not None
             if not already:
@@ -176,7 +191,7 @@ class SubjectRights:
                 subject.research_consent = False
                 lifecycle.cancel_queued(s, subject_id, at=t)
                 self._revoke(s, subject_id, "erasure", t)
-                audit.append(s, "subject.erase_requested", subject_id)
+                audit.append(s, "subject.erase_requested", subject_id, tenant=subject.tenant)
         if already:
             done, by = self._crypto(key_id)  # after the transaction: it reads the ledger
             return RightsResult(subject_id, "erase", 0, 0, False, True, done, by)
@@ -208,7 +223,7 @@ class SubjectRights:
             left = list(s.scalars(self._live_objects(subject_id)))
             if left or subject.legal_hold:
                 return False
-            key_id = subject.key_id
+            key_id, owner = subject.key_id, subject.tenant
         self.keys.destroy(key_id)
         with self.db.session() as s:
             # Compare-and-set: only the row still holding the destroyed key and not yet marked
@@ -224,7 +239,7 @@ class SubjectRights:
                 execution_options={"synchronize_session": False},
             )
             if marked.rowcount == 1:  # type: ignore[attr-defined]
-                audit.append(s, "subject.erased", subject_id)
+                audit.append(s, "subject.erased", subject_id, tenant=owner)
         # SQLite: do not leave the key's last wrapped copy in the -wal file.
         self.db.checkpoint()
         return True
@@ -255,17 +270,19 @@ class SubjectRights:
             return
         s.add(Revocation(id=new_id(), subject_id=subject_id, reason=reason, created_at=t))
 
-    def withdraw_consent(self, subject_id: str) -> RightsResult:
+    def withdraw_consent(
+        self, subject_id: str, *, tenant: str | None = DEFAULT_TENANT
+    ) -> RightsResult:
         """Research samples deleted, the subject excluded from future releases and entered on
-        the revocation list of published ones."""
+        the revocation list of published ones. :class:`NotFound` if not ``tenant``'s."""
         t = self.clock()
         with self.db.session() as s:
-            subject = self._subject(s, subject_id)
+            subject = self._subject(s, subject_id, tenant)
             already = subject.consent_withdrawn_at is not None
             subject.research_consent = False
             subject.consent_withdrawn_at = subject.consent_withdrawn_at or t
             self._revoke(s, subject_id, "consent_withdrawn", t)
-            audit.append(s, "subject.consent_withdrawn", subject_id)
+            audit.append(s, "subject.consent_withdrawn", subject_id, tenant=subject.tenant)
         deleted, held = self._delete_unheld(subject_id, ("research", "staging"), "withdrawal")
         self._announce_revocation(subject_id)
         return RightsResult(subject_id, "withdraw_consent", deleted, held, held > 0, already)
@@ -280,8 +297,10 @@ class SubjectRights:
         reason: str | HoldReason = "",
         release: bool = False,
         note: str | None = None,
+        tenant: str | None = DEFAULT_TENANT,
     ) -> dict[str, Any]:
-        """Set (or release) a legal hold on a subject or a job; audited.
+        """Set (or release) a legal hold on a subject or a job of ``tenant``; audited.
+        :class:`NotFound` for an unknown subject or job, or another tenant's.
 
         ``reason`` must be a :class:`HoldReason` code (free text is refused with
         :class:`UnknownHoldReason`, never stored); ``note`` is optional free text sealed under the
@@ -297,22 +316,25 @@ class SubjectRights:
         sealed: bytes | None = None
         if code is not None and note:
             with self.db.session() as s:
-                key_id = self._hold_key_id(s, subject_id, job_id)
+                key_id = self._hold_key_id(s, subject_id, job_id, tenant)
             sealed = self.vault.envelope.seal(key_id, note_context(entity), note.encode("utf-8"))
         with self.db.session() as s:
-            row: Subject | Job | None = (
-                s.get(Subject, subject_id) if subject_id else s.get(Job, job_id)
-            )
-            if row is None:
-                raise NotFound("no such subject or job")
+            row = self._hold_row(s, subject_id, job_id, tenant)
             released = row.hold_reason
             row.legal_hold = not release
             row.hold_reason = None if code is None else code.value
             row.hold_note = sealed
             if release:
-                audit.append(s, "hold.released", entity, reason=released)
+                audit.append(s, "hold.released", entity, tenant=row.tenant, reason=released)
             else:
-                audit.append(s, "hold.set", entity, reason=str(code), note=sealed is not None)
+                audit.append(
+                    s,
+                    "hold.set",
+                    entity,
+                    tenant=row.tenant,
+                    reason=str(code),
+                    note=sealed is not None,
+                )
         return {
             "subject": subject_id,
             "job": job_id,
@@ -321,31 +343,52 @@ class SubjectRights:
             "note": sealed is not None,
         }
 
-    def _hold_key_id(self, s: Any, subject_id: str | None, job_id: str | None) -> str:
+    def release_hold(
+        self,
+        *,
+        subject_id: str | None = None,
+        job_id: str | None = None,
+        tenant: str | None = DEFAULT_TENANT,
+    ) -> dict[str, Any]:
+        """Release the legal hold on a subject or job of ``tenant`` (``hold(release=True)``)."""
+        return self.hold(subject_id=subject_id, job_id=job_id, release=True, tenant=tenant)
+
+    def _hold_row(
+        self, s: Any, subject_id: str | None, job_id: str | None, tenant: str | None
+    ) -> Subject | Job:
+        """The held subject or job, if it is ``tenant``'s (else :class:`NotFound`)."""
+        try:
+            if subject_id is not None:
+                return self._subject(s, subject_id, tenant)
+            return self._job(s, str(job_id), tenant)
+        except NotFound:
+            raise NotFound("no such subject or job") from None
+
+    def _hold_key_id(
+        self, s: Any, subject_id: str | None, job_id: str | None, tenant: str | None
+    ) -> str:
         """The key a hold note is sealed under: the subject's (a job's subject for a job)."""
-        if job_id is not None:
-            job = s.get(Job, job_id)
-            if job is None:
-                raise NotFound("no such subject or job")
-            subject_id = job.subject_id
-        return self._subject(s, str(subject_id)).key_id
+        row = self._hold_row(s, subject_id, job_id, tenant)
+        if isinstance(row, Job):
+            return self._subject(s, row.subject_id).key_id
+        return row.key_id
 
     def hold_info(
-        self, *, subject_id: str | None = None, job_id: str | None = None
+        self,
+        *,
+        subject_id: str | None = None,
+        job_id: str | None = None,
+        tenant: str | None = DEFAULT_TENANT,
     ) -> dict[str, Any]:
-        """The hold on a subject or job: held, reason code, and the note opened with the
-        subject's key (``note_readable`` is false once the key is destroyed)."""
+        """The hold on a subject or job of ``tenant``: held, reason code, and the note opened
+        with the subject's key (``note_readable`` is false once the key is destroyed)."""
         from worker.crypto import CryptoError
 
         if (subject_id is None) == (job_id is None):
             raise ValueError("name exactly one of subject or job")
         entity = str(subject_id or job_id)
         with self.db.session() as s:
-            row: Subject | Job | None = (
-                s.get(Subject, subject_id) if subject_id else s.get(Job, job_id)
-            )
-            if row is None:
-                raise NotFound("no such subject or job")
+            row = self._hold_row(s, subject_id, job_id, tenant)
             held, code, sealed = row.legal_hold, row.hold_reason, row.hold_note
         text: str | None = None
         if sealed is not None:
@@ -365,11 +408,44 @@ class SubjectRights:
 
     # ----- access ------------------------------------------------------------------------------
 
-    def export(self, subject_id: str, out_dir: Path) -> dict[str, Any]:
-        """An access report: every record and object held about the subject, with the
-        decrypted outputs and research samples, written under ``out_dir``."""
+    def export_entries(
+        self, subject_id: str, *, tenant: str | None = DEFAULT_TENANT
+    ) -> Iterator[tuple[str, Iterator[bytes]]]:
+        """The subject's access export as archive members: ``(name, decrypted chunks)`` pairs,
+        ``report.json`` first (every record held about the subject), then each live output and
+        research sample as ``<class>/<job id or "none">/<name>``. Nothing is written to disk:
+        each object is decrypted segment by segment while its chunks are consumed.
+
+        The subject is checked (:class:`NotFound` if unknown or not ``tenant``'s) and the export
+        audited when this is called, before the first member is produced."""
+        report, live = self._export_report(subject_id, tenant)
         with self.db.session() as s:
-            subject = self._subject(s, subject_id)
+            owner = self._subject(s, subject_id).tenant
+            audit.append(s, "subject.exported", subject_id, tenant=owner, objects=len(live))
+        return self._export_members(report, live)
+
+    def _export_members(
+        self, report: dict[str, Any], live: list[tuple[str, StoredObject]]
+    ) -> Iterator[tuple[str, Iterator[bytes]]]:
+        body = json.dumps(report, indent=2, default=str).encode("utf-8")
+        yield "report.json", iter((body,))
+        for name, obj in live:
+            yield name, self._decrypted_chunks(obj)
+
+    def _decrypted_chunks(self, obj: StoredObject) -> Iterator[bytes]:
+        stream = self.vault.open(obj.key, obj.object_class, obj.job_id)
+        try:
+            while chunk := stream.read(_EXPORT_CHUNK):
+                yield chunk
+        finally:
+            stream.close()
+
+    def _export_report(
+        self, subject_id: str, tenant: str | None
+    ) -> tuple[dict[str, Any], list[tuple[str, StoredObject]]]:
+        """The access report and the live objects to include, by member name."""
+        with self.db.session() as s:
+            subject = self._subject(s, subject_id, tenant)
             jobs = list(s.scalars(select(Job).where(Job.subject_id == subject_id)))
             job_ids = [j.id for j in jobs]
             objects = list(
@@ -397,6 +473,7 @@ class SubjectRights:
             report: dict[str, Any] = {
                 "subject": {
                     "id": subject.id,
+                    "tenant": subject.tenant,
                     "created_at": subject.created_at,
                     "research_consent": subject.research_consent,
                     "is_minor": subject.is_minor,
@@ -446,19 +523,43 @@ class SubjectRights:
                 ],
             }
             live = [o for o in objects if o.deleted_at is None and o.object_class != "original"]
-        # Decrypted personal data: 0700 directories, 0600 files, never through a symlink.
-        private_dir(out_dir)
-        files = []
+        members: list[tuple[str, StoredObject]] = []
+        seen: set[str] = set()
         for obj in live:
-            data = self.vault.read(obj.key, obj.object_class, obj.job_id)
-            name = obj.name if obj.name and Path(obj.name).name == obj.name else obj.id
-            target = out_dir / obj.object_class / (obj.job_id or "none") / name
-            atomic_write_private(target, data)
-            files.append(str(target.relative_to(out_dir)))
-        report["files"] = files
-        atomic_write_private(
-            out_dir / "report.json", json.dumps(report, indent=2, default=str).encode("utf-8")
-        )
-        with self.db.session() as s:
-            audit.append(s, "subject.exported", subject_id, objects=len(files))
-        return {"subject": subject_id, "jobs": len(jobs), "objects": len(objects), "files": files}
+            safe = obj.name and obj.name not in (".", "..") and Path(obj.name).name == obj.name
+            name = f"{obj.object_class}/{obj.job_id or 'none'}/{obj.name if safe else obj.id}"
+            if name in seen:
+                name = f"{obj.object_class}/{obj.job_id or 'none'}/{obj.id}"
+            seen.add(name)
+            members.append((name, obj))
+        report["files"] = [name for name, _ in members]
+        report["counts"] = {"jobs": len(jobs), "objects": len(objects)}
+        return report, members
+
+    def export(
+        self, subject_id: str, out_dir: Path, *, tenant: str | None = DEFAULT_TENANT
+    ) -> dict[str, Any]:
+        """An access report: every record and object held about the subject, with the
+        decrypted outputs and research samples, written under ``out_dir`` (the members of
+        :meth:`export_entries`, each a 0600 file in 0700 directories, never through a
+        symlink)."""
+        entries = self.export_entries(subject_id, tenant=tenant)
+        private_dir(out_dir)
+        files: list[str] = []
+        counts: dict[str, Any] = {}
+        for name, chunks in entries:
+            with private_output(out_dir / name) as out:
+                if name == "report.json":
+                    data = b"".join(chunks)
+                    counts = json.loads(data).get("counts", {})
+                    out.write(data)
+                    continue
+                for chunk in chunks:
+                    out.write(chunk)
+            files.append(name)
+        return {
+            "subject": subject_id,
+            "jobs": counts.get("jobs", 0),
+            "objects": counts.get("objects", 0),
+            "files": files,
+        }

@@ -65,18 +65,29 @@ def _translate() -> Iterator[None]:
         raise StorageError(f"storage client error ({type(exc).__name__})") from exc
 
 
-def _read_full(body: BinaryIO, size: int) -> bytearray:
+#: The first buffer a part is read into; it doubles as the bytes keep coming (up to the part
+#: size). A photo is a few hundred KiB: zero-filling a whole part (8 MiB) for it cost more CPU
+#: than the upload itself (bench/api_bench.py, docs/BENCHMARKS.md).
+FIRST_READ = 256 * 1024
+
+
+def _read_full(body: BinaryIO, size: int, initial: int = FIRST_READ) -> bytearray:
     """Read ``size`` bytes (fewer only at the end of the stream) into one buffer, with
-    ``readinto`` when the stream has it (no intermediate ``bytes`` copies)."""
-    buf = bytearray(size)
+    ``readinto`` when the stream has it (no intermediate ``bytes`` copies). The buffer starts at
+    ``initial`` bytes and doubles while it fills, so a small object costs a small buffer."""
+    buf = bytearray(min(size, initial))
     view = memoryview(buf)
     got = 0
     readinto = getattr(body, "readinto", None)
     while got < size:
+        if got == len(buf):
+            view.release()  # a bytearray with a live view cannot grow
+            buf.extend(bytes(min(len(buf), size - len(buf))))
+            view = memoryview(buf)
         if readinto is not None:
             n = readinto(view[got:])
         else:
-            chunk = body.read(size - got)
+            chunk = body.read(len(buf) - got)
             n = len(chunk)
             view[got : got + n] = chunk
         if not n:
@@ -140,7 +151,7 @@ class S3Store(ObjectStore):
                     )
                 parts.append({"ETag": part["ETag"], "PartNumber": len(parts) + 1})
                 size += len(chunk)
-                chunk = _read_full(body, self.part_size)
+                chunk = _read_full(body, self.part_size, self.part_size)  # a full part is due
             with _translate():
                 done = self.client.complete_multipart_upload(
                     Bucket=self.bucket,

@@ -53,12 +53,14 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class ReleaseRequest:
-    """What to release: a unique name, k (None: the configured default), an operator filter."""
+    """What to release: a unique name, k (None: the configured default), an operator filter,
+    a tenant filter (None: every tenant's samples; the tenant appears nowhere in the release)."""
 
     name: str
     k: int | None = None
     operator: str | None = None
     max_suppression: float = 0.1
+    tenant: str | None = None
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,12 @@
 pseudonym keys made and wrapped, the eligible samples chosen (consent, guardian consent,
 withdrawal, erasure, revocation, deletion, gate and operator filter), k-anonymity reached by
 generalization and suppression, each sample given its release pseudonym, and the shard plan
-recorded on the ``building`` release row (audited). Building the shards is :mod:`.shards`."""
+recorded on the ``building`` release row (audited). Building the shards is :mod:`.shards`.
+
+Releases are the operator's and span every tenant's samples unless the request names one tenant
+(``research release --tenant``). The tenant is used only to choose samples: it is not recorded on
+the release row or in its summary (from which the datasheet and the report are written), nor in
+any file of the release; the audit entry of the release notes the restriction."""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from worker.crypto.secret import SecretKey
 from worker.ids import new_id
 from worker.ledger import audit
 from worker.ledger.models import Release, ResearchSample, Revocation, StoredObject, Subject
+from worker.ledger.tenants import BadTenant, check_tenant
 from worker.research.funnel import release_funnel, sampling_totals
 
 from .context import ReleaseContext, ReleaseRequest, sample_pseudonym
@@ -33,7 +39,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def _eligible(
-    s: Any, operator: str | None
+    s: Any, operator: str | None, tenant: str | None = None
 ) -> tuple[list[tuple[ResearchSample, Subject]], dict[str, int]]:
     revoked = set(s.scalars(select(Revocation.subject_id)))
     query = (
@@ -43,6 +49,8 @@ def _eligible(
     )
     if operator is not None:
         query = query.where(ResearchSample.operator == operator)
+    if tenant is not None:
+        query = query.where(Subject.tenant == tenant)
     counts: Counter[str] = Counter()
     keep: list[tuple[ResearchSample, Subject]] = []
     for sample, subject, obj in s.execute(query):
@@ -75,6 +83,11 @@ def plan(ctx: ReleaseContext, request: ReleaseRequest) -> tuple[str, int]:
         raise ReleaseError("bad_request", "k must be at least 1")
     if not 0.0 <= request.max_suppression <= 1.0:
         raise ReleaseError("bad_request", "max_suppression is a share from 0 to 1")
+    if request.tenant is not None:
+        try:
+            check_tenant(request.tenant)
+        except BadTenant as exc:
+            raise ReleaseError("bad_request", str(exc)) from None
     release_id = new_id()
     data_key, pseud_key = os.urandom(32), os.urandom(32)
     wrapped_data = ctx.keyring.wrap(data_key, release_key_context(release_id, "data"))
@@ -87,7 +100,7 @@ def plan(ctx: ReleaseContext, request: ReleaseRequest) -> tuple[str, int]:
     with ctx.db.session() as s:
         if s.scalars(select(Release.id).where(Release.name == request.name)).first():
             raise ReleaseError("exists", "a release with this name already exists")
-        pairs, counts = _eligible(s, request.operator)
+        pairs, counts = _eligible(s, request.operator, request.tenant)
         if not pairs:
             raise ReleaseError(
                 "no_eligible_samples",
@@ -151,6 +164,7 @@ def plan(ctx: ReleaseContext, request: ReleaseRequest) -> tuple[str, int]:
             suppressed=len(anon.suppressed),
             shards=len(shards),
             operator=request.operator,
+            only_tenant=request.tenant,
         )
     log.info("release.planned", release_id=release_id, count=len(entries))
     return release_id, len(shards)
