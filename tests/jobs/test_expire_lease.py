@@ -71,3 +71,37 @@ def test_an_expired_job_keeps_no_quasi_identifiers(embedded: Any, astronaut_jpeg
         row = s.get(Job, job_id)
         assert row is not None
         assert (row.status, row.quasi, row.lease_until) == ("expired", None, None)
+
+
+def test_the_sweeps_job_entries_belong_to_the_jobs_tenant(
+    make_settings: Any, astronaut_jpeg: bytes
+) -> None:
+    """Every audit entry belongs to a tenant (issue 17): the sweep's job.requeued, job.rescued
+    and job.expired name the job's, not the default one."""
+    from sqlalchemy import select
+
+    from worker.bootstrap import Container
+    from worker.ledger.models import AuditEntry
+
+    c = Container(make_settings())
+    try:
+        c.client.enqueue = lambda job_id: None  # never runs
+        stuck = c.client.submit(astronaut_jpeg, "detect", subject_id="u1", tenant="acme")
+        lapsed = c.client.submit(astronaut_jpeg, "detect", subject_id="u1", tenant="acme")
+        now = datetime.now(UTC)
+        _processing(c, lapsed, now - timedelta(minutes=5))
+        c.sweeper.rescue(as_of=now)
+        c.sweeper.run(as_of=now + timedelta(hours=2))  # queued and unclaimed: requeued
+        c.sweeper.run(as_of=now + timedelta(hours=25))  # past the originals' age: expired
+        with c.db.session() as s:
+            rows = s.execute(
+                select(AuditEntry.event, AuditEntry.entity, AuditEntry.tenant).where(
+                    AuditEntry.event.in_(("job.requeued", "job.rescued", "job.expired"))
+                )
+            ).all()
+        events = {(event, entity) for event, entity, _ in rows}
+        assert ("job.rescued", lapsed) in events and ("job.expired", stuck) in events
+        assert ("job.requeued", stuck) in events
+        assert {tenant for _, _, tenant in rows} == {"acme"}
+    finally:
+        c.close()

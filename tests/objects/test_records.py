@@ -81,6 +81,17 @@ def test_store_seals_puts_records_the_ttl_and_audits(embedded: Any, subject: Any
         assert audit.verify(s).ok
 
 
+def test_the_audit_entry_belongs_to_the_subjects_tenant(embedded: Any) -> None:
+    """Every audit entry belongs to a tenant (issue 17): an object's, to its subject's."""
+    acme = embedded.subjects.ensure("records-subject", tenant="acme")
+    spec = ObjectSpec(research_key("b" * 32), "research", subject_id=acme.id)
+    object_id = embedded.records.store(spec, acme.key_id, PLAIN, audit_event="research.sampled")
+    (entry,) = _audited(embedded, "research.sampled", object_id)
+    assert entry.tenant == "acme"
+    with embedded.db.session() as s:
+        assert audit.verify(s).ok
+
+
 def test_a_class_kept_until_revoked_has_no_expiry(embedded: Any) -> None:
     key = release_prefix("b" * 32) + "/index.json"
     embedded.records.put_sealed(ObjectSpec(key, "release", name="index.json"), b"{}\n")

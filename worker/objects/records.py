@@ -37,7 +37,8 @@ from worker.crypto import KekRef, WrappedKey, WrappedSubjectKey
 from worker.ids import new_id
 from worker.ledger import audit
 from worker.ledger.db import Database
-from worker.ledger.models import StoredObject, SubjectKeyRow
+from worker.ledger.models import StoredObject, Subject, SubjectKeyRow
+from worker.ledger.tenants import DEFAULT_TENANT
 from worker.storage.base import PutResult
 
 from .errors import ObjectsError
@@ -174,11 +175,26 @@ class ObjectRecords:
                 if then is not None:
                     then(s, row.id, t)
                     s.flush()
-                audit.append(s, audit_event, row.id, object_class=spec.object_class)
+                audit.append(
+                    s,
+                    audit_event,
+                    row.id,
+                    tenant=self._tenant(s, spec),
+                    object_class=spec.object_class,
+                )
                 return row.id
         except BaseException:
             self.discard(spec)
             raise
+
+    @staticmethod
+    def _tenant(s: Session, spec: ObjectSpec) -> str:
+        """The tenant an object's audit entry belongs to: its subject's (the operator's own
+        objects, with no subject, are the default tenant's)."""
+        if spec.subject_id is None:
+            return DEFAULT_TENANT
+        tenant = s.scalar(select(Subject.tenant).where(Subject.id == spec.subject_id))
+        return DEFAULT_TENANT if tenant is None else str(tenant)
 
     def discard(self, spec: ObjectSpec) -> None:
         """Delete an object that was put but never recorded (no receipt: no row)."""

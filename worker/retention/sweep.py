@@ -380,8 +380,10 @@ class Sweeper:
         with self.db.session() as s:
             if self.config.original_ttl is not None:
                 limit = as_of - self.config.original_ttl
-                stale = list(s.scalars(select(Job.id).where(lifecycle.expirable(limit, as_of))))
-                for job_id in stale:
+                stale = list(
+                    s.execute(select(Job.id, Job.tenant).where(lifecycle.expirable(limit, as_of)))
+                )
+                for job_id, tenant in stale:
                     if not lifecycle.expire(s, job_id, created_before=limit, at=as_of):
                         continue  # claimed, ended or renewed since the select
                     s.execute(
@@ -393,16 +395,16 @@ class Sweeper:
                         )
                         .values(expires_at=as_of)
                     )
-                    audit.append(s, "job.expired", job_id)
+                    audit.append(s, "job.expired", job_id, tenant=tenant)
                     expired += 1
             stuck_before = as_of - self.config.requeue_after
-            stuck = list(s.scalars(select(Job.id).where(lifecycle.stuck(stuck_before))))
-            for job_id in stuck:
+            stuck = list(s.execute(select(Job.id, Job.tenant).where(lifecycle.stuck(stuck_before))))
+            for job_id, tenant in stuck:
                 # The broker lost it, or its worker died and nothing redelivered it: send it
                 # again. The lease makes a duplicate harmless.
                 if lifecycle.requeue_stuck(s, job_id, before=stuck_before, at=as_of):
                     requeue.append(job_id)
-                    audit.append(s, "job.requeued", job_id)
+                    audit.append(s, "job.requeued", job_id, tenant=tenant)
         return requeue, expired
 
     def rescue(self, as_of: datetime | None = None) -> list[str]:
@@ -418,13 +420,15 @@ class Sweeper:
         before = t - self.config.rescue_grace
         with self.db.session() as s:
             lapsed = list(
-                s.execute(select(Job.id, Job.lease_token).where(lifecycle.lapsed(before)))
+                s.execute(
+                    select(Job.id, Job.lease_token, Job.tenant).where(lifecycle.lapsed(before))
+                )
             )
         rescued: list[str] = []
-        for job_id, token in lapsed:
+        for job_id, token, tenant in lapsed:
             with self.db.session() as s:
                 if lifecycle.rescue(s, job_id, token, before=before, at=t):
-                    audit.append(s, "job.rescued", job_id)
+                    audit.append(s, "job.rescued", job_id, tenant=tenant)
                     rescued.append(job_id)
         if rescued:
             log.info("jobs.rescued", count=len(rescued))
