@@ -282,6 +282,40 @@ def test_rescue_resends_pending_deliveries_never_attempted(
     }
 
 
+def test_rescue_resends_a_retry_whose_message_was_lost(
+    ledger: Any, key: Any, receiver: Receiver, make_job: Callable[..., str]
+) -> None:
+    """An attempted delivery still pending past the latest moment its retry could have come
+    (every backoff at its jitter's top, every attempt at its cut) lost its retry message: the
+    rescue sends it again; one whose retry may still come is left alone."""
+    from datetime import timedelta
+
+    from worker.ledger.models import Job
+
+    receiver.reset(500, 500, 500, 500)
+    lost = make_job(callback_url=receiver.url(), api_key_id=key.key_id)
+    waiting = make_job(callback_url=receiver.url(), api_key_id=key.key_id)
+    for job_id in (lost, waiting):
+        assert service(ledger).attempt(job_id).state == "pending"
+        assert service(ledger).attempt(job_id).state == "pending"  # two attempts, two 500s
+    sent: list[tuple[str, list[Any], str]] = []
+    svc = WebhookService(
+        ledger.db,
+        ledger.api_keys.webhook_secret,
+        WebhookConfig(),
+        send=lambda task, args, queue: sent.append((task, list(args), queue)),
+    )
+    overdue = svc.overdue_after(2)  # 10 s cuts x3, backoffs 30 s and 60 s at +20 %
+    assert overdue == 2 * 30.0 + 1.2 * 30.0 + 1.2 * 60.0
+    with ledger.db.session() as s:
+        row = s.get(Job, lost)
+        assert row is not None and row.finished_at is not None
+        row.finished_at -= timedelta(seconds=overdue + 5)
+    svc.rescue(grace_s=0)  # (other tests' never-attempted jobs share this ledger)
+    rescued = {args[0] for _, args, _ in sent}
+    assert lost in rescued and waiting not in rescued
+
+
 def test_facemedia_status_shows_the_webhook(
     ledger: Any,
     key: Any,

@@ -223,22 +223,26 @@ class WebhookService:
             log.warning("webhook_schedule_failed", job_id=job_id, exc_type=type(exc).__name__)
 
     def rescue(self, *, grace_s: float = 600.0, limit: int = 200) -> int:
-        """Send again the deliveries of jobs that ended over ``grace_s`` ago with their webhook
-        still ``pending`` and never attempted (an end that scheduled nothing — the sweep's
-        expiry, an erasure's cancellation — or a lost message); at most ``limit``, oldest
-        first. Returns how many were sent (beat's ``facemedia.webhooks.rescue``)."""
+        """Send again the deliveries of ended jobs whose webhook is still ``pending`` and whose
+        next attempt is overdue: never attempted ``grace_s`` after the job ended (an end that
+        scheduled nothing — the sweep's expiry, an erasure's cancellation — or a lost message),
+        or attempted ``n`` times and still pending ``grace_s`` after the latest moment its
+        retry could have come (:meth:`overdue_after`: a retry message was lost). At most
+        ``limit``, oldest first. Returns how many were sent (beat's
+        ``facemedia.webhooks.rescue``). A retry that was only late is then attempted twice;
+        receivers see the same signed summary again (deliveries are at least once)."""
         from datetime import UTC, datetime, timedelta
 
         from sqlalchemy import select
 
-        before = datetime.now(UTC) - timedelta(seconds=grace_s)
+        now = datetime.now(UTC)
+        before = now - timedelta(seconds=grace_s)
         with self.db.session() as s:
-            ids = list(
-                s.scalars(
-                    select(Job.id)
+            rows = list(
+                s.execute(
+                    select(Job.id, Job.webhook_attempts, Job.finished_at)
                     .where(
                         Job.webhook_state == PENDING,
-                        Job.webhook_attempts == 0,
                         Job.callback_url.is_not(None),
                         Job.api_key_id.is_not(None),
                         Job.finished_at < before,
@@ -247,11 +251,27 @@ class WebhookService:
                     .limit(limit)
                 )
             )
+        ids = [
+            job_id
+            for job_id, attempts, finished_at in rows
+            if finished_at is not None  # the query asked for ended jobs
+            and finished_at + timedelta(seconds=self.overdue_after(int(attempts or 0))) < before
+        ]
         for job_id in ids:
             self.schedule(job_id)
         if ids:
             log.info("webhook_rescued", count=len(ids))
         return len(ids)
+
+    def overdue_after(self, attempts: int) -> float:
+        """The latest a job's attempt ``attempts + 1`` can come after its end, in seconds: every
+        earlier attempt at its overall cut and every backoff at the top of its jitter."""
+        cut = TOTAL_TIMEOUT_FACTOR * self.config.timeout_s
+        waits = (
+            1.2 * min(self.config.max_backoff_s, self.config.backoff_s * 2 ** max(0, k - 1))
+            for k in range(1, attempts + 1)
+        )
+        return float(sum(cut + wait for wait in waits))
 
     def backoff(self, attempts: int) -> float:
         """Seconds before attempt ``attempts + 1``: ``backoff_s * 2**(attempts-1)``, capped at
