@@ -45,7 +45,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -207,46 +207,6 @@ def _env(settings: dict[str, Any]) -> dict[str, str]:
     return settings_env(settings)
 
 
-@contextlib.contextmanager
-def serve(settings: dict[str, Any], workers: int, port: int, log: Path) -> Iterator[str]:
-    """``facemedia serve --workers N`` on ``port``; its URL once /readyz answers 200."""
-    import httpx
-
-    from tests.workers import ROOT as CWD
-
-    out = log.open("wb")
-    proc = subprocess.Popen(
-        [FACEMEDIA, "serve", "--port", str(port), "--workers", str(workers)],
-        cwd=CWD,
-        env=_env(settings),
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"facemedia serve exited:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"facemedia serve not ready:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        out.close()
-
-
 def _create_key(settings: dict[str, Any]) -> str:
     """An API key of tenant ``bench`` with ``jobs:write``, made by the CLI as an operator would."""
     done = subprocess.run(
@@ -278,8 +238,9 @@ def main() -> None:
     import redis
     from botocore.config import Config
 
-    from tests.conftest import free_port, lease_redis_db, release_redis_db
+    from tests.conftest import lease_redis_db, release_redis_db
     from tests.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer, new_bucket_name
+    from tests.serving import facemedia_serve
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
@@ -333,8 +294,13 @@ def main() -> None:
             key = _prepare(settings) if worker_counts else ""
             urls = {
                 w: stack.enter_context(
-                    serve(settings, w, free_port(), Path(tmp) / f"serve-{w}.log")
-                )
+                    facemedia_serve(
+                        _env(settings),
+                        Path(tmp) / f"serve-{w}.log",
+                        workers=w,
+                        ready_s=START_TIMEOUT,
+                    )
+                ).url
                 for w in worker_counts
             }
             paths: list[tuple[str, Any]] = [

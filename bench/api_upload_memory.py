@@ -33,20 +33,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.serving
 FACEMEDIA = str(Path(sys.executable).with_name("facemedia"))
 LIMIT = 1024 * 1024 * 1024
 CHUNK = 1024 * 1024
 BOUND = 64 * 1024 * 1024
 JPEG_HEAD = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
 BOUNDARY = "facemediabenchboundary"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env(home: Path, broker: str) -> dict[str, str]:
@@ -64,8 +57,9 @@ def _env(home: Path, broker: str) -> dict[str, str]:
 @contextlib.contextmanager
 def _server(home: Path, broker: str) -> Iterator[tuple[str, Any, str]]:
     """``facemedia serve`` on a free port; (url, its psutil process, an API key)."""
-    import httpx
     import psutil
+
+    from tests.serving import facemedia_serve
 
     env = _env(home, broker)
     created = subprocess.run(
@@ -74,29 +68,8 @@ def _server(home: Path, broker: str) -> Iterator[tuple[str, Any, str]]:
         env=env, cwd=ROOT, capture_output=True, text=True, check=True,
     )  # fmt: skip
     key = json.loads(created.stdout)["key"]
-    port = _free_port()
-    log = (home / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [FACEMEDIA, "serve", "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start: see " + str(home / "server.log"))
-            time.sleep(0.2)
-        yield url, psutil.Process(proc.pid), key
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with facemedia_serve(env, home / "server.log") as served:
+        yield served.url, psutil.Process(served.pid), key
 
 
 def _rss(proc: Any) -> int:

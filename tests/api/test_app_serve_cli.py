@@ -6,19 +6,13 @@ signed checkpoint."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import free_port
-from tests.workers import ROOT, settings_env
-
-FACEMEDIA = str(Path(sys.executable).with_name("facemedia"))
+from tests.serving import FACEMEDIA, ROOT, facemedia_serve
+from tests.workers import settings_env
 
 
 def test_serve_with_two_workers_logs_no_personal_data(
@@ -33,28 +27,11 @@ def test_serve_with_two_workers_logs_no_personal_data(
     container = Container(load_settings(home=home, broker_url="", database_url="", store_url=""))
     key = container.api_keys.create("acme", ["jobs:write", "jobs:read"]).key
     container.close()
-    port = free_port()
     log = tmp_path / "serve.log"
     env = settings_env({"home": home, "log_level": "INFO"})
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [FACEMEDIA, "serve", "--port", str(port), "--workers", "2"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
     subject = "serve-cli-subject-canary-0815"
-    try:
-        deadline = time.monotonic() + 45
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("facemedia serve did not start:\n" + log.read_text()[-3000:])
-            time.sleep(0.2)
+    with facemedia_serve(env, log, workers=2, ready_s=45) as served:
+        url, port = served.url, served.port
         with httpx.Client(base_url=url, timeout=30) as http:
             headers = {
                 "Authorization": f"Bearer {key}",
@@ -74,13 +51,6 @@ def test_serve_with_two_workers_logs_no_personal_data(
                 time.sleep(0.3)
                 status = http.get(f"/v1/jobs/{job}", headers={"Authorization": f"Bearer {key}"})
             assert status.json()["status"] == "succeeded", status.json()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
     # the requests' audit entries (submission, job run) end under a signed checkpoint
     verified = subprocess.run(
         [FACEMEDIA, "audit", "verify", "--json"], cwd=ROOT, env=env, capture_output=True, text=True

@@ -28,7 +28,6 @@ import pytest
 from tests.conftest import (
     REDIS_DBS,
     REGION,
-    free_port,
     fresh_pg_database,
     lease_redis_db,
     need,
@@ -36,7 +35,8 @@ from tests.conftest import (
     release_redis_db,
 )
 from tests.media_signatures import plaintext_hits
-from tests.workers import ROOT, celery_worker, settings_env
+from tests.serving import facemedia_serve
+from tests.workers import celery_worker, settings_env
 
 pytestmark = pytest.mark.services
 
@@ -56,43 +56,6 @@ class Stack:
     bucket: str
     server_log: Path
     worker_log: Path
-
-
-@contextlib.contextmanager
-def _serve(settings: dict[str, Any], log: Path) -> Iterator[str]:
-    """``facemedia serve`` on a free port until the block ends; its URL once /readyz is 200."""
-    import httpx
-
-    port = free_port()
-    out = log.open("wb")
-    proc = subprocess.Popen(
-        [FACEMEDIA, "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=settings_env(settings),
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
-        yield url
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        out.close()
 
 
 def _create_keys(settings: dict[str, Any], tenants: tuple[str, ...]) -> dict[str, str]:
@@ -160,7 +123,9 @@ def stack(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             celery_worker(settings, worker_log, queues="media,privacy", concurrency=1)
         )
         keys = _create_keys(settings, ("alpha", "beta"))
-        url = cleanup.enter_context(_serve(settings, server_log))
+        url = cleanup.enter_context(
+            facemedia_serve(settings_env(settings), server_log, ready_s=30, stop_s=15)
+        ).url
         yield Stack(url, keys, s3, bucket, server_log, worker_log)
 
 
