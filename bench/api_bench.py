@@ -2,7 +2,7 @@
 to the store with boto3, the same number of concurrent clients, the same S3 server, in one run.
 
     .venv/bin/python bench/api_bench.py [--rounds 3] [--requests 480] [--clients 16,64]
-        [--workers 1,2] [--json]
+        [--workers 1,2] [--no-direct] [--baseline-tree DIR] [--json]
 
 The store is a SeaweedFS server started for the run (its own process, tests/seaweed.py), with a
 versioned bucket. Each measurement sends ``--requests`` requests from ``C`` concurrent clients:
@@ -19,11 +19,21 @@ versioned bucket. Each measurement sends ``--requests`` requests from ``C`` conc
   the same stack (no HTTP): what the spine's ingest costs by itself, so the difference to the
   API rows is the HTTP layer (``--no-direct`` leaves it out).
 
+Each API request sends the same multipart bytes, encoded once by httpx (:func:`multipart_body`):
+the load generator shares the cores with the server, so it should not re-encode the form each
+time. ``--baseline-tree DIR`` adds a 1-worker server of another source tree (the code before a
+change) on the same stack, so before and after are measured in one run.
+
 Rounds interleave every (clients, path) measurement so all paths see the same machine load; the
-figures are the median over rounds of requests/s and of p50/p99 latency. The API key's rate
-limit and the per-worker upload cap are raised for the run (``FACEMEDIA_API__RATE_PER_SECOND``,
-``FACEMEDIA_API__BURST``, ``FACEMEDIA_API__MAX_CONCURRENT_UPLOADS``) so the bench measures
-ingest, not the limiter's refusals (the token bucket itself still runs on every request).
+figures are the median over rounds of requests/s and of p50/p99 latency. With them, the CPU time
+(user + system, /proc) each process spent per request (:class:`CpuMeter`): this process (the
+load generator), the API server, the S3 server, the bench database's PostgreSQL backends and
+Redis. On a 2-core machine where all of them share the cores, those sums bound the rates.
+
+The API key's rate limit and the per-worker upload cap are raised for the run
+(``FACEMEDIA_API__RATE_PER_SECOND``, ``FACEMEDIA_API__BURST``,
+``FACEMEDIA_API__MAX_CONCURRENT_UPLOADS``) so the bench measures ingest, not the limiter's
+refusals (the token bucket itself still runs on every request).
 Goal: ingest >= 0.7x the raw put rate and p99 <= 1.5x the raw p99.
 
 Needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 (as on the dev machines and CI).
@@ -34,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -70,6 +81,7 @@ class Figures:
     p99_ms: float
     errors: int
     error_codes: tuple[int, ...] = ()  # distinct HTTP statuses of the errors (0: no answer)
+    cpu_ms: tuple[tuple[str, float], ...] = ()  # CPU per request by process (see CpuMeter)
 
 
 def _photo_1mp() -> bytes:
@@ -87,6 +99,80 @@ def _percentile(values: list[float], q: float) -> float:
     """The ``q`` quantile (0-1) of ``values``, nearest rank."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+class CpuMeter:
+    """CPU time (user + system, from /proc) of the processes a measurement runs on: this one
+    (the load generator, or the submitting threads of the in-process row), the API server and
+    its workers, the S3 server, the PostgreSQL backends connected to the bench's database
+    (walsender/checkpointer/WAL writer are not counted) and the Redis server. Divided by the
+    requests it is the CPU each costs per request: on a 2-core machine where they all share the
+    cores, what bounds the rate."""
+
+    def __init__(self, store_pid: int | None, db: str) -> None:
+        self.store_pid = store_pid
+        self.db = db
+        self.server_pids: list[int] = []
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _cpu(self, pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / self.tick  # utime, stime
+
+    def _tree(self, pid: int) -> list[int]:
+        found = [pid]
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(stat[1]) == pid:
+                    found.extend(self._tree(int(entry.name)))
+        return found
+
+    def _named(self, comm: str) -> list[int]:
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if (entry / "comm").read_text().strip() == comm:
+                        pids.append(int(entry.name))
+        return pids
+
+    def _backends(self) -> list[int]:
+        import psycopg
+
+        with psycopg.connect(PG) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.db,)
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def sample(self) -> dict[str, dict[int, float]]:
+        """CPU seconds so far of every process counted, by role and pid."""
+        roles: dict[str, list[int]] = {
+            "client": [os.getpid()],
+            "server": [p for pid in self.server_pids for p in self._tree(pid)],
+            "store": [] if self.store_pid is None else [self.store_pid],
+            "postgres": self._backends(),
+            "redis": self._named("redis-server"),
+        }
+        return {role: {p: self._cpu(p) for p in pids} for role, pids in roles.items()}
+
+    @staticmethod
+    def per_request(
+        before: dict[str, dict[int, float]], after: dict[str, dict[int, float]], n: int
+    ) -> tuple[tuple[str, float], ...]:
+        """ms of CPU per request by role (processes born meanwhile count from zero)."""
+        out = []
+        for role, pids in after.items():
+            used = sum(t - before.get(role, {}).get(p, 0.0) for p, t in pids.items())
+            out.append((role, 1000 * max(used, 0.0) / max(n, 1)))
+        return tuple(out)
 
 
 def _figures(
@@ -137,6 +223,23 @@ def raw_puts(s3: Any, bucket: str, body: bytes, clients: int, requests: int) -> 
     )
 
 
+def multipart_body(body: bytes) -> tuple[bytes, str]:
+    """The multipart form every API request sends (``job``, ``subject``, then ``file``),
+    encoded once by httpx itself, and its content type: each request then sends these bytes,
+    so the load generator, which shares the machine's cores with the server, spends its CPU on
+    HTTP, not on re-encoding the same form 480 times (the raw puts' boto3 likewise sends the
+    same bytes each time)."""
+    import httpx
+
+    request = httpx.Request(
+        "POST",
+        "http://bench/v1/jobs",
+        files={"file": ("photo.jpg", body, "image/jpeg")},
+        data={"job": "detect", "subject": "bench-subject"},
+    )
+    return request.read(), request.headers["content-type"]
+
+
 async def _api_posts(url: str, key: str, body: bytes, clients: int, requests: int) -> Figures:
     import httpx
 
@@ -144,19 +247,15 @@ async def _api_posts(url: str, key: str, body: bytes, clients: int, requests: in
     latencies: list[float] = []
     errors: list[int] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    headers = {"Authorization": f"Bearer {key}"}
+    form, content_type = multipart_body(body)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": content_type}
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
 
         async def client() -> None:
             while next(counter) < requests:
                 t0 = time.perf_counter()
                 try:
-                    response = await http.post(
-                        "/v1/jobs",
-                        headers=headers,
-                        files={"file": ("photo.jpg", body, "image/jpeg")},
-                        data={"job": "detect", "subject": "bench-subject"},
-                    )
+                    response = await http.post("/v1/jobs", headers=headers, content=form)
                 except httpx.HTTPError:
                     errors.append(0)
                     continue
@@ -250,6 +349,15 @@ def main() -> None:
     parser.add_argument(
         "--no-direct", dest="direct", action="store_false", help="skip the in-process submits"
     )
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        default=None,
+        help="also measure a 1-worker server of another source tree (a directory holding its "
+        "worker/ and pipelines/, e.g. `git archive HEAD worker pipelines | tar -x -C DIR`), "
+        "started with PYTHONPATH=DIR on the same ledger, broker and bucket: before and after "
+        "in one run",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     client_counts = [int(c) for c in args.clients.split(",")]
@@ -268,7 +376,9 @@ def main() -> None:
     samples: dict[tuple[str, int], list[Figures]] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-            endpoint = stack.enter_context(SeaweedServer(Path(tmp) / "store")).endpoint
+            seaweed = stack.enter_context(SeaweedServer(Path(tmp) / "store"))
+            endpoint = seaweed.endpoint
+            meter = CpuMeter(None if seaweed.process is None else seaweed.process.pid, db)
             s3 = boto3.client(
                 "s3",
                 endpoint_url=endpoint,
@@ -292,7 +402,7 @@ def main() -> None:
                 "api__max_concurrent_uploads": big,
             }
             key = _prepare(settings) if worker_counts else ""
-            urls = {
+            served = {
                 w: stack.enter_context(
                     facemedia_serve(
                         _env(settings),
@@ -300,9 +410,17 @@ def main() -> None:
                         workers=w,
                         ready_s=START_TIMEOUT,
                     )
-                ).url
+                )
                 for w in worker_counts
             }
+            names = {w: f"POST /v1/jobs, {w} worker{'s' if w > 1 else ''}" for w in served}
+            if args.baseline_tree is not None and worker_counts:
+                env = dict(_env(settings), PYTHONPATH=str(args.baseline_tree.resolve()))
+                served[0] = stack.enter_context(
+                    facemedia_serve(env, Path(tmp) / "serve-baseline.log", ready_s=START_TIMEOUT)
+                )
+                names[0] = "POST /v1/jobs, 1 worker, baseline tree"
+            urls = {w: one.url for w, one in served.items()}
             paths: list[tuple[str, Any]] = [
                 ("raw put (boto3)", lambda c, n: raw_puts(s3, bucket, photo, c, n))
             ]
@@ -313,16 +431,22 @@ def main() -> None:
                     (DIRECT, lambda c, n: direct_submits(direct.client, photo, c, n)),
                 )
             for w, url in urls.items():
-                name = f"POST /v1/jobs, {w} worker{'s' if w > 1 else ''}"
-                paths.append((name, lambda c, n, url=url: api_posts(url, key, photo, c, n)))
+                paths.append((names[w], lambda c, n, url=url: api_posts(url, key, photo, c, n)))
             for _, run in paths:  # warm: connections, imports, the subject's row
                 for c in client_counts:
                     run(c, 2 * c)
+            server_of = {names[w]: one.pid for w, one in served.items()}
             for r in range(args.rounds):
                 order = paths if r % 2 == 0 else paths[::-1]
                 for c in client_counts:
                     for name, run in order:
-                        samples.setdefault((name, c), []).append(run(c, args.requests))
+                        meter.server_pids = [server_of[name]] if name in server_of else []
+                        before = meter.sample()
+                        figures = run(c, args.requests)
+                        cpu = CpuMeter.per_request(before, meter.sample(), args.requests)
+                        samples.setdefault((name, c), []).append(
+                            dataclasses.replace(figures, cpu_ms=cpu)
+                        )
             queued = broker.llen("media")
     finally:
         release_redis_db(broker_url)
@@ -339,6 +463,10 @@ def _median(figs: list[Figures]) -> Figures:
         p99_ms=statistics.median(f.p99_ms for f in figs),
         errors=sum(f.errors for f in figs),
         error_codes=tuple(sorted({c for f in figs for c in f.error_codes})),
+        cpu_ms=tuple(
+            (role, statistics.median(dict(f.cpu_ms).get(role, 0.0) for f in figs))
+            for role, _ in figs[0].cpu_ms
+        ),
     )
 
 
@@ -387,6 +515,15 @@ def report(
                 f"| {name} | {c} | {f.rate:.1f} | {f.p50_ms:.0f} | {f.p99_ms:.0f} | {errors} "
                 f"| {f.rate / raw[c].rate:.2f}x | {f.p99_ms / raw[c].p99_ms:.2f}x |"
             )
+    roles = [role for role, _ in next(iter(medians.values())).cpu_ms]
+    if roles:
+        print("\nCPU per request (ms, median over rounds; user + system time from /proc):\n")
+        print("| path | clients | " + " | ".join(roles) + " | total |")
+        print("|---|---:|" + "---:|" * (len(roles) + 1))
+        for (name, c), f in medians.items():
+            cpu = dict(f.cpu_ms)
+            cells = " | ".join(f"{cpu.get(role, 0.0):.1f}" for role in roles)
+            print(f"| {name} | {c} | {cells} | {sum(cpu.values()):.1f} |")
     print("\nper round (req/s, p99 ms):")
     for (name, c), figs in samples.items():
         print(f"- {name}, {c} clients: " + ", ".join(f"{f.rate:.0f}/{f.p99_ms:.0f}" for f in figs))

@@ -2,7 +2,7 @@
 against the pipeline alone, and the ledger transactions each job costs, in the same run.
 
     .venv/bin/python bench/spine_bench.py [--rounds 5] [--jobs 10] [--store local|seaweedfs|moto]
-                                          [--celery] [--json]
+                                          [--celery] [--canned] [--json]
 
 Rounds are interleaved (pipeline alone, then the spine, the order alternating between rounds);
 each row is the median over the rounds of the per-round figure, with the range. "The spine" is
@@ -11,8 +11,13 @@ setting): submit (encrypt and store the original, record the job) → claim → 
 encrypt and store the output → commit → delete the original → its receipt → the audit checkpoint
 that ends every unit of work. Ledger transactions are counted with SQLAlchemy's engine events
 (``begin`` per transaction; statements too), split into submission, the delivery
-(``JobService.process``) and the checkpoint. ``--celery`` adds the older rows: the same jobs
-through a real `celery worker` (Redis broker, one prefork child), one at a time and in a burst.
+(``JobService.process``) and the checkpoint. CPU time is reported next to wall time (this
+process's, and the PostgreSQL backends' from ``/proc``): on a shared machine it is the steadier
+figure, as it leaves out waiting for the disk and for a core. ``--celery`` adds the older rows:
+the same jobs through a real `celery worker` (Redis broker, one prefork child), one at a time and
+in a burst.
+``--canned`` runs the spine alone instead: the ``detect`` handler returns the outcome it gave
+once, so only the spine's own wall and CPU time show.
 
 Needs PostgreSQL on 127.0.0.1:5432 (and Redis on 127.0.0.1:6379 for ``--celery``).
 """
@@ -162,9 +167,35 @@ def _pipeline_stage_seconds() -> float:
     return float(REGISTRY.get_sample_value("facemedia_stage_duration_seconds_sum", labels) or 0)
 
 
+def _backend_cpu(url: str) -> float:
+    """CPU seconds used so far by the PostgreSQL backends connected to the bench's database
+    (``/proc/<pid>/stat``: the server runs on this machine), this query's own excluded; 0.0
+    where /proc cannot be read."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        pids = [
+            int(r[0])
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ]
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
 def _rounds(args: argparse.Namespace, base: dict[str, Any], photo: bytes) -> dict[str, Any]:
-    """Interleaved rounds of the pipeline alone and the spine; per-round ms per job and the
-    ledger counts per job."""
+    """Interleaved rounds of the pipeline alone and the spine; per-round ms per job (wall and
+    this process's CPU; the spine's also the ledger server's CPU) and the ledger counts per
+    job."""
     from worker.bootstrap import Container
     from worker.jobs.registry import handler
     from worker.settings import load_settings
@@ -177,20 +208,27 @@ def _rounds(args: argparse.Namespace, base: dict[str, Any], photo: bytes) -> dic
         detect.run(photo, params, direct.tools)  # load the models once
         direct.client.submit(photo, "detect", subject_id="bench")  # warm: subject, keys, pools
 
+        cpu: dict[str, list[float]] = {PIPELINE: [], SPINE: [], "ledger server": []}
+        pg_url = "postgresql://" + base["database_url"].split("://", 1)[1]
+
         def pipeline() -> float:
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             for _ in range(args.jobs):
                 detect.run(photo, params, direct.tools)
+            cpu[PIPELINE].append((time.process_time() - c0) / args.jobs)
             return float((time.perf_counter() - t0) / args.jobs)
 
         in_job: list[float] = []  # per round: the handler's own time inside the spine's jobs
 
         def spine() -> float:
             before = _pipeline_stage_seconds()
-            t0 = time.perf_counter()
+            server0 = _backend_cpu(pg_url)
+            c0, t0 = time.process_time(), time.perf_counter()
             for _ in range(args.jobs):
                 job_id = direct.client.submit(photo, "detect", subject_id="bench")
             elapsed = float((time.perf_counter() - t0) / args.jobs)
+            cpu[SPINE].append((time.process_time() - c0) / args.jobs)
+            cpu["ledger server"].append((_backend_cpu(pg_url) - server0) / args.jobs)
             in_job.append((_pipeline_stage_seconds() - before) / args.jobs)
             assert direct.service.status(job_id)["original_deleted"]
             return elapsed
@@ -215,8 +253,60 @@ def _rounds(args: argparse.Namespace, base: dict[str, Any], photo: bytes) -> dic
             }
             for phase in ("submit", "process", "checkpoint")
         }
-        return {"per_round": per_round, "ledger": ledger}
+        return {"per_round": per_round, "ledger": ledger, "cpu": cpu}
     finally:
+        direct.close()
+
+
+def _canned(args: argparse.Namespace, base: dict[str, Any], photo: bytes) -> dict[str, Any]:
+    """``--canned``: the spine alone, its ``detect`` handler replaced by the outcome it returned
+    once (so no pipeline runs): per round, wall and CPU (this process, the PostgreSQL backends)
+    per job, and the per-phase ledger counts."""
+    import worker.jobs.service as service
+    from worker.bootstrap import Container
+    from worker.jobs.registry import handler
+    from worker.settings import load_settings
+
+    real = handler("detect")
+    direct = Container(load_settings(**base))
+    original = service.handler  # type: ignore[attr-defined]
+    try:
+        params = real.validate({})
+        outcome = real.run(photo, params, direct.tools)
+
+        class Canned:
+            def validate(self, given: Any) -> Any:
+                return params
+
+            def run(self, media: bytes, given: Any, tools: Any) -> Any:
+                return outcome
+
+        service.handler = lambda name: Canned()  # type: ignore[attr-defined,assignment,return-value]
+        counter = LedgerCounter(direct)
+        for _ in range(3):  # warm: subject, keys, pools, prepared statements
+            direct.client.submit(photo, "detect", subject_id="bench")
+        counter.reset()
+        pg_url = "postgresql://" + base["database_url"].split("://", 1)[1]
+        rows: dict[str, list[float]] = {"wall": [], "cpu": [], "ledger server": []}
+        for _ in range(args.rounds):
+            server0, c0, t0 = _backend_cpu(pg_url), time.process_time(), time.perf_counter()
+            for _ in range(args.jobs):
+                direct.client.submit(photo, "detect", subject_id="bench")
+            rows["wall"].append((time.perf_counter() - t0) / args.jobs * 1000)
+            rows["cpu"].append((time.process_time() - c0) / args.jobs * 1000)
+            rows["ledger server"].append((_backend_cpu(pg_url) - server0) / args.jobs * 1000)
+        jobs = args.rounds * args.jobs
+        phases = {
+            phase: {
+                "transactions": counter.transactions[phase] / jobs,
+                "statements": counter.statements[phase] / jobs,
+                "ms": counter.seconds[phase] / jobs * 1000,
+            }
+            for phase in ("process", "checkpoint")
+        }
+        return {"ms_per_job": rows, "ledger_per_job": phases}
+    finally:
+        service.handler = original  # type: ignore[attr-defined]
         direct.close()
 
 
@@ -266,6 +356,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10, help="jobs per path per round")
     parser.add_argument("--store", choices=("local", "seaweedfs", "moto"), default="local")
     parser.add_argument("--celery", action="store_true", help="also the celery worker rows")
+    parser.add_argument(
+        "--canned",
+        action="store_true",
+        help="the spine alone: the handler returns a canned outcome (CPU and wall per job)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.rounds < 3:
@@ -290,13 +385,19 @@ def main() -> None:
                 "log_level": "WARNING",
                 **store,
             }
-            measured = _rounds(args, base, photo)
-            if args.celery:
+            if args.canned:
+                canned = _canned(args, base, photo)
+            else:
+                measured = _rounds(args, base, photo)
+            if args.celery and not args.canned:
                 celery = _celery(args, base, photo, Path(tmp))
     finally:
         with psycopg.connect(PG, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     load_end = _uptime()
+    if args.canned:
+        _report_canned(args, canned, load_start, load_end)
+        return
     rounds = measured["per_round"]
     ratios = [s / p for p, s in zip(rounds[PIPELINE], rounds[SPINE], strict=True)]
     ratio = statistics.median(ratios)
@@ -306,6 +407,11 @@ def main() -> None:
     overhead = [(s - p) * 1000 for p, s in zip(rounds[IN_JOB], rounds[SPINE], strict=True)]
     ledger = measured["ledger"]
     tx = ledger["process"]["transactions"]
+    # CPU: steadier than wall time on a shared machine (waits for the disk and the scheduler
+    # are not in it); the spine's CPU in this process, over the pipeline alone's
+    cpu = measured["cpu"]
+    cpu_ratio = [s / p for p, s in zip(cpu[PIPELINE], cpu[SPINE], strict=True)]
+    cpu_overhead = [(s - p) * 1000 for p, s in zip(cpu[PIPELINE], cpu[SPINE], strict=True)]
     report = {
         "store": args.store,
         "rounds": args.rounds,
@@ -320,6 +426,9 @@ def main() -> None:
         "overhead_ms_per_round": overhead,
         "overhead_ms_median": statistics.median(overhead),
         "ledger_per_job": ledger,
+        "cpu_ms_per_job": {k: [v * 1000 for v in vs] for k, vs in cpu.items()},
+        "cpu_ratio_median": statistics.median(cpu_ratio),
+        "cpu_overhead_ms_median": statistics.median(cpu_overhead),
         "celery_ms_per_job": {k: v * 1000 for k, v in celery.items()},
     }
     if args.json:
@@ -356,6 +465,21 @@ def main() -> None:
         f"({min(overhead):.1f}-{max(overhead):.1f}) | | ~45 |"
     )
     print(
+        f"| the spine vs the pipeline alone, this process's CPU | pipeline alone (CPU) | "
+        f"**{statistics.median(cpu_ratio):.2f}x** ({min(cpu_ratio):.2f}-{max(cpu_ratio):.2f}) | "
+        f"| |"
+    )
+    print(
+        f"| spine CPU overhead per job (ms), this process | — | "
+        f"{statistics.median(cpu_overhead):.1f} ({min(cpu_overhead):.1f}-{max(cpu_overhead):.1f})"
+        f" | | |"
+    )
+    server = [v * 1000 for v in cpu["ledger server"]]
+    print(
+        f"| ledger server (PostgreSQL backends) CPU per spine job (ms) | — | "
+        f"{statistics.median(server):.1f} ({min(server):.1f}-{max(server):.1f}) | | |"
+    )
+    print(
         f"| ledger transactions per processed job (submission not counted) | — | **{tx:g}** | "
         f"≤ {GOAL_TX} | {BEFORE_TX} |"
     )
@@ -373,6 +497,33 @@ def main() -> None:
         print("|---|---:|")
         for name, ms in report["celery_ms_per_job"].items():
             print(f"| {name} | {ms:.1f} |")
+
+
+def _report_canned(
+    args: argparse.Namespace, canned: dict[str, Any], load_start: str, load_end: str
+) -> None:
+    """Print ``--canned``'s rows (or its JSON)."""
+    if args.json:
+        print(json.dumps({**canned, "load_start": load_start, "load_end": load_end}))
+        return
+    print(
+        f"the spine alone (canned detect outcome); PostgreSQL ledger; store: {args.store}; "
+        f"{args.rounds} rounds x {args.jobs} jobs\n"
+        f"uptime at the start: {load_start}\nuptime at the end:   {load_end}\n"
+    )
+    print("| per job | median (range over rounds) |")
+    print("|---|---:|")
+    for name, label in (
+        ("wall", "wall (ms)"),
+        ("cpu", "this process's CPU (ms)"),
+        ("ledger server", "PostgreSQL backends' CPU (ms)"),
+    ):
+        v = canned["ms_per_job"][name]
+        print(f"| {label} | {statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f}) |")
+    print("\n| per job (mean) | ms | ledger transactions | statements |")
+    print("|---|---:|---:|---:|")
+    for phase, c in canned["ledger_per_job"].items():
+        print(f"| {phase} | {c['ms']:.1f} | {c['transactions']:g} | {c['statements']:g} |")
 
 
 if __name__ == "__main__":

@@ -13,12 +13,17 @@ throughput against the baseline of the same clip in the same run:
   encoder as they are.
 * ``transform_video_planes`` with an identity callback (the decoder's I420 planes), and
   ``transform_video`` with an identity BGR callback (the BGR round trip every BGR callback pays).
-* ``deid``: ``deidentify_video_detailed`` (detection at 0.3, ``FaceTracker`` every 5 frames,
-  the operator on the planes), the default profile (``mask``) and ``blur``.
+* ``deid``: ``deidentify_video_detailed`` (detection at 0.3, the lookahead tracker detecting
+  every 5 frames, the operator on the planes), the default profile (``mask``) and ``blur``; the
+  same ``mask`` with the online tracker (``lookahead=False``, before issue 16's third pass) and
+  with the lookahead tracker detecting every ``--option-every`` frames (default 7: an option
+  measured for a decision, not the default).
+* a third clip (``--no-enter`` skips it): the two faces walk in from outside the picture.
 * ``ar``: ``apply_video`` with beautify + glasses sticker (face mesh).
 
 Quality, checked on every deid output: *coverage* is the share of (frame, true face) pairs whose
-centre half differs from the source by more than 8 grey levels; *non-face PSNR* is measured
+centre half differs from the source by more than 8 grey levels (pairs whose centre half is
+outside the picture not counted); *non-face PSNR* is measured
 against the decoded source frames over the pixels outside every true face box grown by half its
 size on each side plus 16 px (the default operators' ellipse, dilation 1.5, reaches a quarter of
 the box beyond it; the other quarter allows for the tracker's box error), and compared with the
@@ -29,8 +34,13 @@ OpenCV runs one thread (``--cv-threads``, default 1), as in a Celery child
 (``worker/celery_app.py``); FFmpeg and libx264 pick their own thread counts, the same for every
 row. The machine is shared: read the ratios and the load printed with each round.
 
+``--schedules`` prints instead, for each clip, how much of every visible true face box the
+default mask's ellipse covers under the online and the lookahead tracker at several detection
+intervals (detections computed once per frame and replayed, so only the schedules differ).
+
 Run: ``.venv/bin/python bench/video_bench.py`` (``--rounds``, ``--frames``, ``--no-six``,
-``--no-1080``, ``--no-ar``, ``--cv-threads``).
+``--no-1080``, ``--no-enter``, ``--no-ar``, ``--option-every``, ``--schedules``,
+``--cv-threads``).
 """
 
 from __future__ import annotations
@@ -58,7 +68,10 @@ from skimage import data
 
 from pipelines.ar import apply_video, parse_chain
 from pipelines.deid import DEFAULT_PROFILE, deidentify_video_detailed
-from pipelines.faces.detector import CenterFaceDetector, FaceDetector
+from pipelines.deid.gate import at_threshold
+from pipelines.deid.geometry import ellipse_region
+from pipelines.faces.detector import CenterFaceDetector, Face, FaceDetector
+from pipelines.faces.tracking import FaceTracker, LookaheadTracker, TrackedFace, TrackerConfig
 from pipelines.media.video import (
     VideoLimits,
     iter_frames,
@@ -82,12 +95,20 @@ class Clip:
 
 
 def make_clip(
-    frames: int, width: int, height: int, fps: int, detector: FaceDetector, faces: int = 2
+    frames: int,
+    width: int,
+    height: int,
+    fps: int,
+    detector: FaceDetector,
+    faces: int = 2,
+    enter: bool = False,
 ) -> Clip:
     """Astronaut faces moving over a panning texture with sensor noise, plus a stereo tone.
 
     Two faces (scale 1.5 and 1.0, the second mirrored) cross the frame; with ``faces`` other
-    than 2, that many smaller faces (0.7-1.0) drift in a grid of three columns."""
+    than 2, that many smaller faces (0.7-1.0) drift in a grid of three columns. With ``enter``
+    the two faces start outside the picture and walk in from the left and from the right (the
+    second appearing at a frame between two detections), at about 8 px per frame at 720p."""
     astronaut = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
     crop = np.ascontiguousarray(astronaut[30:210, 150:300])
     sizes = (0.7, 1.0, 0.85, 0.75, 0.95, 0.8)
@@ -105,6 +126,12 @@ def make_clip(
         inner.append(found[0].box)
 
     def spots(u: float) -> list[tuple[float, float]]:
+        if enter:
+            walk = u * width * 0.9
+            return [
+                (-210 + walk, height * 0.12 + 40 * np.sin(6 * u)),
+                (width + 60 - walk, height * 0.45),
+            ]
         if faces == 2:
             return [
                 (40 + u * (width - 360), height * 0.12 + 40 * np.sin(6 * u)),
@@ -284,13 +311,17 @@ def deid_quality(source: bytes, output: bytes, truth: list[list[Box]], grow: flo
         for frame, (_, _, before) in zip(ic.decode(video=0), originals, strict=False):
             after = frame.to_ndarray(format="bgr24")[: before.shape[0], : before.shape[1]]
             keep = np.ones(before.shape[:2], dtype=bool)
+            height, width = before.shape[:2]
             for x1, y1, x2, y2 in truth[count]:
                 w, h = x2 - x1, y2 - y1
-                ys = slice(int(y1 + 0.25 * h), int(y2 - 0.25 * h))
-                xs = slice(int(x1 + 0.25 * w), int(x2 - 0.25 * w))
-                diff = np.abs(after[ys, xs].astype(np.int16) - before[ys, xs]).mean()
-                pairs += 1
-                covered += int(diff > 8)
+                # The centre half of the box, inside the picture (a face walking in counts
+                # once a quarter of it is in).
+                ys = slice(max(0, int(y1 + 0.25 * h)), min(height, int(y2 - 0.25 * h)))
+                xs = slice(max(0, int(x1 + 0.25 * w)), min(width, int(x2 - 0.25 * w)))
+                if ys.stop > ys.start and xs.stop > xs.start:
+                    diff = np.abs(after[ys, xs].astype(np.int16) - before[ys, xs]).mean()
+                    pairs += 1
+                    covered += int(diff > 8)
                 gx, gy = grow * w + 16, grow * h + 16
                 keep[
                     max(0, int(y1 - gy)) : int(y2 + gy) + 1, max(0, int(x1 - gx)) : int(x2 + gx) + 1
@@ -334,6 +365,76 @@ def load() -> str:
     return "/".join(f"{v:.1f}" for v in os.getloadavg())
 
 
+class _Replay(FaceDetector):
+    """Replays one clip's detections, frame by frame (``frame`` set before each call)."""
+
+    def __init__(self, found: list[list[Face]]) -> None:
+        self.found = found
+        self.frame = 0
+
+    def detect(self, img: np.ndarray) -> list[Face]:  # type: ignore[type-arg]
+        return self.found[self.frame]
+
+
+def schedules(label: str, clip: Clip, detector: FaceDetector) -> None:
+    """How much of each true face box the default mask's ellipse covers on each frame, for the
+    online tracker and the lookahead tracker at several detection intervals. The detector (at
+    the deid threshold) runs once on every frame; each schedule replays those detections, so
+    the schedules differ only in which frames they detect on and how they fill the others.
+    Counted: (frame, face) pairs whose box's centre half is in the picture."""
+    frames = [bgr for _, _, bgr in iter_frames(clip.data)]
+    height, width = frames[0].shape[:2]
+    deid_detector = at_threshold(detector, 0.3)
+    replay = _Replay([deid_detector.detect(f) for f in frames])
+    dilation = float(DEFAULT_PROFILE[1]["dilation"])  # type: ignore[arg-type]
+    print(f"{label}: {len(frames)} frames, true box share covered by the mask ellipse")
+    print(
+        "| tracker | detect every | detector passes | pairs | min | mean | pairs < 0.99 | < 0.9 |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for ahead, every in ((False, 5), (True, 5), (True, 6), (True, 7), (True, 8), (False, 7)):
+        config = TrackerConfig(detect_every=every)
+        found: list[list[TrackedFace]] = []
+        if ahead:
+            tracker = LookaheadTracker(replay, config, fps=clip.fps)
+            depth = tracker.lookahead
+            for i in range(len(frames) + depth):
+                if i < len(frames):
+                    replay.frame = i
+                    tracker.look(i, (width, height), lambda: frames[0])
+                if i >= depth:
+                    found.append(tracker.faces(i - depth))
+            passes = tracker.detections_run
+        else:
+            online = FaceTracker(replay, config, fps=clip.fps)
+            for i in range(len(frames)):
+                replay.frame = i
+                found.append(online.track(i, (width, height), lambda: frames[0]))
+            passes = online.detections_run
+        shares = []
+        for i, faces in enumerate(found):
+            mask = np.zeros((height, width), bool)
+            for tracked in faces:
+                region = ellipse_region((height, width), tracked.face, dilation)
+                if not region.empty:
+                    mask[region.y0 : region.y1, region.x0 : region.x1] |= region.mask > 0
+            for x1, y1, x2, y2 in clip.truth[i]:
+                w, h = x2 - x1, y2 - y1
+                if min(width, x2 - w / 4) - max(0, x1 + w / 4) < 1:
+                    continue
+                if min(height, y2 - h / 4) - max(0, y1 + h / 4) < 1:
+                    continue
+                box = mask[max(0, round(y1)) : round(y2), max(0, round(x1)) : round(x2)]
+                shares.append(float(box.mean()))
+        share = np.array(shares)
+        name = "lookahead" if ahead else "online"
+        print(
+            f"| {name} | {every} | {passes} | {share.size} | {share.min():.3f} | "
+            f"{share.mean():.4f} | {int((share < 0.99).sum())} | {int((share < 0.9).sum())} |"
+        )
+    print()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=150)
@@ -342,6 +443,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-six", action="store_true", help="skip the six-face clip")
     parser.add_argument("--no-1080", action="store_true", help="skip the 1080p clip")
     parser.add_argument("--no-ar", action="store_true", help="skip the ar rows")
+    parser.add_argument("--no-enter", action="store_true", help="skip the clip whose faces walk in")
+    parser.add_argument(
+        "--option-every",
+        type=int,
+        default=7,
+        help="also time deid with the lookahead tracker detecting every N frames (0: no)",
+    )
+    parser.add_argument(
+        "--schedules",
+        action="store_true",
+        help="print how well each tracker schedule covers the true faces (and exit)",
+    )
     parser.add_argument(
         "--cv-threads",
         type=int,
@@ -357,10 +470,18 @@ def main(argv: list[str] | None = None) -> int:
         clips["720p, 6 faces"] = make_clip(args.frames, 1280, 720, args.fps, detector, faces=6)
     if not args.no_1080:
         clips["1080p, 2 faces"] = make_clip(args.frames, 1920, 1080, args.fps, detector)
+    if not args.no_enter:
+        clips["720p, 2 faces entering"] = make_clip(
+            args.frames, 1280, 720, args.fps, detector, enter=True
+        )
     limits = VideoLimits(max_width=1920, max_height=1080)
     chain = parse_chain([{"effect": "beautify"}, {"effect": "sticker", "name": "glasses"}])
     mask_name, mask_params = DEFAULT_PROFILE
     blur_params = {"strength": 0.1}
+    if args.schedules:
+        for label, clip in clips.items():
+            schedules(label, clip, detector)
+        return 0
     print(
         f"Python {platform.python_version()}, PyAV {av.__version__}, OpenCV {cv2.__version__}, "
         f"{platform.machine()} {os.cpu_count()} cpu; cv2 threads {cv2.getNumThreads()}; "
@@ -381,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
                 lambda d=data_: raw_transcode(d, False),
             )
         )
-        if label.startswith("720p, 2"):
+        entering = label.endswith("entering")
+        if label == "720p, 2 faces":
             rows.append(
                 Row(
                     label,
@@ -400,6 +522,25 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             Row(
                 label,
+                f"deid {mask_name}, online tracker (before the lookahead)",
+                lambda d=data_: (
+                    deidentify_video_detailed(
+                        d,
+                        detector,
+                        mask_name,
+                        mask_params,
+                        limits,
+                        keep_audio=True,
+                        lookahead=False,
+                    ).data
+                ),
+                0.7,
+                GROW,
+            )
+        )
+        rows.append(
+            Row(
+                label,
                 f"deid {mask_name} (default profile)",
                 lambda d=data_: (
                     deidentify_video_detailed(
@@ -410,7 +551,28 @@ def main(argv: list[str] | None = None) -> int:
                 GROW,
             )
         )
-        if not label.startswith("720p, 6"):
+        if args.option_every:
+            every = TrackerConfig(detect_every=args.option_every)
+            rows.append(
+                Row(
+                    label,
+                    f"deid {mask_name}, lookahead, detect every {args.option_every} (option)",
+                    lambda d=data_, c=every: (
+                        deidentify_video_detailed(
+                            d,
+                            detector,
+                            mask_name,
+                            mask_params,
+                            limits,
+                            keep_audio=True,
+                            tracker=c,
+                        ).data
+                    ),
+                    0.7,
+                    GROW,
+                )
+            )
+        if not label.startswith("720p, 6") and not entering:
             rows.append(
                 Row(
                     label,
@@ -424,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
                     GROW,
                 )
             )
-        if not args.no_ar:
+        if not args.no_ar and not entering:
             rows.append(
                 Row(
                     label,

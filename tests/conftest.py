@@ -247,6 +247,18 @@ def make_settings(tmp_path: Path) -> Callable[..., Any]:
 
 
 @pytest.fixture
+def pg_container(make_settings: Callable[..., Any], pg_url: str) -> Iterator[Any]:
+    """A container on a fresh PostgreSQL ledger (local store under tmp_path), not installed."""
+    from worker.bootstrap import Container
+
+    container = Container(make_settings(database_url=pg_url))
+    try:
+        yield container
+    finally:
+        container.close()
+
+
+@pytest.fixture
 def embedded(make_settings: Callable[..., Any]) -> Iterator[Any]:
     """A container on the embedded default (SQLite, LocalStore, eager), installed process-wide."""
     from worker.bootstrap import Container, set_container

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from botocore.config import Config as BotoConfig
 
     from pipelines.faces import FaceDetector
-    from worker.crypto import Envelope, Keyring, SubjectKeys
+    from worker.crypto import Envelope, Keyring, SubjectKeys, SubjectKeyStore
     from worker.dispatch.base import Dispatcher
     from worker.jobs.client import JobClient
     from worker.jobs.registry import Tools
@@ -46,8 +46,14 @@ if TYPE_CHECKING:
     from worker.webhooks.delivery import WebhookService
 
 
-def _boto_config() -> BotoConfig:
-    """botocore's client settings for S3 and KMS (imported only when one is built)."""
+def _boto_config(max_pool_connections: int = 10) -> BotoConfig:
+    """botocore's client settings for S3 and KMS (imported only when one is built).
+
+    S3 checksums (CRC32 of every body sent and read) only when an operation requires them:
+    every object is an envelope whose AES-GCM segments authenticate its content end to end
+    (a corrupted or truncated object fails to open), and on a plain-HTTP endpoint SigV4 also
+    signs the payload's SHA-256, which the store checks. ``max_pool_connections``: as many as
+    there may be concurrent uploads (the API's ``max_concurrent_uploads``), or they queue."""
     from botocore.config import Config as BotoConfig
 
     return BotoConfig(
@@ -55,6 +61,9 @@ def _boto_config() -> BotoConfig:
         connect_timeout=5,
         read_timeout=60,
         signature_version="s3v4",
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        max_pool_connections=max_pool_connections,
     )
 
 
@@ -142,6 +151,16 @@ class Container:
         """The streaming envelope cipher (the vault's)."""
         return self.vault.envelope
 
+    def envelope_over(self, key_store: SubjectKeyStore) -> Envelope:
+        """The envelope cipher as the vault's (this keyring, this segment size) over another
+        subject-key store: a short command's read-only one (``facemedia crypto encrypt`` for a
+        known subject reads its key over DB-API, without the ledger's ORM)."""
+        from worker.crypto import Envelope, SubjectKeys
+
+        return Envelope(
+            SubjectKeys(self.keyring, key_store), segment_size=self.settings.segment_size
+        )
+
     @cached_property
     def store(self) -> ObjectStore:
         """``file://DIR`` → LocalStore; ``s3://bucket/prefix`` → S3Store."""
@@ -159,7 +178,7 @@ class Container:
                 "s3",
                 region_name=self.settings.s3_region,
                 endpoint_url=self.settings.s3_endpoint_url or None,
-                config=_boto_config(),
+                config=_boto_config(max(10, self.settings.api.max_concurrent_uploads)),
             )
             return S3Store(
                 client,
@@ -190,14 +209,17 @@ class Container:
     def api_keys(self) -> ApiKeyStore:
         """HTTP API keys (hashes only) and their webhook secrets (wrapped by the keyring); keys
         created without limits get ``[api] rate_per_second`` and ``burst``."""
-        from worker.ledger.api_keys import ApiKeyStore
+        from worker.ledger.api_keys import ApiKeyStore, mark_revoked
 
         api = self.settings.api
+        broker = self.settings.broker_url
         return ApiKeyStore(
             self.db,
             self.keyring,
             default_rate_per_second=api.rate_per_second,
             default_burst=api.burst,
+            # the API caches principals with the Redis buckets: a revocation is announced there
+            on_revoke=lambda key_id: mark_revoked(broker, key_id),
         )
 
     @cached_property
@@ -478,6 +500,7 @@ class Container:
 
 
 _container: Container | None = None
+_installed = False  # the container came from set_container, not from this process's settings
 
 
 def get_container() -> Container:
@@ -492,14 +515,22 @@ def get_container() -> Container:
 
 def set_container(container: Container | None) -> None:
     """Install a container (tests, the CLI with explicit settings)."""
-    global _container
+    global _container, _installed
     _container = container
+    _installed = container is not None
+
+
+def installed() -> bool:
+    """True while a container installed with :func:`set_container` is this process's (a
+    short command's DB-API reads then stay off: that container's ledger is the one to read)."""
+    return _installed and _container is not None
 
 
 def reset_container() -> None:
     """Forget this process's container (after fork: never share the parent's connections)."""
-    global _container
+    global _container, _installed
     _container = None
+    _installed = False
 
 
 def checkpoint_current() -> None:

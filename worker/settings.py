@@ -146,6 +146,8 @@ class Settings(BaseModel):
     amqp_delivery_limit: int = Field(default=20, ge=1)
     lease_seconds: int = Field(default=15, ge=3)
     rescue_interval: float = Field(default=10.0, gt=0)
+    # beat's 5-minute entries (sweep, webhook rescue, ...), and the embedded server's
+    schedule_interval: float = Field(default=300.0, ge=1.0)
     max_retries: int = Field(default=6, ge=0)
     retry_backoff_seconds: float = Field(default=2.0, ge=0)
     max_deliveries: int = Field(default=5, ge=1)

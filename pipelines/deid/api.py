@@ -2,10 +2,12 @@
 
 :func:`deidentify_image` applies an operator to given faces of one BGR image;
 :func:`deidentify_video` detects and tracks faces through a video (:class:`~pipelines.faces.
-tracking.FaceTracker`: detection every few frames, coasting in between, so a face is never left
-unmasked on a frame the detector misses) and applies the operator to every frame, on the
-decoder's own YUV planes (:mod:`pipelines.deid.planar`; only the frames the detector runs on are
-converted to BGR). The video output is H.264 MP4 written by
+tracking.LookaheadTracker`: detection every few frames, coasting in between, so a face is never
+left unmasked on a frame the detector misses; the frames are held until the next detection, so a
+face's box between two detections is interpolated between them and a face found at a detection
+is masked on the frames before it too) and applies the operator to every frame, on the decoder's
+own YUV planes (:mod:`pipelines.deid.planar`; only the frames the detector runs on are converted
+to BGR). The video output is H.264 MP4 written by
 :func:`~pipelines.media.video.transform_video_planes`: no container or stream metadata of the
 input survives (no creation time, location, device), and the audio is *dropped* unless
 ``keep_audio`` is set (a voice identifies). Images come back as arrays: encode them with
@@ -28,7 +30,7 @@ from pipelines.deid.gate import Box, at_threshold, cleared_by
 from pipelines.deid.planar import apply_planes
 from pipelines.deid.registry import FaceAnnotation, get_operator
 from pipelines.faces.detector import Face, FaceDetector
-from pipelines.faces.tracking import FaceTracker, TrackerConfig
+from pipelines.faces.tracking import FaceTracker, LookaheadTracker, TrackedFace, TrackerConfig
 from pipelines.media.video import Planes, VideoLimits, transform_video_planes
 
 _LIMITS: Final = VideoLimits()
@@ -110,20 +112,36 @@ def deidentify_video_detailed(
     keep_audio: bool = False,
     tracker: TrackerConfig = _TRACKER,
     detect_threshold: float | None = DEID_DETECT_THRESHOLD,
+    lookahead: bool = True,
 ) -> DeidVideo:
-    """:func:`deidentify_video` returning the counts the gate and the ledger need too."""
+    """:func:`deidentify_video` returning the counts the gate and the ledger need too.
+
+    ``lookahead=False`` runs the online :class:`~pipelines.faces.tracking.FaceTracker` instead
+    (with its warm-up detections; no frame held, no interpolation, no backfill): the behaviour
+    before the lookahead, kept for comparison.
+    """
     op = get_operator(operator)
     checked = op.validate(params or {})
     if detect_threshold is not None:
         detector = at_threshold(detector, detect_threshold)
-    face_tracker = FaceTracker(detector, tracker)  # timed by each frame's pts
+    # Timed by each frame's pts.
+    ahead = LookaheadTracker(detector, tracker) if lookahead else None
+    online = FaceTracker(detector, tracker)
     track_ids: set[int] = set()
     counts = {"frames": 0, "with_faces": 0}
     cleared: list[tuple[Box, ...]] = []
 
-    def fn(index: int, pts: float, planes: Planes) -> None:
+    def look(index: int, pts: float, planes: Planes) -> None:
         # The frame is converted to BGR only when the detector runs on it.
-        tracked = face_tracker.track(index, (planes.width, planes.height), planes.bgr, pts)
+        assert ahead is not None
+        ahead.look(index, (planes.width, planes.height), planes.bgr, pts)
+
+    def fn(index: int, pts: float, planes: Planes) -> None:
+        tracked: list[TrackedFace]
+        if ahead is not None:
+            tracked = ahead.faces(index)
+        else:
+            tracked = online.track(index, (planes.width, planes.height), planes.bgr, pts)
         counts["frames"] += 1
         faces = [t.face for t in tracked]
         cleared.append(tuple(cleared_by(operator, (planes.height, planes.width), faces, checked)))
@@ -133,7 +151,12 @@ def deidentify_video_detailed(
         track_ids.update(t.track_id for t in tracked)
         apply_planes(op, planes, faces, checked)
 
-    out = transform_video_planes(data, fn, limits, keep_audio=keep_audio)
+    if ahead is not None:
+        out = transform_video_planes(
+            data, fn, limits, keep_audio=keep_audio, look=look, lookahead=ahead.lookahead
+        )
+    else:
+        out = transform_video_planes(data, fn, limits, keep_audio=keep_audio)
     return DeidVideo(
         out,
         len(track_ids),

@@ -31,14 +31,23 @@ the lag a plain low-pass filter has (a trailing box is a privacy leak for de-ide
 while detector jitter and the corrections at detection frames are smoothed. Coordinates are fed
 to the filter in units of the track's face size, so one setting works at every resolution. The
 motion model uses the raw detections; smoothing never feeds back into prediction.
+
+Lookahead: :class:`LookaheadTracker` runs a :class:`FaceTracker` a few frames ahead of the
+frames it reports, for a pipeline that holds those frames
+(:func:`~pipelines.media.video.transform_video_planes` with ``look`` and ``lookahead``). A face
+between two detections of its track gets the box interpolated between them instead of
+extrapolated from the past, and a face first found at a detection frame is also reported, at the
+box it was found at, on the frames before it back to the previous detection.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -72,7 +81,9 @@ class TrackerConfig:
     model (checked on detection frames). ``min_hits``: matched detections before a track's boxes
     are reported (1 reports a face from its first detection, what de-identification needs).
     ``min_cutoff`` (Hz), ``beta`` (per face size per second), ``d_cutoff`` (Hz): the One Euro
-    filter on box corners and landmarks.
+    filter on box corners and landmarks. ``warmup``: extra detections on the frames right after
+    a new track appears, to measure its velocity early (at most ``detect_every - 1``; without
+    them a fast new face is not associated with its track at the next detection).
     """
 
     detect_every: int = 5
@@ -82,6 +93,7 @@ class TrackerConfig:
     min_cutoff: float = 1.0
     beta: float = 1.0
     d_cutoff: float = 1.0
+    warmup: int = 2
 
     def __post_init__(self) -> None:
         if self.detect_every < 1:
@@ -94,6 +106,8 @@ class TrackerConfig:
             raise BadParams("tracker min_hits must be at least 1")
         if not self.min_cutoff > 0 or not self.d_cutoff > 0 or not self.beta >= 0:
             raise BadParams("tracker smoothing cutoffs must be positive and beta non-negative")
+        if self.warmup < 0:
+            raise BadParams("tracker warmup must not be negative")
 
 
 @dataclass(frozen=True)
@@ -234,7 +248,7 @@ class FaceTracker:
         self.detections_run = 0
         # A new track is detected again on its next frames (at most this many) until its
         # velocity is measured: a fast face would otherwise be left behind for an interval.
-        self._warmup = min(2, config.detect_every - 1)
+        self._warmup = min(config.warmup, config.detect_every - 1)
 
     @property
     def config(self) -> TrackerConfig:
@@ -385,6 +399,152 @@ class FaceTracker:
         return out
 
 
+@dataclass(frozen=True)
+class _Looked:
+    index: int
+    t: float
+    faces: list[TrackedFace]
+
+
+class LookaheadTracker:
+    """A :class:`FaceTracker` run ``lookahead`` frames ahead of the frames it reports.
+
+    Call :meth:`look` on every frame as it arrives and :meth:`faces` on each frame once the next
+    ``lookahead`` frames (or the end of the video) have been looked at, in order. The detector
+    runs on the same frames as the online tracker's; with ``lookahead`` at least
+    ``detect_every - 1`` (the default), the next detection frame of a frame is always already
+    looked at, so
+
+    * a track predicted on a frame (no detection there) whose next matched detection has been
+      looked at gets its box and landmarks interpolated (by time) between its matched boxes
+      before and after the frame, instead of extrapolated; a track with no matched detection
+      ahead (lost, coasting) keeps the tracker's prediction;
+    * a track first reported on a later frame already looked at (a face found at a detection
+      frame) is also reported on this frame, ``predicted``, at its first box grown to hold that
+      box moved back along the motion of its first two detections when both have been looked
+      at (a face walking in): a face that appears between two detections, or that the detector sees
+      only once enough of it is in the picture, is covered up to ``lookahead`` frames before it
+      is found, where the online tracker leaves it uncovered until then.
+
+    The default ``lookahead``, ``2 * detect_every - 1``, holds two detections of a new track
+    (for the extrapolation back) in the window.
+
+    Not thread-safe: one per video.
+    """
+
+    def __init__(
+        self,
+        detector: FaceDetector,
+        config: TrackerConfig = TrackerConfig(),
+        fps: float = 30.0,
+        lookahead: int | None = None,
+    ) -> None:
+        depth = 2 * config.detect_every - 1 if lookahead is None else lookahead
+        if depth < 0:
+            raise BadParams("tracker lookahead must not be negative")
+        self._tracker = FaceTracker(detector, config, fps)
+        self._fps = float(fps)
+        self._lookahead = depth
+        self._window: deque[_Looked] = deque()
+        self._matched: dict[int, tuple[float, Face]] = {}  # last matched report per track
+        self._reported: set[int] = set()
+
+    @property
+    def lookahead(self) -> int:
+        """Frames :meth:`look` must be ahead of :meth:`faces` (the frames a pipeline holds)."""
+        return self._lookahead
+
+    @property
+    def detections_run(self) -> int:
+        """Detector passes so far."""
+        return self._tracker.detections_run
+
+    def look(
+        self,
+        index: int,
+        size: tuple[int, int],
+        frame: Callable[[], NDArray[np.uint8]],
+        t: float | None = None,
+    ) -> None:
+        """Track frame ``index`` (:meth:`FaceTracker.track`) and hold its faces until
+        :meth:`faces` reports them."""
+        found = self._tracker.track(index, size, frame, t)
+        now = float(t) if t is not None else index / self._fps
+        self._window.append(_Looked(index, now, found))
+
+    def faces(self, index: int) -> list[TrackedFace]:
+        """The faces of frame ``index``, the oldest frame looked at and not yet reported."""
+        if not self._window or self._window[0].index != index:
+            raise ValueError("faces() must follow look() in frame order")
+        head = self._window.popleft()
+        out: list[TrackedFace] = []
+        for tracked in head.faces:
+            face = tracked.face
+            if not tracked.predicted:
+                self._matched[tracked.track_id] = (head.t, face)
+            else:
+                before = self._matched.get(tracked.track_id)
+                after = self._next_match(tracked.track_id)
+                if before is not None and after is not None and after[0] > before[0]:
+                    share = (head.t - before[0]) / (after[0] - before[0])
+                    face = _interpolate(before[1], after[1], share)
+            self._reported.add(tracked.track_id)
+            out.append(TrackedFace(tracked.track_id, face, tracked.predicted))
+        present = {tracked.track_id for tracked in head.faces}
+        for looked in self._window:
+            for tracked in looked.faces:
+                if tracked.track_id not in present and tracked.track_id not in self._reported:
+                    present.add(tracked.track_id)
+                    face = self._backfill(tracked.track_id, looked.t, tracked.face, head.t)
+                    out.append(TrackedFace(tracked.track_id, face, predicted=True))
+        alive = present | {f.track_id for looked in self._window for f in looked.faces}
+        self._matched = {k: v for k, v in self._matched.items() if k in alive}
+        out.sort(key=lambda f: f.track_id)
+        return out
+
+    def _backfill(self, track_id: int, first_t: float, first: Face, t: float) -> Face:
+        """A track first reported at ``first_t`` (``first``), on an earlier frame at ``t``: its
+        first box, grown to also hold that box moved back to ``t`` along the motion of its
+        first two matched detections when both have been looked at (a face walking in)."""
+        matched = [
+            (looked.t, tracked.face)
+            for looked in self._window
+            for tracked in looked.faces
+            if tracked.track_id == track_id and not tracked.predicted and looked.t >= first_t
+        ]
+        if len(matched) < 2 or matched[1][0] <= matched[0][0]:
+            return first
+        (t0, a), (t1, b) = matched[:2]
+        # The centre moved back, the size kept: the size of a face found while walking in (a
+        # box cut by the picture's edge) changes too fast to extrapolate.
+        share = (t - t0) / (t1 - t0)  # < 0: before the first
+        dx = share * ((b.box[0] + b.box[2]) - (a.box[0] + a.box[2])) / 2
+        dy = share * ((b.box[1] + b.box[3]) - (a.box[1] + a.box[3])) / 2
+        x1, y1, x2, y2 = first.box
+        box = (min(x1, x1 + dx), min(y1, y1 + dy), max(x2, x2 + dx), max(y2, y2 + dy))
+        return Face(box=box, landmarks=first.landmarks, score=first.score)
+
+    def _next_match(self, track_id: int) -> tuple[float, Face] | None:
+        for looked in self._window:
+            for tracked in looked.faces:
+                if tracked.track_id == track_id and not tracked.predicted:
+                    return looked.t, tracked.face
+        return None
+
+
+def _interpolate(a: Face, b: Face, share: float) -> Face:
+    """The face ``share`` (0-1) of the way from ``a`` to ``b`` (box, landmarks)."""
+    box = cast(
+        tuple[float, float, float, float],
+        tuple(p + share * (q - p) for p, q in zip(a.box, b.box, strict=True)),
+    )
+    points = tuple(
+        (pa[0] + share * (pb[0] - pa[0]), pa[1] + share * (pb[1] - pa[1]))
+        for pa, pb in zip(a.landmarks, b.landmarks, strict=True)
+    )
+    return Face(box=box, landmarks=points, score=min(a.score, b.score))
+
+
 def _assign(cost: F64) -> list[tuple[int, int]]:
     """Optimal assignment, keeping only feasible pairs."""
     if cost.size == 0:
@@ -408,4 +568,4 @@ def _clip_box(corners: F64, width: int, height: int) -> tuple[float, float, floa
     )
 
 
-__all__ = ["FaceTracker", "TrackedFace", "TrackerConfig"]
+__all__ = ["FaceTracker", "LookaheadTracker", "TrackedFace", "TrackerConfig"]

@@ -214,3 +214,94 @@ def test_an_unhandled_error_is_a_json_500_logged_by_class_only(
     text = "\n".join(f"{r.name} {r.getMessage()} {r.exc_info or ''}" for r in server)
     assert "RuntimeError" in text and "GET /x 500" in text
     assert "secret-value-in-a-message" not in text and "q=1" not in text
+
+
+def test_redis_bucket_refuses_a_revoked_key_in_the_same_round_trip(redis_url: str) -> None:
+    from worker.api.ratelimit import RedisBuckets
+    from worker.ledger.api_keys import REVOKED_SET, mark_revoked
+
+    buckets = RedisBuckets(redis_url)
+    try:
+        assert buckets.take_live("k1", 5.0, 2) == 0.0
+        mark_revoked(redis_url, "k1")
+        assert buckets.take_live("k1", 5.0, 2) is None
+        assert buckets.take("k1", 5.0, 2) == float("inf")
+        assert buckets.take_live("k2", 5.0, 2) == 0.0  # another key is untouched
+        import redis
+
+        with redis.Redis.from_url(redis_url) as r:  # key ids only, never a key
+            assert r.smembers(REVOKED_SET) == {b"k1"}
+    finally:
+        buckets.close()
+    mark_revoked("amqp://guest@127.0.0.1//", "k1")  # another broker: nothing to announce
+
+
+class _Keys:
+    """A stand-in for ApiKeyStore.authenticate that counts its ledger reads."""
+
+    def __init__(self, principals: dict[str, Any]) -> None:
+        self.principals = principals
+        self.reads = 0
+
+    def authenticate(self, bearer: str) -> Any:
+        self.reads += 1
+        return self.principals.get(bearer)
+
+
+class _Limiter:
+    def __init__(self, checks_revocation: bool) -> None:
+        self.checks_revocation = checks_revocation
+        self.revoked: set[str] = set()
+        self.takes = 0
+
+    def take_live(self, key_id: str, rate: float, burst: int) -> float | None:
+        self.takes += 1
+        return None if key_id in self.revoked else 0.0
+
+
+def _auth_state(checks_revocation: bool, clock: _Clock) -> Any:
+    from types import SimpleNamespace
+
+    from worker.api.auth import PrincipalCache
+    from worker.ledger.api_keys import Principal
+
+    principal = Principal("k1", "acme", frozenset({"jobs:write"}), 10.0, 20)
+    keys = _Keys({"fmk_good": principal})
+    return SimpleNamespace(
+        container=SimpleNamespace(api_keys=keys),
+        limiter=_Limiter(checks_revocation),
+        principals=PrincipalCache(ttl=10.0, clock=clock),
+    )
+
+
+def test_principal_cache_skips_the_ledger_until_revoked_or_stale() -> None:
+    from worker.api.auth import check_key
+
+    clock = _Clock()
+    state = _auth_state(True, clock)
+    keys, limiter = state.container.api_keys, state.limiter
+    assert check_key(state, "fmk_good", "jobs:write")[0] is not None
+    assert check_key(state, "fmk_good", "jobs:write")[0] is not None
+    assert (keys.reads, limiter.takes) == (1, 2)  # one ledger read, a token per request
+    assert "fmk_good" not in repr(state.principals)
+    clock.now += 10.0  # stale: the ledger is read again
+    assert check_key(state, "fmk_good", "jobs:write")[0] is not None
+    assert keys.reads == 2
+    # a scope the cached principal lacks is asked of the ledger, no token taken
+    assert check_key(state, "fmk_good", "jobs:read")[0] is not None
+    assert (keys.reads, limiter.takes) == (3, 3)
+    # revoked: the next request is refused and the principal forgotten
+    limiter.revoked.add("k1")
+    assert check_key(state, "fmk_good", "jobs:write") == (None, 0.0)
+    assert len(state.principals) == 0
+    assert check_key(state, "fmk_unknown", "jobs:write") == (None, 0.0)
+
+
+def test_ledger_buckets_read_the_key_on_every_request() -> None:
+    from worker.api.auth import check_key
+
+    state = _auth_state(False, _Clock())
+    for _ in range(3):
+        assert check_key(state, "fmk_good", "jobs:write")[0] is not None
+    assert state.container.api_keys.reads == 3
+    assert len(state.principals) == 0

@@ -56,6 +56,7 @@ class Stack:
     bucket: str
     server_log: Path
     worker_log: Path
+    settings: dict[str, Any]
 
 
 def _create_keys(settings: dict[str, Any], tenants: tuple[str, ...]) -> dict[str, str]:
@@ -126,7 +127,7 @@ def stack(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         url = cleanup.enter_context(
             facemedia_serve(settings_env(settings), server_log, ready_s=30, stop_s=15)
         ).url
-        yield Stack(url, keys, s3, bucket, server_log, worker_log)
+        yield Stack(url, keys, s3, bucket, server_log, worker_log, settings)
 
 
 def _versions(stack: Stack, prefix: str) -> list[dict[str, Any]]:
@@ -231,3 +232,42 @@ def test_two_tenants_submit_poll_fetch_erase_over_http(stack: Stack, astronaut_j
             assert key.encode() not in text, log.name
     assert b"/v1/jobs" in stack.server_log.read_bytes()  # the access log was scanned
     assert os.path.getsize(stack.worker_log) > 0
+
+
+def test_a_revoked_key_is_refused_on_its_next_request(stack: Stack) -> None:
+    """With Redis the server keeps a key's principal in memory (no ledger read per request):
+    ``apikey revoke`` announces the revocation in Redis, and the very next request is 401."""
+    import httpx
+
+    key_id, key = _create_key_with_id(stack.settings, "gamma")
+    auth = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=stack.url, headers=auth, timeout=30) as http:
+        for _ in range(3):  # known and cached: an unknown job is 404, not 401
+            assert http.get("/v1/jobs/no-such-job").status_code == 404
+        done = subprocess.run(
+            [FACEMEDIA, "apikey", "revoke", key_id, "--json"],
+            env=settings_env(stack.settings),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        response = http.get("/v1/jobs/no-such-job")
+        assert response.status_code == 401, response.text
+        assert response.json()["error"] == "unauthorized"
+        assert http.get("/v1/jobs/no-such-job").status_code == 401
+
+
+def _create_key_with_id(settings: dict[str, Any], tenant: str) -> tuple[str, str]:
+    """A key of ``tenant`` with every scope, made by the CLI: (key id, key)."""
+    scopes = [arg for scope in SCOPES for arg in ("--scope", scope)]
+    done = subprocess.run(
+        [FACEMEDIA, "apikey", "create", "--tenant", tenant, *scopes, "--json"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    created = json.loads(done.stdout)
+    return str(created["key_id"]), str(created["key"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -147,17 +146,6 @@ def test_the_quick_read_answers_as_the_orm_on_sqlite(embedded: Any) -> None:
     assert reader is not None and reader.dialect == "sqlite"
     with reader:
         _same_answers(embedded, reader, ids)
-
-
-@pytest.fixture
-def pg_container(make_settings: Any, pg_url: str) -> Iterator[Any]:
-    from worker.bootstrap import Container
-
-    container = Container(make_settings(database_url=pg_url))
-    try:
-        yield container
-    finally:
-        container.close()
 
 
 def test_the_quick_read_answers_as_the_orm_on_postgresql(pg_container: Any) -> None:

@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from pipelines.errors import BadParams
 from pipelines.faces.detector import CenterFaceDetector, Face, FaceDetector
 from pipelines.faces.smoothing import OneEuroFilter
-from pipelines.faces.tracking import FaceTracker, TrackedFace, TrackerConfig
+from pipelines.faces.tracking import FaceTracker, LookaheadTracker, TrackedFace, TrackerConfig
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -362,3 +362,103 @@ def test_real_detector_tracking_covers_the_face_and_reduces_jitter(
         assert smooth_jitter < 0.8 * raw_jitter, (every, smooth_jitter, raw_jitter)
         if every == 5:
             assert tracker.detections_run <= 9  # 0, 1, 2, then every fifth frame
+
+
+# ------------------------------------------------------------------ lookahead
+
+
+def run_ahead(tracker: LookaheadTracker, frames: int) -> list[list[TrackedFace]]:
+    """Look ``tracker.lookahead`` frames ahead of the frames reported, as a video pipeline
+    holding frames does."""
+    out: list[list[TrackedFace]] = []
+    for i in range(frames + tracker.lookahead):
+        if i < frames:
+            frame = stamped_frame(i)
+            tracker.look(i, (FRAME_W, FRAME_H), lambda frame=frame: frame)
+        if i >= tracker.lookahead:
+            out.append(tracker.faces(i - tracker.lookahead))
+    return out
+
+
+def test_lookahead_detects_every_n_frames_without_warmup_and_interpolates() -> None:
+    """An accelerating face: between detections the box is interpolated between the two
+    detections around it, closer to the face than the online tracker's extrapolation."""
+
+    def truth(i: int) -> Face:
+        return make_face(60 + 0.25 * i * i, 150 + 2.0 * i)
+
+    detector = ScriptedDetector(lambda i: [truth(i)])
+    tracker = LookaheadTracker(detector, TrackerConfig(detect_every=5))
+    assert tracker.lookahead == 9
+    ahead = run_ahead(tracker, 40)
+    assert detector.calls == [0, 1, 2, *range(7, 40, 5)]  # the online tracker's schedule
+    assert tracker.detections_run == len(detector.calls)
+    online_detector = ScriptedDetector(lambda i: [truth(i)])
+    online = run(FaceTracker(online_detector, TrackerConfig(detect_every=5)), 40)
+    assert all(len(faces) == 1 for faces in ahead)
+    # Up to the last detection (after it both extrapolate); the smoothed boxes lag an
+    # accelerating face at the detections themselves, as the online tracker's do.
+    worst_ahead = min(iou(ahead[i][0].face.box, truth(i).box) for i in range(36))
+    worst_online = min(iou(online[i][0].face.box, truth(i).box) for i in range(36))
+    assert worst_ahead > 0.8, worst_ahead
+    assert worst_ahead > worst_online + 0.04, (worst_ahead, worst_online)
+    for i in range(3, 37):  # predicted frames between two detections: interpolated
+        if (i - 2) % 5:
+            last = i - (i - 2) % 5
+            before, after = ahead[last][0].face.box, ahead[last + 5][0].face.box
+            share = (i - last) / 5
+            expected = [p + share * (q - p) for p, q in zip(before, after, strict=True)]
+            assert ahead[i][0].predicted
+            assert np.allclose(ahead[i][0].face.box, expected), i
+
+
+def test_lookahead_masks_a_new_face_on_the_frames_before_it_is_found() -> None:
+    """A face walking in at frame 8 (10 px per frame) is first detected at frame 12 (detections
+    on frames 0, 1, 2, 7, 12: the first face's warm-up), where the online tracker starts
+    covering it; the lookahead tracker reports it on the frames before too (back to
+    ``lookahead`` frames: 9, from frame 3), at its first box grown to hold the box extrapolated
+    back from its first two detections, which contains the face on each of its frames."""
+    appear = 8
+
+    def walking(i: int) -> Face:
+        return make_face(450 - 10.0 * (i - 12), 200)
+
+    detector = ScriptedDetector(
+        lambda i: [make_face(200, 150)] + ([walking(i)] if i >= appear else [])
+    )
+    tracker = LookaheadTracker(detector, TrackerConfig(detect_every=5))
+    assert tracker.lookahead == 9
+    ahead = run_ahead(tracker, 24)
+    online = run(FaceTracker(ScriptedDetector(detector.script), TrackerConfig()), 24)
+    assert [len(f) for f in online] == [1] * 12 + [2] * 12
+    assert [len(f) for f in ahead] == [1] * 3 + [2] * 21
+    found = ahead[12][1]
+    assert not found.predicted
+    for i in range(3, 12):
+        assert ahead[i][1].track_id == found.track_id and ahead[i][1].predicted
+    for i in range(appear, 12):
+        x1, y1, x2, y2 = ahead[i][1].face.box
+        t1, u1, t2, u2 = walking(i).box
+        assert x1 <= t1 + 1e-6 and y1 <= u1 + 1e-6 and x2 >= t2 - 1e-6 and y2 >= u2 - 1e-6, i
+    # A window back to the previous detection only: from frame 8, first at the first box alone
+    # (the second detection, at 13, is not in the window yet).
+    short = run_ahead(LookaheadTracker(ScriptedDetector(detector.script), lookahead=4), 24)
+    assert [len(f) for f in short] == [1] * 8 + [2] * 16
+    assert short[8][1].face.box == short[12][1].face.box
+
+
+def test_lookahead_coasts_a_lost_face_and_checks_the_order() -> None:
+    """A face the detector loses keeps a (predicted) box; faces() must follow look()."""
+    detector = ScriptedDetector(lambda i: [] if i in {10, 15} else [make_face(100 + 3 * i, 150)])
+    tracker = LookaheadTracker(detector, TrackerConfig(detect_every=5, max_missed=10))
+    ahead = run_ahead(tracker, 30)
+    assert all(len(faces) == 1 for faces in ahead)
+    assert {faces[0].track_id for faces in ahead} == {1}
+    for i, faces in enumerate(ahead):
+        assert iou(faces[0].face.box, make_face(100 + 3 * i, 150).box) > 0.8, i
+    with pytest.raises(ValueError, match="frame order"):
+        tracker.faces(3)
+    with pytest.raises(BadParams):
+        LookaheadTracker(detector, TrackerConfig(), lookahead=-1)
+    with pytest.raises(BadParams):
+        TrackerConfig(warmup=-1)

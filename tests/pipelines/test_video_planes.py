@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from bench.video_bench import GROW, deid_quality, make_clip, raw_transcode
 from pipelines.deid import DEFAULT_PROFILE, deidentify_video_detailed
+from pipelines.errors import BadParams
 from pipelines.faces.detector import CenterFaceDetector
 from pipelines.media.video import (
     Planes,
@@ -282,3 +283,33 @@ def test_a_failing_callback_leaves_no_transcode_thread_behind() -> None:
     assert not names & {"video-decode", "video-encode"}
     out = transform_video_planes(data, untouched)  # and the next transcode runs normally
     assert probe_video(out).frames == 24
+
+
+def test_lookahead_runs_look_ahead_of_the_callback_and_keeps_the_output() -> None:
+    """``look`` sees each frame (untouched) ``lookahead`` frames before ``fn`` does, the frames
+    and audio come out as without it, and the window is bounded."""
+    data = clip(frames=12, audio=True)
+    events: list[tuple[str, int]] = []
+    seen_by_look: list[float] = []
+
+    def look(index: int, t: float, planes: Planes) -> None:
+        events.append(("look", index))
+        seen_by_look.append(float(planes.y.mean()))
+
+    def paint(index: int, t: float, planes: Planes) -> None:
+        events.append(("fn", index))
+        planes.y[...] = 16
+
+    out = transform_video_planes(data, paint, look=look, lookahead=3)
+    expected = [("look", i) for i in range(3)]
+    for i in range(3, 12):
+        expected += [("look", i), ("fn", i - 3)]
+    expected += [("fn", i) for i in range(9, 12)]
+    assert events == expected
+    assert min(seen_by_look) > 40  # look saw the decoded picture, not the painted one
+    plain = transform_video_planes(data, paint)
+    assert [f.tobytes() for f in shown(out)] == [f.tobytes() for f in shown(plain)]
+    with av.open(io.BytesIO(out)) as a, av.open(io.BytesIO(plain)) as b:
+        assert sum(1 for _ in a.demux(audio=0)) == sum(1 for _ in b.demux(audio=0)) > 1
+    with pytest.raises(BadParams, match="lookahead"):
+        transform_video_planes(data, untouched, look=look, lookahead=31)

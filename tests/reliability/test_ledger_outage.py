@@ -36,11 +36,11 @@ def test_a_ledger_error_mid_job_is_transient_not_internal_error(
     calls = {"n": 0}
 
     class FlakyRecords(ObjectRecords):
-        def add(self, *args: Any, **kwargs: Any) -> Any:  # the ledger is down for the first
-            calls["n"] += 1
+        def add_stored(self, *args: Any, **kwargs: Any) -> Any:  # the outputs' rows: the
+            calls["n"] += 1  # ledger is down for the first
             if calls["n"] == 1:
                 raise _outage()
-            return super().add(*args, **kwargs)
+            return super().add_stored(*args, **kwargs)
 
     from worker.jobs.service import JobService
 

@@ -74,6 +74,7 @@ def test_release_and_status_report_where_the_candidates_went(
         submit(face, "minor", Consent(research=True, is_minor=True))
         with c.db.session() as s:  # aggregate counts only: nothing that names a job or person
             assert {col.name for col in inspect(ResearchFunnel).columns} == {
+                "tenant",  # the upstream service's namespace (migration 0014), not a person
                 "month",
                 "outcome",
                 "reason",
@@ -120,3 +121,71 @@ def test_release_and_status_report_where_the_candidates_went(
     assert status.returncode == 0, status.stderr[-2000:]
     for line in ("where the candidates went", "minor without a guardian's consent", "released"):
         assert line in status.stdout, status.stdout
+
+
+def test_the_funnel_is_counted_per_tenant(embedded: Any) -> None:
+    """Each decision is counted under its job's tenant (migration 0014): a release restricted
+    to one tenant (``research release --tenant``) states that tenant's candidates only, an
+    operator's release every tenant's."""
+    from datetime import UTC, datetime
+
+    from skimage import data
+
+    from worker.research import funnel
+
+    face = _jpeg(data.astronaut()[:, ::-1])
+    consent = Consent(research=True)
+    for tenant, n in (("default", 2), ("tenant-b", 3)):
+        for k in range(n):
+            job = embedded.client.submit(
+                face, "detect", subject_id=f"s{k}", consent=consent, tenant=tenant
+            )
+            assert embedded.service.status(job)["status"] == "succeeded"
+    with embedded.db.session() as s:
+        rows = s.execute(select(ResearchFunnel.tenant, ResearchFunnel.count)).all()
+    by_tenant: dict[str, int] = {}
+    for tenant, count in rows:
+        by_tenant[tenant] = by_tenant.get(tenant, 0) + count
+    assert by_tenant == {"default": 2, "tenant-b": 3}
+    assert funnel.sampling_totals(embedded.db)["candidates"] == 5
+    assert funnel.sampling_totals(embedded.db, "tenant-b")["candidates"] == 3
+    assert funnel.sampling_totals(embedded.db, "nobody")["candidates"] == 0
+    # a decision recorded outside a job's transaction lands on the named tenant's row too
+    funnel.record(embedded.db, "skipped", "no_consent", datetime.now(UTC), "tenant-b")
+    assert funnel.sampling_totals(embedded.db, "tenant-b")["no_consent"] >= 1
+
+
+def test_migration_0014_gives_the_old_counts_to_the_default_tenant(tmp_path: Path) -> None:
+    from alembic import command
+
+    from worker.ledger.db import Database, alembic_config
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    cfg = alembic_config(url)
+    command.upgrade(cfg, "0013")
+    db = Database(url)
+    try:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO research_funnel (month, outcome, reason, count)"
+                " VALUES ('2026-11', 'skipped', 'no_consent', 4)"
+            )
+        command.upgrade(cfg, "0014")
+        with db.engine.begin() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT tenant, month, outcome, reason, count FROM research_funnel"
+            ).all()
+            assert [tuple(r) for r in rows] == [("default", "2026-11", "skipped", "no_consent", 4)]
+            conn.exec_driver_sql(
+                "INSERT INTO research_funnel (tenant, month, outcome, reason, count)"
+                " VALUES ('tenant-b', '2026-11', 'skipped', 'no_consent', 3)"
+            )
+        command.downgrade(cfg, "0013")  # the counts are summed over tenants
+        with db.engine.begin() as conn:
+            rows = conn.exec_driver_sql("SELECT month, reason, count FROM research_funnel").all()
+            assert [tuple(r) for r in rows] == [("2026-11", "no_consent", 7)]
+        assert "tenant" not in {
+            c["name"] for c in inspect(db.engine).get_columns("research_funnel")
+        }
+    finally:
+        db.dispose()

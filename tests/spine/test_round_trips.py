@@ -107,14 +107,16 @@ def test_a_job_costs_three_ledger_transactions_in_the_lifecycle_order(
     assert len(txs) == 3, "\n\n".join("\n".join(t) for t in txs)
     assert all(t[-1] == "COMMIT" for t in txs)
     claim, end, receipt = txs
-    # 1. the claim: the compare-and-set returns the row; the subject key comes with it
-    assert _has(claim, "UPDATE jobs SET", "RETURNING")
-    assert _has(claim, "SELECT", "JOIN subject_keys")
+    # 1. the claim: the compare-and-set returns the row, the subject and its key with it, in
+    # the transaction's first statement (one round trip)
+    assert _has(claim[:1], "WITH claimed AS (UPDATE jobs SET", "RETURNING", "JOIN subject_keys")
     assert _has(claim, "INSERT INTO audit_log")
     # 2. the end: outputs recorded, the state moved, audited, the original marked due
     assert _has(end, "INSERT INTO objects")
     assert _has(end, "UPDATE jobs SET status")
-    assert _has(end, "UPDATE objects SET expires_at")
+    # the tail's read (status, holds, erasure, the original) and the original marked due: the
+    # transaction's first statement
+    assert _has(end[:1], "WITH due AS (UPDATE objects SET expires_at", "JOIN subjects")
     assert _has(end, "INSERT INTO audit_log")
     assert _has(end, "INSERT INTO research_funnel", "ON CONFLICT")  # the sampler's decision
     # 3. the deletion record, after the store delete (and the state committed before it)
@@ -128,7 +130,7 @@ def test_a_job_costs_three_ledger_transactions_in_the_lifecycle_order(
     everything = [st for t in txs for st in t]
     assert not _has(everything, "UPDATE jobs SET lease_until")  # no heartbeat: a short job
     assert sum("subject_keys" in st for st in everything) == 1  # no per-object key reads
-    assert sum(st.startswith("UPDATE jobs SET") for st in everything) == 2  # claim, end
+    assert sum("UPDATE jobs SET status" in st for st in everything) == 2  # claim, end
 
     # The end of the unit of work (after every task): the signed audit checkpoint, counted on
     # its own line: one transaction, its object stored while it is open.

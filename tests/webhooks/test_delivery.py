@@ -282,6 +282,51 @@ def test_rescue_resends_pending_deliveries_never_attempted(
     }
 
 
+def test_rescue_sends_an_expired_job_at_once(
+    ledger: Any, key: Any, receiver: Receiver, make_job: Callable[..., str], tiny_jpeg: bytes
+) -> None:
+    """The sweep's expiry schedules no delivery: nothing but the rescue ever sends it, so it is
+    sent with no grace (in the rescue after the sweep), while a job that ended elsewhere keeps
+    its grace (its own message may wait); once attempted, an expired job's retry waits like any
+    other's."""
+    from datetime import UTC, datetime, timedelta
+
+    from worker.jobs import lifecycle
+    from worker.jobs.client import JobClient
+
+    receiver.reset(500)
+    client = JobClient(
+        ledger.db, ledger.records, ledger.subjects, lambda _: None, ledger.settings.max_upload_bytes
+    )
+    expired = client.submit(
+        tiny_jpeg,
+        "detect",
+        {},
+        subject_id="subject-expired",
+        callback_url=receiver.url("/expired"),
+        api_key_id=key.key_id,
+    )
+    ended = make_job(callback_url=receiver.url(), api_key_id=key.key_id)
+    now = datetime.now(UTC)
+    with ledger.db.session() as s:
+        assert lifecycle.expire(s, expired, created_before=now + timedelta(seconds=1), at=now)
+    assert webhook(ledger, expired) == {"state": "pending", "attempts": 0, "error": None}
+    sent: list[str] = []
+    svc = WebhookService(
+        ledger.db,
+        ledger.api_keys.webhook_secret,
+        WebhookConfig(),
+        send=lambda task, args, queue: sent.append(args[0]),
+    )
+    time.sleep(0.01)  # the rescue's clock past the expiry's
+    assert svc.rescue(grace_s=3600) >= 1
+    assert expired in sent and ended not in sent
+    assert service(ledger).attempt(expired).state == "pending"  # a 500: its retry is queued
+    sent.clear()
+    svc.rescue(grace_s=3600)
+    assert expired not in sent
+
+
 def test_rescue_resends_a_retry_whose_message_was_lost(
     ledger: Any, key: Any, receiver: Receiver, make_job: Callable[..., str]
 ) -> None:

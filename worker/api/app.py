@@ -46,6 +46,7 @@ class ApiState:
     the rate limiter, the upload threads and their count."""
 
     def __init__(self, container: Container) -> None:
+        from worker.api.auth import PrincipalCache
         from worker.api.ratelimit import make_limiter
         from worker.api.runner import JobRunner
         from worker.jobs.client import JobClient
@@ -62,6 +63,7 @@ class ApiState:
             send=self.runner.send,
         )
         self.limiter = make_limiter(self.settings.broker_url, container.db)
+        self.principals = PrincipalCache()  # used with the Redis buckets only (worker.api.auth)
         self.max_uploads = self.settings.api.max_concurrent_uploads
         self.uploads = ThreadPoolExecutor(self.max_uploads, thread_name_prefix="facemedia-upload")
         self._active = 0
@@ -269,10 +271,16 @@ def create_app(container: Container) -> ASGIApp:
         # (AccessLog) replaces it, whatever logging configuration ran since the server started
         logging.getLogger("uvicorn.access").disabled = True
         ticker = asyncio.create_task(_checkpoints(container))
+        # no broker, so no beat: this server runs beat's schedule (sweeps, rescues) itself
+        from worker.api.schedule import start_schedule
+
+        schedule = start_schedule(state.runner)
         try:
             yield
         finally:
             ticker.cancel()
+            if schedule is not None:
+                await run_in_threadpool(schedule.stop)
             state.close()
             await run_in_threadpool(container.checkpoint)  # the last requests' audit entries
 

@@ -5,6 +5,12 @@ finding less than one token is refused (429 ``rate_limited``) with the seconds u
 back (``Retry-After``, rounded up). Both buckets are one atomic step shared by every worker
 process: a Lua script in Redis (the server's clock), one ``UPDATE ... WHERE tokens >= 1`` on
 ``api_rate_buckets`` in the ledger (the callers' clock, epoch seconds).
+
+The Redis script also answers whether the key was revoked (``facemedia:apikeys:revoked``, a set
+that :meth:`ApiKeyStore.revoke` adds to through
+:func:`~worker.ledger.api_keys.mark_revoked`), in the same round trip: so
+the API may keep a key's principal in memory (:mod:`worker.api.auth`) instead of reading the
+ledger on every request, and a revocation still refuses the key's very next request.
 """
 
 from __future__ import annotations
@@ -16,11 +22,15 @@ from typing import Any, Protocol
 from sqlalchemy import case, column, insert, literal, select, table, update
 from sqlalchemy.exc import IntegrityError
 
+from worker.ledger.api_keys import REVOKED_SET
 from worker.ledger.db import Database
 
 _BUCKETS = table("api_rate_buckets", column("key_id"), column("tokens"), column("updated_at"))
 
 _LUA = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 1 then
+  return 'revoked'
+end
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -50,8 +60,15 @@ return tostring(wait)
 class RateLimiter(Protocol):
     """Takes one token of a key's bucket."""
 
+    checks_revocation: bool
+    """True if :meth:`take_live` learns a revocation at once (Redis), False if the caller must
+    read the key's row for that (the ledger buckets)."""
+
     def take(self, key_id: str, rate: float, burst: int) -> float:
         """0 if the request may go on, else the seconds until a token is back."""
+
+    def take_live(self, key_id: str, rate: float, burst: int) -> float | None:
+        """:meth:`take`, or None (no token taken) if the key is known to be revoked."""
 
 
 def retry_after(wait: float) -> str:
@@ -60,9 +77,11 @@ def retry_after(wait: float) -> str:
 
 
 class RedisBuckets:
-    """Token buckets in Redis (``facemedia:ratelimit:<key_id>``), one Lua script per take."""
+    """Token buckets in Redis (``facemedia:ratelimit:<key_id>``), one Lua script per take, which
+    checks the revoked set first."""
 
     PREFIX = "facemedia:ratelimit:"
+    checks_revocation = True
 
     def __init__(self, url: str) -> None:
         import redis
@@ -71,9 +90,19 @@ class RedisBuckets:
         self._script: Any = self._redis.register_script(_LUA)
 
     def take(self, key_id: str, rate: float, burst: int) -> float:
-        """One token of ``key_id``'s bucket (atomic in Redis)."""
-        wait = self._script(keys=[self.PREFIX + key_id], args=[repr(float(rate)), int(burst)])
-        return float(wait.decode() if isinstance(wait, bytes) else wait)
+        """One token of ``key_id``'s bucket (atomic in Redis); a revoked key waits forever."""
+        wait = self.take_live(key_id, rate, burst)
+        return math.inf if wait is None else wait
+
+    def take_live(self, key_id: str, rate: float, burst: int) -> float | None:
+        """One token of ``key_id``'s bucket, or None if the key is in the revoked set (one
+        round trip, atomic in Redis)."""
+        got = self._script(
+            keys=[self.PREFIX + key_id, REVOKED_SET],
+            args=[repr(float(rate)), int(burst), key_id],
+        )
+        text = got.decode() if isinstance(got, bytes) else str(got)
+        return None if text == "revoked" else float(text)
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -82,7 +111,10 @@ class RedisBuckets:
 
 class LedgerBuckets:
     """Token buckets in the ledger's ``api_rate_buckets`` (key_id, tokens, updated_at: epoch
-    seconds): one conditional UPDATE per take, an INSERT for a key's first request."""
+    seconds): one conditional UPDATE per take, an INSERT for a key's first request. They do not
+    know revocations: the API reads the key's row on every request with them."""
+
+    checks_revocation = False
 
     def __init__(self, db: Database, clock: Any = time.time) -> None:
         self.db = db
@@ -116,6 +148,10 @@ class LedgerBuckets:
             except IntegrityError:  # another process inserted it first: take from it
                 return self.take(key_id, rate, burst)
         return max((1.0 - float(current)) / float(rate), 0.001)
+
+    def take_live(self, key_id: str, rate: float, burst: int) -> float | None:
+        """:meth:`take` (revocation is not known here: never None)."""
+        return self.take(key_id, rate, burst)
 
 
 def make_limiter(broker_url: str, db: Database) -> RedisBuckets | LedgerBuckets:

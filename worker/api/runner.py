@@ -7,7 +7,10 @@ path; :class:`JobRunner` hands it instead to one background thread of this proce
 ``202`` goes out as soon as the original is stored. Jobs run one at a time (one face model per
 process), under the decode memory ceiling (``decode_memory_limit_mb``), as ``facemedia run``
 runs them. A job still waiting when the server stops stays ``queued``; the retention sweep
-requeues or expires it like any job whose worker vanished.
+requeues or expires it like any job whose worker vanished. With no broker there is no beat
+either: the server runs beat's schedule itself (:mod:`worker.api.schedule`), each pass handed to
+this same thread (:meth:`JobRunner.call`), so a sweep that runs a requeued job never runs the
+face model beside another job.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class JobRunner:
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._pending = 0
+        self._closed = False
         self._idle = threading.Condition(self._lock)
 
     def _executor(self) -> ThreadPoolExecutor:
@@ -59,6 +63,28 @@ class JobRunner:
             self.dispatcher.send(task, args, queue)
             return
         self._executor().submit(self._run, self.dispatcher.send, (task, args, queue), None)
+
+    def call(self, fn: Callable[[], None]) -> bool:
+        """Run ``fn`` on the background thread, after the work handed over before it (the
+        embedded schedule's passes), under the same memory ceiling; an exception it raises is
+        logged by class name. False (nothing queued) once :meth:`close` ran, or with a broker."""
+        if self.remote:
+            return False
+        with self._lock:
+            if self._closed:
+                return False
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="facemedia-jobs")
+            pool = self._pool
+            self._pending += 1
+        try:
+            pool.submit(self._run, fn, (), None)
+        except RuntimeError:  # closed in between: shut down
+            with self._lock:
+                self._pending -= 1
+                self._idle.notify_all()
+            return False
+        return True
 
     def _run(self, fn: Callable[..., None], args: tuple[Any, ...], job_id: str | None) -> None:
         from pipelines.media import memory_ceiling
@@ -85,6 +111,8 @@ class JobRunner:
 
     def close(self, wait: bool = False) -> None:
         """Stop taking work; ``wait``: let the queued jobs run first."""
+        with self._lock:
+            self._closed = True
         pool, self._pool = self._pool, None
         if pool is not None:
             with contextlib.suppress(Exception):

@@ -208,16 +208,18 @@ def container() -> Container:
 def quick_ledger() -> QuickReader | None:
     """A read-only DB-API connection to this process's ledger, for a command that only reads
     (no SQLAlchemy import: about 0.2 s of start-up); None when the command must go through the
-    container: a container is installed already (tests), or the ledger is missing, not at the
-    newest migration or on another driver (:func:`worker.ledger.db.quick_reader`)."""
+    container: a container was installed with ``set_container`` (tests), or the ledger is
+    missing, not at the newest migration or on another driver
+    (:func:`worker.ledger.db.quick_reader`)."""
     bootstrap = sys.modules.get("worker.bootstrap")
-    if bootstrap is not None and bootstrap._container is not None:
+    if bootstrap is not None and bootstrap.installed():
         return None
     from worker.ledger.db import quick_reader
     from worker.settings import SETTINGS_ERRORS, load_settings
 
+    built = None if bootstrap is None else bootstrap._container
     try:
-        settings = load_settings()
+        settings = load_settings() if built is None else built.settings
     except SETTINGS_ERRORS as exc:
         raise settings_failure(exc) from None
     return quick_reader(settings.effective_database_url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,11 +16,41 @@ from worker.cli._common import (
     emit,
     fail,
     out,
+    quick_ledger,
     settings_failure,
 )
 
+if TYPE_CHECKING:
+    from worker.ledger.audit import AuditReport
+    from worker.ledger.db import QuickReader
+
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log")
 db_app = typer.Typer(no_args_is_help=True, help="Ledger schema")
+
+
+def _verify_audit_log() -> AuditReport:
+    """The checkpointed verify, over a bare DB-API connection where the ledger allows it (no
+    SQLAlchemy import: docs/BENCHMARKS.md, *CLI start-up*), else through the container."""
+    from worker.ledger.checkpoints import verify_log
+    from worker.ledger.db import quick_reader
+
+    reader = quick_ledger()
+    if reader is None:
+        return container().checkpoints.verify()
+    reader.close()  # the ledger is at head; verify_log opens its own short reads
+    from worker.objects.layout import CHECKPOINTS
+
+    built = container()  # lazy: the keyring and the store only, never its ledger
+
+    url = built.settings.effective_database_url
+
+    def open_reader() -> QuickReader:
+        opened = quick_reader(url)
+        if opened is None:  # migrated or removed since the first look
+            raise fail("the ledger changed while it was verified: run again", EXIT_FAILED)
+        return opened
+
+    return verify_log(open_reader, built.store, built.audit_auth, CHECKPOINTS)
 
 
 @audit_app.command("verify")
@@ -30,8 +60,7 @@ def audit_verify(as_json: JsonOpt = False) -> None:
     Exit 1 when anything is wrong; ``problems`` lists {code, seq, message}."""
     from worker.ledger.checkpoints import describe
 
-    built = container()
-    report = built.checkpoints.verify()
+    report = _verify_audit_log()
     if as_json:
         emit(describe(report), True)
     else:

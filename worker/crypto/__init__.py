@@ -8,44 +8,67 @@ shreds every object of that subject; rotating the KEK re-wraps subject keys only
 This package does no I/O at import time and imports nothing from storage or the ledger.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .context import canonical_context
-from .envelope import Envelope
-from .errors import (
-    ContextError,
-    CryptoError,
-    DecryptError,
-    KeyNotFoundError,
-    KeyringError,
-    KeyShreddedError,
-    KeyStoreError,
-)
-from .format import DEFAULT_SEGMENT_SIZE, Header
-from .key_store import (
-    FileSubjectKeyStore,
-    InMemorySubjectKeyStore,
-    SubjectKeyStore,
-    WrappedSubjectKey,
-)
-from .keyring import KekRef, Keyring, WrappedKey
-from .keyring_local import LocalKeyring
-from .secret import SecretKey
-from .stream import EncryptingWriter
-from .subject_keys import SubjectKeys
+from worker.lazy import lazy_attributes
 
 if TYPE_CHECKING:
+    from .context import canonical_context
+    from .envelope import Envelope
+    from .errors import (
+        ContextError,
+        CryptoError,
+        DecryptError,
+        KeyNotFoundError,
+        KeyringError,
+        KeyShreddedError,
+        KeyStoreError,
+    )
+    from .format import DEFAULT_SEGMENT_SIZE, Header
+    from .key_store import (
+        FileSubjectKeyStore,
+        InMemorySubjectKeyStore,
+        SubjectKeyStore,
+        WrappedSubjectKey,
+    )
+    from .keyring import KekRef, Keyring, WrappedKey
     from .keyring_kms import KmsKeyring
+    from .keyring_local import LocalKeyring
+    from .secret import SecretKey
+    from .stream import EncryptingWriter
+    from .subject_keys import SubjectKeys
+
+# Each public name and the module it lives in: imported on first use (PEP 562), so a command
+# that only unwraps a key (``facemedia audit verify``) does not load the streaming envelope,
+# and ``KmsKeyring`` (botocore) loads only where a KMS keyring is built.
+_HOME = {
+    "canonical_context": "context",
+    "Envelope": "envelope",
+    "ContextError": "errors",
+    "CryptoError": "errors",
+    "DecryptError": "errors",
+    "KeyNotFoundError": "errors",
+    "KeyringError": "errors",
+    "KeyShreddedError": "errors",
+    "KeyStoreError": "errors",
+    "DEFAULT_SEGMENT_SIZE": "format",
+    "Header": "format",
+    "FileSubjectKeyStore": "key_store",
+    "InMemorySubjectKeyStore": "key_store",
+    "SubjectKeyStore": "key_store",
+    "WrappedSubjectKey": "key_store",
+    "KekRef": "keyring",
+    "Keyring": "keyring",
+    "WrappedKey": "keyring",
+    "KmsKeyring": "keyring_kms",
+    "LocalKeyring": "keyring_local",
+    "SecretKey": "secret",
+    "EncryptingWriter": "stream",
+    "SubjectKeys": "subject_keys",
+}
 
 
-def __getattr__(name: str) -> Any:
-    """``KmsKeyring`` on first use: it loads botocore, which a local keyring never needs."""
-    if name == "KmsKeyring":
-        from .keyring_kms import KmsKeyring
-
-        return KmsKeyring
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_attributes(__name__, _HOME)
 
 __all__ = [
     "DEFAULT_SEGMENT_SIZE",

@@ -3,10 +3,14 @@
 One function of the settings, used by the worker app (``worker.celery_app``) and by the
 producer that sends tasks to a broker (:class:`worker.dispatch.broker.CeleryDispatcher`), so both
 agree on serializer, queues and routes. Kombu is imported only when queues are built.
+
+The periodic work is data (:func:`periodic_tasks`): beat's ``beat_schedule`` is built from it,
+and so is the embedded server's schedule (:mod:`worker.api.schedule`), so the two never differ.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from worker.dispatch import names
@@ -93,52 +97,63 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_redirect_stdouts": False,
         "worker_send_task_events": False,
         "imports": list(names.TASK_MODULES),
-        "beat_schedule": {
-            "retention-sweep": {
-                "task": names.SWEEP,
-                "schedule": 300.0,
-                "options": {"queue": names.PRIVACY, "expires": 290},
-            },
-            "lease-rescue": {
-                "task": names.RESCUE,
-                "schedule": settings.rescue_interval,
-                "options": {"queue": names.PRIVACY, "expires": settings.rescue_interval},
-            },
-            # Retries a revocation purge whose task was lost or ran out of retries.
-            "release-purge": {
-                "task": names.PURGE_PENDING,
-                "schedule": 300.0,
-                "options": {"queue": names.RESEARCH, "expires": 290},
-            },
-            "ksame-batches": {
-                "task": names.BUILD_KSAME,
-                "schedule": 300.0,
-                "options": {"queue": names.RESEARCH, "expires": 290},
-            },
-            # Completes pending cryptographic erasures (KEK epoch change) so none waits longer
-            # than erasure_epoch_delay: checks every twelfth of it, at most every 5 minutes
-            # (KeyEpochs.check_interval); does nothing when nothing is pending or due.
-            "kek-epoch": {
-                "task": names.KEK_EPOCH,
-                "schedule": epoch_check_seconds(settings),
-                "options": {"queue": names.PRIVACY, "expires": epoch_check_seconds(settings)},
-            },
-            # Webhooks of jobs that ended without a delivery sent (expired by the sweep,
-            # cancelled by an erasure, or a lost message).
-            "webhook-rescue": {
-                "task": names.RESCUE_WEBHOOKS,
-                "schedule": 300.0,
-                "options": {"queue": names.WEBHOOKS, "expires": 290},
-            },
-            "orphan-sweep": {
-                "task": names.ORPHANS,
-                "schedule": 86400.0,
-                "options": {"queue": names.PRIVACY, "expires": 3600},
-            },
-        },
+        "beat_schedule": {p.name: p.beat_entry() for p in periodic_tasks(settings)},
     }
 
 
 def epoch_check_seconds(settings: Settings) -> float:
     """Seconds between beat's KEK epoch checks (as ``KeyEpochs.check_interval``)."""
     return max(1.0, min(settings.epoch_delay.total_seconds() / 12, 300.0))
+
+
+@dataclass(frozen=True)
+class PeriodicTask:
+    """One entry of the periodic schedule: ``task`` (a name of :mod:`worker.dispatch.names`,
+    sent with no args) every ``every`` seconds on ``queue``; a run not started within
+    ``expires`` seconds of being due is dropped (the next one comes)."""
+
+    name: str
+    task: str
+    every: float
+    queue: str
+    expires: float
+
+    def beat_entry(self) -> dict[str, Any]:
+        """The entry as Celery beat's ``beat_schedule`` takes it."""
+        return {
+            "task": self.task,
+            "schedule": self.every,
+            "options": {"queue": self.queue, "expires": self.expires},
+        }
+
+
+def periodic_tasks(settings: Settings) -> tuple[PeriodicTask, ...]:
+    """The periodic schedule (beat's, and the embedded server's), in the order a pass runs
+    them: the 5-minute entries every ``schedule_interval`` seconds (a message dropped when not
+    started within 29/30 of it: 290 s of 300), the lease rescue every ``rescue_interval``, the
+    KEK epoch check every :func:`epoch_check_seconds`, the orphan sweep daily."""
+    every = float(settings.schedule_interval)
+    expires = every * 29 / 30
+    epoch = epoch_check_seconds(settings)
+    return (
+        PeriodicTask("retention-sweep", names.SWEEP, every, names.PRIVACY, expires),
+        PeriodicTask(
+            "lease-rescue",
+            names.RESCUE,
+            settings.rescue_interval,
+            names.PRIVACY,
+            settings.rescue_interval,
+        ),
+        # Retries a revocation purge whose task was lost or ran out of retries.
+        PeriodicTask("release-purge", names.PURGE_PENDING, every, names.RESEARCH, expires),
+        PeriodicTask("ksame-batches", names.BUILD_KSAME, every, names.RESEARCH, expires),
+        # Completes pending cryptographic erasures (KEK epoch change) so none waits longer than
+        # erasure_epoch_delay: checks every twelfth of it, at most every 5 minutes
+        # (KeyEpochs.check_interval); does nothing when nothing is pending or due.
+        PeriodicTask("kek-epoch", names.KEK_EPOCH, epoch, names.PRIVACY, epoch),
+        # Webhooks of jobs that ended without a delivery sent (expired by the sweep, cancelled
+        # by an erasure, or a lost message). After the sweep: a job it expired is posted in the
+        # same pass.
+        PeriodicTask("webhook-rescue", names.RESCUE_WEBHOOKS, every, names.WEBHOOKS, expires),
+        PeriodicTask("orphan-sweep", names.ORPHANS, 86400.0, names.PRIVACY, 3600.0),
+    )

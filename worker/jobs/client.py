@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import structlog
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from worker.dispatch import names
 from worker.ids import new_id
@@ -29,8 +31,9 @@ from worker.jobs.errors import JobError, JobNotFound, SubmitRefused
 from worker.jobs.registry import handler
 from worker.ledger import audit
 from worker.ledger.db import Database
+from worker.ledger.errors import SubjectErasurePending
 from worker.ledger.models import Job, StoredObject, SubjectKeyRow
-from worker.ledger.subjects import Consent, SubjectErasurePending, SubjectRegistry
+from worker.ledger.subjects import Consent, SubjectRegistry
 from worker.ledger.tenants import DEFAULT_TENANT, check_tenant
 from worker.objects.errors import ObjectsError
 from worker.objects.layout import original_key
@@ -54,6 +57,20 @@ class _Limited:
         if self.count > self._limit:
             raise SubmitRefused(codes.TOO_LARGE, "the upload exceeds the size limit")
         return data
+
+
+@dataclass(frozen=True)
+class _JobRecord:
+    """What :meth:`JobClient._record` writes of a submission (validated, generalized)."""
+
+    job_id: str
+    job_type: str
+    params: dict[str, Any]
+    quasi: dict[str, Any] | None
+    tenant: str
+    idempotency_key: str | None
+    callback_url: str | None
+    api_key_id: str | None
 
 
 class JobClient:
@@ -124,35 +141,34 @@ class JobClient:
         del attributes
         consent = consent or Consent()
         keep_quasi = consent.research and (not consent.is_minor or consent.guardian)
-        try:
-            ref = self.subjects.ensure(subject_id, consent, tenant=tenant)
-        except SubjectErasurePending as exc:
-            raise SubmitRefused(codes.SUBJECT_ERASED, str(exc)) from None
-        subject, key_id = ref.id, ref.key_id
         job_id = new_id()
-        spec = ObjectSpec(original_key(job_id), "original", job_id=job_id, subject_id=subject)
-        t = datetime.now(UTC)
+        record = _JobRecord(
+            job_id=job_id,
+            job_type=job_type,
+            params=clean,
+            quasi=quasi.to_json() if keep_quasi else None,
+            tenant=tenant,
+            idempotency_key=idempotency_key,
+            callback_url=callback_url,
+            api_key_id=api_key_id,
+        )
         try:
-            with self.db.session() as s:
-                job = lifecycle.create(
-                    s,
-                    job_id,
-                    subject_id=subject,
-                    job_type=job_type,
-                    params=clean,
-                    at=t,
-                    quasi=quasi.to_json() if keep_quasi else None,
-                )
-                job.tenant = tenant
-                job.idempotency_key = idempotency_key
-                job.callback_url = callback_url
-                job.api_key_id = api_key_id
-                s.flush()
-                object_id = self.records.reserve(s, spec, at=t)
-                # the subject key, read in this transaction rather than in one of its own
-                key_row = s.get(SubjectKeyRow, key_id)
-                # last: the audit chain's lock is held from here to the commit
-                audit.append(s, "job.submitted", job_id, tenant=tenant, job_type=job_type)
+            try:
+                # one transaction for a subject seen before: subject and key read, consent,
+                # job, object row, audit entry
+                with self.db.session() as s:
+                    live = self.subjects.find_live(s, subject_id, consent, tenant=tenant)
+                    if live is not None:
+                        subject, key_id, key_row = live.ref.id, live.ref.key_id, live.key
+                        spec, object_id = self._record(s, record, subject)
+                if live is None:  # first sight (or back after an erasure): created first
+                    ref = self.subjects.ensure(subject_id, consent, tenant=tenant)
+                    subject, key_id = ref.id, ref.key_id
+                    with self.db.session() as s:
+                        key_row = s.get(SubjectKeyRow, key_id)
+                        spec, object_id = self._record(s, record, subject)
+            except SubjectErasurePending as exc:
+                raise SubmitRefused(codes.SUBJECT_ERASED, str(exc)) from None
         except IntegrityError:
             # a concurrent submission with the same (tenant, idempotency key) recorded first
             existing = None
@@ -175,6 +191,32 @@ class JobClient:
         log.info("job.submitted", job_id=job_id, job_type=job_type)
         self.enqueue(job_id)
         return job_id
+
+    def _record(self, s: Session, record: _JobRecord, subject: str) -> tuple[ObjectSpec, str]:
+        """In the caller's transaction: the job ``queued``, its original's row reserved, and
+        ``job.submitted`` last (the audit chain's lock is held from there to the commit)."""
+        spec = ObjectSpec(
+            original_key(record.job_id), "original", job_id=record.job_id, subject_id=subject
+        )
+        t = datetime.now(UTC)
+        lifecycle.create(
+            s,
+            record.job_id,
+            subject_id=subject,
+            job_type=record.job_type,
+            params=record.params,
+            at=t,
+            quasi=record.quasi,
+            tenant=record.tenant,
+            idempotency_key=record.idempotency_key,
+            callback_url=record.callback_url,
+            api_key_id=record.api_key_id,
+        )
+        object_id = self.records.reserve(s, spec, at=t)
+        audit.append(
+            s, "job.submitted", record.job_id, tenant=record.tenant, job_type=record.job_type
+        )
+        return spec, object_id
 
     def find_idempotent(self, tenant: str, idempotency_key: str) -> str | None:
         """The id of the job ``tenant`` submitted with ``idempotency_key``, if any (so the API

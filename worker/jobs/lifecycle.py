@@ -18,11 +18,30 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Update, and_, case, or_, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    case,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from worker.jobs import errors as codes
-from worker.ledger.models import Job
+from worker.ledger.models import Job, Subject, SubjectKeyRow, UtcDateTime
+from worker.ledger.tenants import DEFAULT_TENANT
+
+# The jobs table as a Core table: every transition is a plain Core UPDATE run on the session's
+# connection (no ORM bulk-update bookkeeping, no identity-map synchronisation: callers read a
+# job's row again after a transition, never a loaded instance).
+_JOBS = cast(Table, Job.__table__)
+_J = _JOBS.c
 
 
 class JobStatus(StrEnum):
@@ -97,14 +116,15 @@ TRANSITIONS: tuple[Transition, ...] = (
 )
 
 
-def _won(session: Session, stmt: Update) -> int:
-    """Run a compare-and-set UPDATE; return how many rows it changed."""
-    return int(cast(CursorResult[Any], session.execute(stmt)).rowcount)
+def _won(session: Session, stmt: Update, params: Mapping[str, Any] | None = None) -> int:
+    """Run a compare-and-set UPDATE on the session's connection; return how many rows it
+    changed."""
+    return int(cast(CursorResult[Any], session.connection().execute(stmt, params)).rowcount)
 
 
 def _from(transition: Transition) -> ColumnElement[bool]:
     sources = [s.value for s in transition.sources]  # plain strings for every driver
-    return Job.status == sources[0] if len(sources) == 1 else Job.status.in_(sources)
+    return _J.status == sources[0] if len(sources) == 1 else _J.status.in_(sources)
 
 
 def _to(transition: Transition, **values: Any) -> dict[str, Any]:
@@ -119,21 +139,21 @@ def _to(transition: Transition, **values: Any) -> dict[str, Any]:
                 lease_until=None,
                 quasi=None,
                 webhook_state=case(
-                    (and_(Job.callback_url.is_not(None), Job.api_key_id.is_not(None)), "pending"),
-                    else_=Job.webhook_state,
+                    (and_(_J.callback_url.is_not(None), _J.api_key_id.is_not(None)), "pending"),
+                    else_=_J.webhook_state,
                 ),
             )
     return values
 
 
-def lease_free(at: datetime) -> ColumnElement[bool]:
+def lease_free(at: datetime | ColumnElement[Any]) -> ColumnElement[bool]:
     """No lease is live at ``at`` (none was taken, or it lapsed)."""
-    return or_(Job.lease_until.is_(None), Job.lease_until <= at)
+    return or_(_J.lease_until.is_(None), _J.lease_until <= at)
 
 
 def lapsed(before: datetime) -> ColumnElement[bool]:
     """Processing under a lease that lapsed before ``before`` (its worker stopped heartbeating)."""
-    return and_(Job.status == PROCESSING.value, Job.lease_until < before)
+    return and_(_J.status == PROCESSING.value, _J.lease_until < before)
 
 
 def stuck(before: datetime) -> ColumnElement[bool]:
@@ -142,9 +162,9 @@ def stuck(before: datetime) -> ColumnElement[bool]:
     return or_(
         lapsed(before),
         and_(
-            Job.status == QUEUED.value,
-            Job.created_at < before,
-            or_(Job.started_at.is_(None), Job.started_at < before),
+            _J.status == QUEUED.value,
+            _J.created_at < before,
+            or_(_J.started_at.is_(None), _J.started_at < before),
         ),
     )
 
@@ -152,7 +172,7 @@ def stuck(before: datetime) -> ColumnElement[bool]:
 def expirable(created_before: datetime, at: datetime) -> ColumnElement[bool]:
     """Not ended, created before ``created_before``, and no live lease at ``at``: a job still
     running under a live lease is never expired under its worker."""
-    return and_(_from(EXPIRE), Job.created_at < created_before, lease_free(at))
+    return and_(_from(EXPIRE), _J.created_at < created_before, lease_free(at))
 
 
 # ----- the transitions ---------------------------------------------------------------------------
@@ -167,19 +187,30 @@ def create(
     params: Mapping[str, Any],
     at: datetime,
     quasi: dict[str, Any] | None,
-) -> Job:
-    """Add a new ``queued`` job to the session (flushed by the caller)."""
-    job = Job(
-        id=job_id,
-        subject_id=subject_id,
-        job_type=job_type,
-        params=dict(params),
-        status=QUEUED.value,
-        created_at=at,
-        quasi=quasi,
+    tenant: str = DEFAULT_TENANT,
+    idempotency_key: str | None = None,
+    callback_url: str | None = None,
+    api_key_id: str | None = None,
+) -> None:
+    """Record a new ``queued`` job in the caller's transaction: one Core INSERT on the
+    session's connection (no ORM unit of work on the ingest path). A second job with the same
+    (tenant, idempotency key) raises the unique index's ``IntegrityError``."""
+    session.connection().execute(
+        insert(_JOBS),
+        {
+            "id": job_id,
+            "tenant": tenant,
+            "subject_id": subject_id,
+            "job_type": job_type,
+            "params": dict(params),
+            "status": QUEUED.value,
+            "created_at": at,
+            "quasi": quasi,
+            "idempotency_key": idempotency_key,
+            "callback_url": callback_url,
+            "api_key_id": api_key_id,
+        },
     )
-    session.add(job)
-    return job
 
 
 def claim(
@@ -197,16 +228,16 @@ def claim(
     Wins only if the job is still as read (status ``seen``, lease ``old_token``) and no lease
     is live at ``at``; counts the delivery.
     """
-    held = Job.lease_token.is_(None) if old_token is None else Job.lease_token == old_token
+    held = _J.lease_token.is_(None) if old_token is None else _J.lease_token == old_token
     stmt = (
-        update(Job)
-        .where(Job.id == job_id, _from(CLAIM), Job.status == seen, held, lease_free(at))
+        update(_JOBS)
+        .where(_J.id == job_id, _from(CLAIM), _J.status == seen, held, lease_free(at))
         .values(
             _to(
                 CLAIM,
                 lease_token=token,
                 lease_until=at + lease,
-                deliveries=Job.deliveries + 1,
+                deliveries=_J.deliveries + 1,
                 started_at=at,
             )
         )
@@ -227,29 +258,87 @@ def take(
     re-checks its ``WHERE`` on the committed row (PostgreSQL), or runs after it (SQLite's
     serialised writers), and finds the new lease live. The row comes back with ``RETURNING``.
     """
-    stmt = (
-        update(Job)
-        .where(Job.id == job_id, _from(CLAIM), lease_free(at))
-        .values(
-            _to(
-                CLAIM,
-                lease_token=token,
-                lease_until=at + lease,
-                deliveries=Job.deliveries + 1,
-                started_at=at,
-            )
+    params = _take_params(job_id, token, at, lease)
+    row = session.connection().execute(_TAKE, params).one_or_none()
+    return None if row is None else _instance(Job, row._mapping)
+
+
+def take_with_subject(
+    session: Session, job_id: str, *, token: str, at: datetime, lease: timedelta
+) -> tuple[Job, Subject | None, SubjectKeyRow | None] | None:
+    """:func:`take`, and the job's subject and that subject's key row as the claim found them
+    (None: missing): one statement on PostgreSQL (the compare-and-set in a ``WITH``, joined),
+    the take and one read elsewhere. The rows come back as transient instances (no session
+    holds them)."""
+    params = _take_params(job_id, token, at, lease)
+    conn = session.connection()
+    values: Mapping[Any, Any]
+    if conn.dialect.name == "postgresql":
+        row = conn.execute(_TAKE_WITH_SUBJECT, params).one_or_none()
+        if row is None:
+            return None
+        values = row._mapping
+    else:
+        taken = conn.execute(_TAKE, params).one_or_none()
+        if taken is None:
+            return None
+        found = conn.execute(_SUBJECT_AND_KEY, {"p_subject": taken.subject_id}).one_or_none()
+        values = {**taken._mapping, **(found._mapping if found is not None else {})}
+    job = _instance(Job, values)
+    subject = _instance(Subject, values, "s_") if values.get("s_id") is not None else None
+    key = _instance(SubjectKeyRow, values, "k_") if values.get("k_key_id") is not None else None
+    return job, subject, key
+
+
+def _take_params(job_id: str, token: str, at: datetime, lease: timedelta) -> dict[str, Any]:
+    return {"p_job": job_id, "p_token": token, "p_at": at, "p_until": at + lease}
+
+
+def _instance(model: Any, values: Mapping[Any, Any], prefix: str = "") -> Any:
+    """A transient ``model`` instance from a row's columns (``prefix``ed in a join)."""
+    return model(**{c.key: values[prefix + c.key] for c in model.__table__.columns})
+
+
+_SUBJECTS = cast(Table, Subject.__table__)
+_KEYS = cast(Table, SubjectKeyRow.__table__)
+_AT = bindparam("p_at", type_=UtcDateTime())
+# The claim's compare-and-set (prebuilt: the first statement of every delivery).
+_TAKE = (
+    update(_JOBS)
+    .where(_J.id == bindparam("p_job"), _from(CLAIM), lease_free(_AT))
+    .values(
+        _to(
+            CLAIM,
+            lease_token=bindparam("p_token"),
+            lease_until=bindparam("p_until", type_=UtcDateTime()),
+            deliveries=_J.deliveries + 1,
+            started_at=_AT,
         )
-        .returning(Job)
-        .execution_options(synchronize_session=False)
     )
-    return session.scalars(stmt).one_or_none()
+    .returning(*_JOBS.c)
+)
+_SUBJECT_COLUMNS = (
+    *(c.label(f"s_{c.key}") for c in _SUBJECTS.c),
+    *(c.label(f"k_{c.key}") for c in _KEYS.c),
+)
+_SUBJECT_AND_KEY = (
+    select(*_SUBJECT_COLUMNS)
+    .select_from(_SUBJECTS.outerjoin(_KEYS, _KEYS.c.key_id == _SUBJECTS.c.key_id))
+    .where(_SUBJECTS.c.id == bindparam("p_subject"))
+)
+_CLAIMED = _TAKE.cte("claimed")
+_TAKE_WITH_SUBJECT = select(_CLAIMED, *_SUBJECT_COLUMNS).select_from(
+    _CLAIMED.outerjoin(_SUBJECTS, _SUBJECTS.c.id == _CLAIMED.c.subject_id).outerjoin(
+        _KEYS, _KEYS.c.key_id == _SUBJECTS.c.key_id
+    )
+)
 
 
 def renew(session: Session, job_id: str, token: str, until: datetime) -> bool:
     """Extend the lease ``token`` holds to ``until`` (the heartbeat)."""
     stmt = (
-        update(Job)
-        .where(Job.id == job_id, _from(RENEW), Job.lease_token == token)
+        update(_JOBS)
+        .where(_J.id == job_id, _from(RENEW), _J.lease_token == token)
         .values(_to(RENEW, lease_until=until))
     )
     return _won(session, stmt) == 1
@@ -258,9 +347,9 @@ def renew(session: Session, job_id: str, token: str, until: datetime) -> bool:
 def release(session: Session, job_id: str, token: str) -> bool:
     """Hand a claimed job back after a transient fault: queued, no lease, ``retries + 1``."""
     stmt = (
-        update(Job)
-        .where(Job.id == job_id, _from(RELEASE), Job.lease_token == token)
-        .values(_to(RELEASE, lease_until=None, retries=Job.retries + 1))
+        update(_JOBS)
+        .where(_J.id == job_id, _from(RELEASE), _J.lease_token == token)
+        .values(_to(RELEASE, lease_until=None, retries=_J.retries + 1))
     )
     return _won(session, stmt) == 1
 
@@ -269,20 +358,23 @@ def succeed(
     session: Session, job_id: str, token: str, *, at: datetime, summary: dict[str, Any]
 ) -> bool:
     """processing → succeeded, only for the lease ``token`` (a worker taken over cannot commit)."""
-    stmt = (
-        update(Job)
-        .where(Job.id == job_id, _from(SUCCEED), Job.lease_token == token)
-        .values(
-            _to(
-                SUCCEED,
-                finished_at=at,
-                summary=summary,
-                error_code=None,
-                error_message=None,
-            )
+    params = {"p_job": job_id, "p_token": token, "p_at": at, "p_summary": summary}
+    return _won(session, _SUCCEED, params) == 1
+
+
+_SUCCEED = (
+    update(_JOBS)
+    .where(_J.id == bindparam("p_job"), _from(SUCCEED), _J.lease_token == bindparam("p_token"))
+    .values(
+        _to(
+            SUCCEED,
+            finished_at=bindparam("p_at", type_=UtcDateTime()),
+            summary=bindparam("p_summary", type_=_J.summary.type),
+            error_code=None,
+            error_message=None,
         )
     )
-    return _won(session, stmt) == 1
+)
 
 
 def fail(
@@ -295,11 +387,11 @@ def fail(
     token: str | None = None,
 ) -> bool:
     """queued | processing → failed with ``code``; with ``token``, only for that lease."""
-    cond = [Job.id == job_id, _from(FAIL)]
+    cond = [_J.id == job_id, _from(FAIL)]
     if token is not None:
-        cond.append(Job.lease_token == token)
+        cond.append(_J.lease_token == token)
     stmt = (
-        update(Job)
+        update(_JOBS)
         .where(*cond)
         .values(
             _to(
@@ -317,8 +409,8 @@ def expire(session: Session, job_id: str, *, created_before: datetime, at: datet
     """queued | processing → expired (``error_code`` ``expired``): the job was created before
     ``created_before`` (the originals' maximum age) and holds no live lease at ``at``."""
     stmt = (
-        update(Job)
-        .where(Job.id == job_id, expirable(created_before, at))
+        update(_JOBS)
+        .where(_J.id == job_id, expirable(created_before, at))
         .values(
             _to(
                 EXPIRE,
@@ -335,8 +427,8 @@ def requeue_stuck(session: Session, job_id: str, *, before: datetime, at: dateti
     """Mark a stuck job (see :func:`stuck`) re-sent at ``at``; its status is kept (a lapsed
     lease is taken over by the next delivery). The caller enqueues it again."""
     stmt = (
-        update(Job)
-        .where(Job.id == job_id, _from(REQUEUE_STUCK), stuck(before))
+        update(_JOBS)
+        .where(_J.id == job_id, _from(REQUEUE_STUCK), stuck(before))
         .values(_to(REQUEUE_STUCK, started_at=at))
     )
     return _won(session, stmt) == 1
@@ -348,11 +440,11 @@ def rescue(
     """processing → queued, no lease, for a job whose lease ``token`` lapsed before ``before``
     (its worker stopped heartbeating). The caller enqueues it again."""
     stmt = (
-        update(Job)
+        update(_JOBS)
         .where(
-            Job.id == job_id,
+            _J.id == job_id,
             _from(RESCUE),
-            Job.lease_token.is_(None) if token is None else Job.lease_token == token,
+            _J.lease_token.is_(None) if token is None else _J.lease_token == token,
             lapsed(before),
         )
         .values(_to(RESCUE, lease_token=None, lease_until=None, started_at=at))
@@ -363,8 +455,8 @@ def rescue(
 def cancel_queued(session: Session, subject_id: str, *, at: datetime) -> int:
     """Fail every queued job of an erased subject (``subject_erased``); return how many."""
     stmt = (
-        update(Job)
-        .where(Job.subject_id == subject_id, _from(CANCEL_QUEUED))
+        update(_JOBS)
+        .where(_J.subject_id == subject_id, _from(CANCEL_QUEUED))
         .values(
             _to(
                 CANCEL_QUEUED,

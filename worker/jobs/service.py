@@ -31,10 +31,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import structlog
-from sqlalchemy import and_, select
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -48,7 +48,7 @@ from worker.jobs.reads import job_status
 from worker.jobs.registry import JobOutcome, Tools, handler
 from worker.ledger import audit
 from worker.ledger.db import Database
-from worker.ledger.models import Job, StoredObject, Subject, SubjectKeyRow
+from worker.ledger.models import Job, StoredObject, Subject, UtcDateTime
 from worker.metrics import RESEARCH_SAMPLING, job_ended, stage, timed_detector
 from worker.objects.deleter import Deleter, Doomed
 from worker.objects.errors import (
@@ -264,20 +264,15 @@ class JobService:
         token = uuid.uuid4().hex
         lease = timedelta(seconds=self.config.lease_seconds)
         with self.db.session() as s:
-            job = lifecycle.take(s, job_id, token=token, at=t, lease=lease)
-            if job is None:
+            taken = lifecycle.take_with_subject(s, job_id, token=token, at=t, lease=lease)
+            if taken is None:
                 seen = s.execute(
                     select(Job.status, Job.lease_until).where(Job.id == job_id)
                 ).one_or_none()
             else:
-                found = s.execute(
-                    select(Subject, SubjectKeyRow)
-                    .outerjoin(SubjectKeyRow, SubjectKeyRow.key_id == Subject.key_id)
-                    .where(Subject.id == job.subject_id)
-                ).one_or_none()
-                subject, key = (None, None) if found is None else found
+                job, subject, key = taken
                 audit.append(s, "job.claimed", job_id, tenant=job.tenant, delivery=job.deliveries)
-        if job is not None:
+        if taken is not None:
             live = key is not None and key.wrapped is not None and key.destroyed_at is None
             return Claim(
                 token,
@@ -439,14 +434,18 @@ class JobService:
             if not won:
                 log.warning("job.lease_lost", job_id=job.id)
                 return None
-            for out in outcome.outputs:
-                self.records.add(
-                    s,
-                    _output(job, out.name, out.content_type),
-                    at=t,
-                    size=len(out.data),
-                    version_id=_known(known, out.name),
-                )
+            self.records.add_stored(
+                s,
+                [
+                    (
+                        _output(job, out.name, out.content_type),
+                        len(out.data),
+                        _known(known, out.name),
+                    )
+                    for out in outcome.outputs
+                ],
+                at=t,
+            )
             for write in claim.deferred:
                 write(s)
             audit.append(
@@ -505,33 +504,28 @@ class JobService:
     # ----- the tail: delete the original -------------------------------------------------------
 
     def _doom_original(self, s: Session, job_id: str, at: datetime) -> _Tail:
-        """In the caller's transaction, one read: the job's status, whether its subject's
-        erasure was requested, its original (if not yet deleted) and whether a legal hold (the
-        job's or its subject's) keeps it; the original is marked due at ``at`` (so the sweep
-        retries a delete that fails, or deletes it once the hold is released)."""
-        original_of = and_(StoredObject.job_id == Job.id, StoredObject.object_class == "original")
-        row = s.execute(
-            select(
-                Job.status,
-                Job.legal_hold,
-                Subject.legal_hold,
-                Subject.erase_requested_at,
-                StoredObject,
-            )
-            .select_from(Job)
-            .outerjoin(Subject, Subject.id == Job.subject_id)
-            .outerjoin(StoredObject, original_of)
-            .where(Job.id == job_id)
-        ).one_or_none()
+        """In the caller's transaction: the job's status, whether its subject's erasure was
+        requested, its original (if not yet deleted) and whether a legal hold (the job's or its
+        subject's) keeps it; the original is marked due at ``at`` (so the sweep retries a
+        delete that fails, or deletes it once the hold is released). One statement on
+        PostgreSQL (the mark in a ``WITH``), a read and an update elsewhere."""
+        conn = s.connection()
+        params = {"p_job": job_id, "p_at": at}
+        postgresql = conn.dialect.name == "postgresql"
+        row = conn.execute(_TAIL_AND_DUE if postgresql else _TAIL, params).one_or_none()
         if row is None:
             raise JobNotFound("no such job")
-        status, job_hold, subject_hold, erasing, original = row
-        if original is None or original.deleted_at is not None:
-            return _Tail(status, erasing is not None)
-        if original.expires_at is None or original.expires_at > at:
-            original.expires_at = at  # due now
+        erasing = row.erase_requested_at is not None
+        if row.object_id is None or row.deleted_at is not None:
+            return _Tail(row.status, erasing)
+        if not postgresql and (row.expires_at is None or row.expires_at > at):
+            conn.execute(_DUE, params)
+        versions = tuple(row.version_ids) if row.version_ids else None
         return _Tail(
-            status, erasing is not None, Doomed.of(original), bool(job_hold or subject_hold)
+            row.status,
+            erasing,
+            Doomed(row.object_id, row.key, row.object_class, versions),
+            bool(row.job_hold or row.subject_hold),
         )
 
     def _delete_original(self, job_id: str, tail: _Tail) -> None:
@@ -565,3 +559,47 @@ class JobService:
     def status(self, job_id: str) -> dict[str, Any]:
         """The job's public summary (ids, state, error code, counts, output names)."""
         return job_status(self.db, job_id)
+
+
+# ----- the tail's statements (prebuilt: they run in every job's last transaction) ---------------
+
+_O = cast(Table, StoredObject.__table__)
+_JOBS = cast(Table, Job.__table__)
+_SUBJECTS = cast(Table, Subject.__table__)
+_ORIGINAL = and_(_O.c.job_id == bindparam("p_job"), _O.c.object_class == "original")
+# the job, its subject's hold and erasure, its original: one row (the original's columns NULL
+# when there is none)
+_TAIL = (
+    select(
+        _JOBS.c.status,
+        _JOBS.c.legal_hold.label("job_hold"),
+        _SUBJECTS.c.legal_hold.label("subject_hold"),
+        _SUBJECTS.c.erase_requested_at,
+        _O.c.id.label("object_id"),
+        _O.c.key,
+        _O.c.object_class,
+        _O.c.version_ids,
+        _O.c.deleted_at,
+        _O.c.expires_at,
+    )
+    .select_from(
+        _JOBS.outerjoin(_SUBJECTS, _SUBJECTS.c.id == _JOBS.c.subject_id).outerjoin(
+            _O, and_(_O.c.job_id == _JOBS.c.id, _O.c.object_class == "original")
+        )
+    )
+    .where(_JOBS.c.id == bindparam("p_job"))
+)
+# the original marked due at ``p_at`` (unless deleted, or due earlier already)
+_DUE = (
+    update(_O)
+    .where(
+        _ORIGINAL,
+        _O.c.deleted_at.is_(None),
+        or_(_O.c.expires_at.is_(None), _O.c.expires_at > bindparam("p_at", type_=UtcDateTime())),
+    )
+    .values(expires_at=bindparam("p_at", type_=UtcDateTime()))
+    .returning(_O.c.id)
+)
+# both in one statement (PostgreSQL runs a data-modifying WITH whether or not it is read; the
+# select sees the row as it was before the mark)
+_TAIL_AND_DUE = _TAIL.add_cte(_DUE.cte("due"))

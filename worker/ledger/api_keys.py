@@ -6,7 +6,10 @@ never the key: a key holds 256 random bits, so no password-hashing KDF (salt, wo
 needed - nobody can guess a preimage of a 256-bit random value, fast hash or not. A bearer is
 checked by looking its row up by ``key_id`` and comparing the hashes with
 :func:`hmac.compare_digest` (constant time; an unknown id is compared against a dummy hash so it
-costs the same). Revocation is read on every call: a revoked key fails at once.
+costs the same). :meth:`ApiKeyStore.authenticate` reads the row on every call, so a revoked key
+fails at once; a caller that caches principals (the HTTP API with Redis, :mod:`worker.api.auth`)
+learns revocations through ``on_revoke`` (the API's Redis revoked set), called by every
+:meth:`ApiKeyStore.revoke` of a known key, so re-running a revocation re-announces it.
 
 Each key also has a *webhook secret* (``whsec_...``) that signs the callbacks of the jobs it
 submitted. The callback receiver must know it, so it cannot be a hash: it is stored wrapped under
@@ -30,7 +33,7 @@ import hmac
 import json
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +50,7 @@ __all__ = [
     "DEFAULT_BURST",
     "DEFAULT_RATE_PER_SECOND",
     "KEY_PREFIX",
+    "REVOKED_SET",
     "SCOPES",
     "WEBHOOK_SECRET_PREFIX",
     "ApiKeyError",
@@ -55,6 +59,7 @@ __all__ = [
     "CreatedKey",
     "Principal",
     "UnknownApiKey",
+    "mark_revoked",
     "rewrap_webhook_secrets",
     "stale_webhook_secrets",
 ]
@@ -71,6 +76,10 @@ WEBHOOK_SECRET_PREFIX = "whsec_"
 DEFAULT_RATE_PER_SECOND = 20.0
 DEFAULT_BURST = 40
 """Limits of a key created without its own, unless the store is given others (settings)."""
+
+REVOKED_SET = "facemedia:apikeys:revoked"
+"""The Redis set of revoked key ids (key ids only: never a key or its hash) that the API's
+token-bucket script checks (:mod:`worker.api.ratelimit`)."""
 
 _KEY_RE = re.compile(r"^fmk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 _CONTEXT_PURPOSE = "webhook-secret"
@@ -169,11 +178,14 @@ class ApiKeyStore:
         *,
         default_rate_per_second: float = DEFAULT_RATE_PER_SECOND,
         default_burst: int = DEFAULT_BURST,
+        on_revoke: Callable[[str], None] | None = None,
     ) -> None:
         """``default_*``: the limits of keys created without their own (read at
-        authentication, so changing the setting changes those keys' limits)."""
+        authentication, so changing the setting changes those keys' limits). ``on_revoke``:
+        told the key id after every revocation has committed (the API's Redis revoked set)."""
         self.db = db
         self.keyring = keyring
+        self.on_revoke = on_revoke
         self.default_rate_per_second = float(default_rate_per_second)
         self.default_burst = int(default_burst)
 
@@ -334,9 +346,9 @@ class ApiKeyStore:
             return None if row is None else self._view(row)
 
     def revoke(self, key_id: str) -> bool:
-        """Revoke the key now (its next :meth:`authenticate` is ``None``); ``True`` if it was
-        live, ``False`` if unknown or already revoked. The webhook secret stays, so callbacks
-        of jobs the key submitted before are still signed."""
+        """Revoke the key now (its next :meth:`authenticate` is ``None``, and ``on_revoke`` is
+        told); ``True`` if it was live, ``False`` if unknown or already revoked. The webhook
+        secret stays, so callbacks of jobs the key submitted before are still signed."""
         with self.db.session() as s:
             tenant = s.scalar(select(ApiKeyRow.tenant).where(ApiKeyRow.key_id == key_id))
             done = s.execute(
@@ -344,10 +356,12 @@ class ApiKeyStore:
                 .where(ApiKeyRow.key_id == key_id, ApiKeyRow.revoked_at.is_(None))
                 .values(revoked_at=datetime.now(UTC))
             )
-            if tenant is None or not int(getattr(done, "rowcount", 0) or 0):
-                return False
-            audit.append(s, "apikey.revoked", key_id, tenant=str(tenant))
-        return True
+            changed = tenant is not None and bool(int(getattr(done, "rowcount", 0) or 0))
+            if changed:
+                audit.append(s, "apikey.revoked", key_id, tenant=str(tenant))
+        if tenant is not None and self.on_revoke is not None:
+            self.on_revoke(key_id)  # after the commit; again for a key revoked before
+        return changed
 
     def webhook_secret(self, key_id: str) -> bytes:
         """The HMAC key that signs the callbacks of ``key_id``'s jobs: the UTF-8 bytes of its
@@ -368,6 +382,26 @@ class ApiKeyStore:
 
     def __repr__(self) -> str:
         return "ApiKeyStore(<key hashes and wrapped webhook secrets in api_keys>)"
+
+
+def mark_revoked(broker_url: str, key_id: str) -> None:
+    """Add ``key_id`` to :data:`REVOKED_SET` in the Redis at ``broker_url``: the ``on_revoke``
+    of the container's store (a no-op for another broker: the API's ledger buckets read the
+    key's row on every request). A Redis that cannot be reached is logged, not raised: the
+    revocation is committed in the ledger, which the API reads again within
+    ``worker.api.auth.PRINCIPAL_TTL_S``."""
+    if not broker_url.startswith(("redis://", "rediss://")):
+        return
+    import redis
+    import structlog
+
+    try:
+        with redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=5) as r:
+            r.sadd(REVOKED_SET, key_id)
+    except redis.RedisError as exc:
+        structlog.get_logger("facemedia.apikeys").warning(
+            "apikey.revocation_not_announced", key_id=key_id, error=type(exc).__name__
+        )
 
 
 def rewrap_webhook_secrets(db: Database, keyring: Keyring, *, only_stale: bool = True) -> int:

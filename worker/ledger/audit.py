@@ -22,28 +22,33 @@ before authentication existed (``mac`` NULL, a prefix of the log) are reported a
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
-
-from sqlalchemy import Engine, select, text
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from worker.ledger.errors import AuditChainBroken
-from worker.ledger.models import AuditEntry, ServiceKeyRow
 from worker.ledger.tenants import DEFAULT_TENANT, check_tenant
+
+if TYPE_CHECKING:  # SQLAlchemy and the models are imported by the functions that write or walk
+    # through a session: ``facemedia audit verify`` reads over DB-API (:func:`walk_rows`)
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
+
+    from worker.ledger.db import QuickReader
+    from worker.ledger.models import AuditEntry
 
 GENESIS = "0" * 64
 _PG_AUDIT_LOCK = 0x46_4D_41_55  # "FMAU": serialises appenders on PostgreSQL
 AUDIT_KEY_NAME = "audit-mac"
+_AUDIT_KEY_SQL = "SELECT keyring_id, kek_version, wrapped FROM service_keys WHERE name = :name"
 _ENTRY_DOMAIN = b"facemedia-audit-entry-v1\x00"
 CHECKPOINT_DOMAIN = b"facemedia-audit-checkpoint-v1\x00"
 
@@ -64,7 +69,7 @@ def _digest(
     return hashlib.sha256((prev + body).encode()).hexdigest()
 
 
-def entry_digest(entry: AuditEntry) -> str:
+def entry_digest(entry: AuditEntry | AuditRow) -> str:
     """The hash a stored entry must carry (its previous hash, fields and tenant)."""
     return _digest(
         entry.prev_hash,
@@ -93,11 +98,12 @@ class AuditAuthenticator:
         self._keyring = keyring
         self._context = {"purpose": AUDIT_KEY_NAME}
         self._cache: tuple[bytes, bytes] | None = None  # (wrapped blob, raw key)
+        self._recent: tuple[float, bytes] | None = None  # (monotonic time read, raw key)
         self._lock = threading.Lock()
 
     def key(self, session: Session, *, create: bool = False) -> bytes:
         """The raw audit key; created (and added to the caller's transaction) if ``create``."""
-        from worker.crypto import KekRef, WrappedKey
+        from worker.ledger.models import ServiceKeyRow
 
         row = session.get(ServiceKeyRow, AUDIT_KEY_NAME)
         if row is None:
@@ -117,14 +123,47 @@ class AuditAuthenticator:
             session.flush()
             # not cached: the row commits (or not) with the caller's transaction
             return raw
+        return self._unwrap(row.keyring_id, row.kek_version, bytes(row.wrapped))
+
+    def recent_key(self, session: Session) -> bytes | None:
+        """The raw audit key as read within the last :data:`AUDIT_KEY_RECHECK_S` seconds, else
+        read through ``session`` (:func:`append`, the checkpoint writer: no ``service_keys``
+        round trip per entry); None when its row is missing (the caller creates it under the
+        chain's lock)."""
+        now = time.monotonic()
+        with self._lock:
+            recent = self._recent
+        if recent is not None and now - recent[0] < AUDIT_KEY_RECHECK_S:
+            return recent[1]
+        try:
+            key = self.key(session)
+        except AuditKeyMissing:
+            return None
+        with self._lock:
+            self._recent = (now, key)
+        return key
+
+    def read_key(self, reader: QuickReader) -> bytes:
+        """The raw audit key read over DB-API (:func:`walk_rows`, ``facemedia audit verify``);
+        :class:`AuditKeyMissing` when its row is absent."""
+        rows = reader.rows(_AUDIT_KEY_SQL, {"name": AUDIT_KEY_NAME})
+        if not rows:
+            raise AuditKeyMissing("the audit key is not in service_keys")
+        row = rows[0]
+        return self._unwrap(row["keyring_id"], row["kek_version"], bytes(row["wrapped"]))
+
+    def _unwrap(self, keyring_id: str, kek_version: str, wrapped: bytes) -> bytes:
+        """The key in a ``service_keys`` row, unwrapped by the keyring (cached per blob)."""
+        from worker.crypto import KekRef, WrappedKey
+
         with self._lock:
             cached = self._cache
-        if cached is not None and cached[0] == row.wrapped:
+        if cached is not None and cached[0] == wrapped:
             return cached[1]
-        ref = WrappedKey(KekRef(row.keyring_id, row.kek_version), row.wrapped)
+        ref = WrappedKey(KekRef(keyring_id, kek_version), wrapped)
         raw = bytes(self._keyring().unwrap(ref, self._context))
         with self._lock:
-            self._cache = (bytes(row.wrapped), raw)
+            self._cache = (wrapped, raw)
         return raw
 
     @staticmethod
@@ -183,6 +222,56 @@ def mark_appended(engine: Engine) -> None:
         _appended.add(engine)
 
 
+AUDIT_KEY_RECHECK_S = 30.0
+"""How long :func:`append` MACs with the audit key it read last before reading its row again
+(the raw key never changes: a KEK epoch only re-wraps it)."""
+
+_LOCK_AND_HEAD = (
+    f"SELECT pg_advisory_xact_lock({_PG_AUDIT_LOCK}); "
+    "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+)
+"""PostgreSQL: the chain's lock and then its head, two statements in one round trip (the simple
+query protocol). Each statement of it takes its own snapshot (READ COMMITTED), so the head is
+read after the lock is held: the last entry any earlier appender committed."""
+
+
+def _entry_insert() -> Any:
+    """``INSERT INTO audit_log`` as a Core statement on the table (built once)."""
+    global _ENTRY_INSERT
+    if _ENTRY_INSERT is None:
+        from sqlalchemy import insert
+
+        from worker.ledger.models import AuditEntry
+
+        _ENTRY_INSERT = insert(AuditEntry.__table__)  # type: ignore[arg-type]
+    return _ENTRY_INSERT
+
+
+_ENTRY_INSERT: Any = None
+
+
+def _chain_head(session: Session, postgres: bool) -> tuple[int, str] | None:
+    """Take the chain's lock (PostgreSQL; SQLite's write lock is already held by ``BEGIN
+    IMMEDIATE``) and read its last entry's ``(seq, hash)``."""
+    if not postgres:
+        from sqlalchemy import select
+
+        from worker.ledger.models import AuditEntry
+
+        last = session.execute(
+            select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+        ).first()
+        return None if last is None else (int(last[0]), str(last[1]))
+    cursor = session.connection().connection.cursor()
+    try:
+        cursor.execute(_LOCK_AND_HEAD)
+        cursor.nextset()  # the lock's result, then the head's
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
 def append(
     session: Session,
     event: str,
@@ -196,7 +285,14 @@ def append(
     ``tenant`` is the tenant the entry concerns (a column, covered by the hash; never a
     detail). With an authenticator bound to the engine the entry carries its MAC; without one
     (a bare ``Database`` in a tool or test) it is written unauthenticated and verify reports it.
+
+    The chain's lock is held from the head's read to the caller's commit, so nothing else of
+    the caller's runs under it: its pending rows are flushed and the audit key read first;
+    then one round trip takes the lock and reads the head, one inserts the entry (a plain
+    INSERT, not an ORM flush). The returned entry is not attached to the session.
     """
+    from worker.ledger.models import AuditEntry
+
     check_tenant(tenant)
     bind_ = session.get_bind()
     engine = getattr(bind_, "engine", bind_)
@@ -204,17 +300,13 @@ def append(
     auth = authenticator_for(session)
     key = None
     if auth is not None:
-        # read before the lock (the lock is held until the caller commits: every statement
-        # under it delays every other appender); a missing key is created under the lock
-        with contextlib.suppress(AuditKeyMissing):
-            key = auth.key(session)
-    if engine.dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
-    last = session.execute(
-        select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
-    ).first()
-    seq = 1 if last is None else last.seq + 1
-    prev = GENESIS if last is None else last.hash
+        # read before the lock (held until the caller commits: every statement under it
+        # delays every other appender); a missing key is created under the lock
+        key = auth.recent_key(session)
+    session.flush()  # the caller's own rows, before the lock
+    last = _chain_head(session, engine.dialect.name == "postgresql")
+    seq = 1 if last is None else last[0] + 1
+    prev = GENESIS if last is None else last[1]
     ts = datetime.now(UTC).isoformat()
     digest = _digest(prev, seq, ts, event, entity, payload, tenant)
     mac = None
@@ -223,21 +315,20 @@ def append(
             # under the PostgreSQL advisory lock / SQLite's write lock: creating it is race-free
             key = auth.key(session, create=True)
         mac = auth.entry_mac(key, digest)
-    entry = AuditEntry(
-        seq=seq,
-        tenant=tenant,
-        ts=ts,
-        event=event,
-        entity=entity,
-        details=payload,
-        prev_hash=prev,
-        hash=digest,
-        mac=mac,
-    )
-    session.add(entry)
-    session.flush()
+    values = {
+        "seq": seq,
+        "tenant": tenant,
+        "ts": ts,
+        "event": event,
+        "entity": entity,
+        "details": payload,
+        "prev_hash": prev,
+        "hash": digest,
+        "mac": mac,
+    }
+    session.connection().execute(_entry_insert(), values)  # Core: no ORM bulk insert
     mark_appended(engine)  # type: ignore[arg-type]
-    return entry
+    return AuditEntry(**values)
 
 
 # ----- verification -------------------------------------------------------------------------------
@@ -323,16 +414,69 @@ class AuditReport:
         }
 
 
+class AuditRow(NamedTuple):
+    """An ``audit_log`` row as read over DB-API (:func:`walk_rows`): the columns the hash and
+    the MAC cover, named as :class:`~worker.ledger.models.AuditEntry`'s attributes."""
+
+    seq: int
+    tenant: str | None
+    ts: str
+    event: str
+    entity: str | None
+    details: str
+    prev_hash: str
+    hash: str
+    mac: str | None
+
+
+#: The walk's read, in sequence order (the same columns as :class:`AuditRow`).
+ENTRIES_SQL = (
+    "SELECT seq, tenant, ts, event, entity, details, prev_hash, hash, mac"
+    " FROM audit_log ORDER BY seq"
+)
+
+
 def walk(
     session: Session, remember: Callable[[int], bool] | None = None, limit: int = 50
 ) -> ChainState:
-    """Walk every row in sequence order, checking order, links, hashes and MACs.
+    """Walk every row in sequence order, checking order, links, hashes and MACs, through an
+    ORM session (the key through the authenticator bound to its engine).
 
     ``remember(seq)`` selects rows whose hash is kept in the result (for checkpoint checks).
     At most ``limit`` problems are listed (the first ones).
     """
-    problems: list[Problem] = []
+    from sqlalchemy import select
+
+    from worker.ledger.models import AuditEntry
+
     auth = authenticator_for(session)
+    entries: Iterable[AuditEntry] = session.scalars(
+        select(AuditEntry).order_by(AuditEntry.seq).execution_options(yield_per=2000)
+    )
+    return _walk(entries, None if auth is None else lambda: auth.key(session), remember, limit)
+
+
+def walk_rows(
+    reader: QuickReader,
+    auth: AuditAuthenticator | None,
+    remember: Callable[[int], bool] | None = None,
+    limit: int = 50,
+) -> ChainState:
+    """:func:`walk` over a DB-API connection (no SQLAlchemy: ``facemedia audit verify``), the
+    rows streamed in sequence order; ``auth`` reads and unwraps the audit key."""
+    entries = (AuditRow(**row) for row in reader.iter_rows(ENTRIES_SQL))
+    return _walk(entries, None if auth is None else lambda: auth.read_key(reader), remember, limit)
+
+
+def _walk(
+    entries: Iterable[AuditEntry | AuditRow],
+    read_key: Callable[[], bytes] | None,
+    remember: Callable[[int], bool] | None,
+    limit: int,
+) -> ChainState:
+    """The walk itself; ``read_key`` is called once, at the first authenticated row (None: no
+    authenticator, MACs not checked)."""
+    problems: list[Problem] = []
     key: bytes | None = None
     key_state = "unknown"
     prev = GENESIS
@@ -340,16 +484,13 @@ def walk(
     rows = 0
     legacy = 0
     authenticated_seen = False
-    head: AuditEntry | None = None
+    head: AuditEntry | AuditRow | None = None
     hashes: dict[int, str] = {}
 
     def report(code: str, seq: int | None, message: str) -> None:
         if len(problems) < limit:
             problems.append(Problem(code, seq, message))
 
-    entries: Iterable[AuditEntry] = session.scalars(
-        select(AuditEntry).order_by(AuditEntry.seq).execution_options(yield_per=2000)
-    )
     for entry in entries:
         rows += 1
         if entry.seq != expected:
@@ -372,9 +513,9 @@ def walk(
             authenticated_seen = True
             if key_state == "unknown":
                 key_state = "none"
-                if auth is not None:
+                if read_key is not None:
                     try:
-                        key = auth.key(session)
+                        key = read_key()
                         key_state = "ok"
                     except AuditKeyMissing:
                         report("key_missing", entry.seq, PROBLEM_CODES["key_missing"])

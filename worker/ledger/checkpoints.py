@@ -24,21 +24,21 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
-
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any, Protocol
 
 from worker.ledger import audit
 from worker.ledger.audit import AuditAuthenticator, AuditKeyMissing, AuditReport, Problem
-from worker.ledger.db import Database
-from worker.ledger.models import AuditCheckpoint, AuditEntry
-from worker.storage.base import ObjectStore
 from worker.storage.errors import ObjectMissing, StorageError
+
+if TYPE_CHECKING:  # SQLAlchemy and the models: imported by the writer only (verify reads over
+    # DB-API, so ``facemedia audit verify`` starts without them)
+    from sqlalchemy.orm import Session
+
+    from worker.ledger.db import Database, QuickReader
+    from worker.storage.base import ObjectStore
 
 
 class _LazyLog:
@@ -56,6 +56,21 @@ log = _LazyLog()
 #: Object Lock retention of a checkpoint where the bucket has Object Lock (ten years).
 RETAIN_DAYS = 3650
 _MAX_SCAN = 100  # invalid newest checkpoints examined before giving up on finding a valid one
+_SINCE_BATCH = 2000  # rows since the last checkpoint read at once by the writer (else streamed)
+# The writer's one read: the newest recorded checkpoint, the first authenticated row (the legacy
+# prefix's end) and up to :n rows from the checkpointed one on; always at least one row (the
+# audit_log columns NULL when there are none), in sequence order.
+_SINCE_SQL = """
+WITH latest AS (SELECT seq, hash FROM audit_checkpoints ORDER BY seq DESC LIMIT 1)
+SELECT l.seq, l.hash,
+       (SELECT seq FROM audit_log WHERE mac IS NOT NULL ORDER BY seq LIMIT 1),
+       a.seq, a.tenant, a.ts, a.event, a.entity, a.details, a.prev_hash, a.hash, a.mac
+FROM (SELECT 1 AS one) AS o
+LEFT JOIN latest AS l ON 1 = 1
+LEFT JOIN audit_log AS a ON a.seq >= COALESCE(l.seq, 1)
+ORDER BY a.seq
+LIMIT :n
+"""
 
 
 class CheckpointKeys(Protocol):
@@ -139,6 +154,10 @@ class Checkpoint:
 
 def _legacy_rows(s: Session, head_seq: int) -> int:
     """Rows before the first authenticated one (a prefix: scans only the legacy rows)."""
+    from sqlalchemy import select
+
+    from worker.ledger.models import AuditEntry
+
     first = s.scalars(
         select(AuditEntry.seq).where(AuditEntry.mac.is_not(None)).order_by(AuditEntry.seq).limit(1)
     ).first()
@@ -171,37 +190,56 @@ class Checkpointer:
         MACs, the previous head's hash): the service never signs a head it cannot vouch for.
         Returns None when there is nothing new or the head was refused (logged).
 
-        One ledger transaction (it runs after every unit of work): the reads, the object put
-        while it is open (a read-only snapshot so far: no lock is held), then the record of the
-        checkpoint, committed only once the object is stored.
+        One ledger transaction (it runs after every unit of work), two statements: one read
+        of the previous checkpoint, the rows since it (the newest is the head signed) and the
+        legacy prefix's length; the object put while the transaction is open (a read-only
+        snapshot so far: no lock is held), then the record of the checkpoint, committed only
+        once the object is stored. The audit key is the one read within the last
+        ``AUDIT_KEY_RECHECK_S`` seconds (:meth:`AuditAuthenticator.recent_key`), else read too.
+        A stretch longer than ``_SINCE_BATCH`` rows (a first checkpoint over a long log) is read
+        again, streamed.
         """
+        from sqlalchemy import insert, select, text
+        from sqlalchemy.exc import IntegrityError
+
+        from worker.ledger.models import AuditCheckpoint, AuditEntry
+
+        checkpoint: Checkpoint | None = None
         try:
             with self.db.session() as s:
-                head = s.scalars(
-                    select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1)
-                ).first()
-                if head is None:
-                    return None
-                latest = s.scalars(
-                    select(AuditCheckpoint).order_by(AuditCheckpoint.seq.desc()).limit(1)
-                ).first()
-                if latest is not None and head.seq <= latest.seq:
-                    return None
-                key = self.auth.key(s, create=True)
-                problem = self._check_since(s, latest, key, head.seq)
-                if problem is not None:
-                    log.error(
-                        "audit.checkpoint_refused", error_code=problem.code, count=problem.seq
+                found = s.execute(text(_SINCE_SQL), {"n": _SINCE_BATCH + 1}).all()
+                cp_seq, cp_hash, first_mac = found[0][:3]
+                latest = None if cp_seq is None else (int(cp_seq), str(cp_hash))
+                rows = [audit.AuditRow(*r[3:]) for r in found if r[3] is not None]
+                if not rows or (latest is not None and rows[-1].seq <= latest[0]):
+                    return None  # nothing since the last checkpoint (or an empty log)
+                # the key as read within the last 30 s (no service_keys round trip per unit of
+                # work); created here when its row is missing
+                recent = self.auth.recent_key(s)
+                key = recent if recent is not None else self.auth.key(s, create=True)
+                if len(rows) > _SINCE_BATCH:  # a long stretch: streamed (server-side cursor)
+                    query = (
+                        select(*(getattr(AuditEntry, f) for f in audit.AuditRow._fields))
+                        .where(AuditEntry.seq >= rows[0].seq)
+                        .order_by(AuditEntry.seq)
+                        .execution_options(yield_per=2000)
                     )
+                    rows = (audit.AuditRow(*r) for r in s.execute(query))  # type: ignore[assignment]
+                problem, head = self._check_since(rows, latest, key)
+                if problem is not None or head is None:
+                    if problem is not None:
+                        log.error(
+                            "audit.checkpoint_refused", error_code=problem.code, count=problem.seq
+                        )
                     return None
-                legacy = _legacy_rows(s, head.seq)
+                legacy = head.seq if first_mac is None else int(first_mac) - 1
                 checkpoint = Checkpoint.sign(key, head.seq, head.hash, legacy)
                 name = self.keys.key(checkpoint.seq)
                 self.store.put_retained(
                     name, checkpoint.to_bytes(), self.clock() + timedelta(days=RETAIN_DAYS)
                 )
-                s.add(
-                    AuditCheckpoint(
+                s.execute(
+                    insert(AuditCheckpoint.__table__).values(  # type: ignore[arg-type]
                         seq=checkpoint.seq,
                         hash=checkpoint.hash,
                         key=name,
@@ -209,47 +247,54 @@ class Checkpointer:
                     )
                 )
         except IntegrityError:  # another process recorded the same head first
-            pass
+            if checkpoint is None:
+                return None
+        assert checkpoint is not None
         log.info("audit.checkpoint", count=checkpoint.seq)
         return checkpoint
 
     def _check_since(
-        self, s: Session, latest: AuditCheckpoint | None, key: bytes, head_seq: int
-    ) -> Problem | None:
-        """The first problem in the rows after the previous checkpoint, if any."""
-        start = 1 if latest is None else latest.seq
+        self, rows: Iterable[audit.AuditRow], latest: tuple[int, str] | None, key: bytes
+    ) -> tuple[Problem | None, audit.AuditRow | None]:
+        """The first problem in ``rows`` (every row from the previous checkpoint ``latest``,
+        ``(seq, hash)``, on, in sequence order), if any, and the newest row (the head)."""
+        start = 1 if latest is None else latest[0]
         prev = audit.GENESIS
         expected = start
         authenticated = False
-        query = select(AuditEntry).where(AuditEntry.seq >= start).order_by(AuditEntry.seq)
-        if head_seq - start > 2000:  # a long stretch: streamed (a server-side cursor)
-            query = query.execution_options(yield_per=2000)
-        rows = s.scalars(query)
+        head: audit.AuditRow | None = None
         for entry in rows:
             if entry.seq != expected:
-                return Problem("row_missing", expected, "rows missing since the last checkpoint")
-            if latest is not None and entry.seq == latest.seq:
-                if entry.hash != latest.hash:
-                    return Problem("checkpoint_mismatch", entry.seq, "checkpointed row changed")
+                return Problem(
+                    "row_missing", expected, "rows missing since the last checkpoint"
+                ), None
+            if latest is not None and entry.seq == latest[0]:
+                if entry.hash != latest[1]:
+                    return Problem(
+                        "checkpoint_mismatch", entry.seq, "checkpointed row changed"
+                    ), None
             elif entry.prev_hash != prev:
-                return Problem("chain_broken", entry.seq, "previous-hash link broken")
+                return Problem("chain_broken", entry.seq, "previous-hash link broken"), None
             digest = audit.entry_digest(entry)
             if digest != entry.hash:
-                return Problem("hash_mismatch", entry.seq, "row content does not match its hash")
+                return Problem(
+                    "hash_mismatch", entry.seq, "row content does not match its hash"
+                ), None
             if entry.mac is None:
                 if authenticated or latest is not None:
-                    return Problem("mac_missing", entry.seq, "unauthenticated row")
+                    return Problem("mac_missing", entry.seq, "unauthenticated row"), None
             else:
                 authenticated = True
                 if not hmac.compare_digest(
                     AuditAuthenticator.entry_mac(key, entry.hash), entry.mac
                 ):
-                    return Problem("mac_invalid", entry.seq, "MAC does not verify")
+                    return Problem("mac_invalid", entry.seq, "MAC does not verify"), None
             prev = entry.hash
             expected = entry.seq + 1
+            head = entry
         if latest is not None and expected == start:
-            return Problem("truncated", latest.seq, "the checkpointed head is gone")
-        return None
+            return Problem("truncated", latest[0], "the checkpointed head is gone"), None
+        return None, head
 
     def write_quietly(self) -> Checkpoint | None:
         """:meth:`write`, logging (not raising) a failure; the next unit of work retries."""
@@ -263,128 +308,140 @@ class Checkpointer:
 
     # ----- verifying -------------------------------------------------------------------------
 
-    def _newest_valid(
-        self, names: dict[int, str], key: bytes | None, problems: list[Problem]
-    ) -> Checkpoint | None:
-        """The newest checkpoint whose MAC verifies and whose name matches its content."""
-        for n, seq in enumerate(sorted(names, reverse=True)):
-            if n >= _MAX_SCAN:
-                break
-            try:
-                with self.store.get(names[seq]) as fh:
-                    checkpoint = Checkpoint.parse(fh.read())
-            except ObjectMissing:  # listed but no current version: a delete marker over it
-                problems.append(Problem("checkpoint_missing", seq, "checkpoint object deleted"))
-                continue
-            except ValueError:
-                problems.append(Problem("checkpoint_invalid", seq, "not a checkpoint object"))
-                continue
-            if key is None:
-                return None
-            if not checkpoint.verifies(key):
-                problems.append(
-                    Problem("checkpoint_invalid", seq, "checkpoint MAC does not verify")
-                )
-                continue
-            if checkpoint.seq != seq:
-                problems.append(
-                    Problem(
-                        "checkpoint_rolled_back",
-                        seq,
-                        f"the checkpoint named {seq} holds the older head {checkpoint.seq}",
-                    )
-                )
-                continue
-            return checkpoint
-        return None
-
     def verify(self) -> AuditReport:
-        """Chain, MACs, and the newest checkpoint in the store against the ledger's rows."""
-        problems: list[Problem] = []
-        # The ledger's records first, the store's listing after: a checkpoint is recorded only
-        # once its object is written, so a record read here is in the listing unless deleted.
-        with self.db.session() as s:  # short: no store call while a ledger transaction is open
-            try:
-                key: bytes | None = self.auth.key(s)
-            except AuditKeyMissing:
-                key = None
-            recorded = [
-                (rec.seq, rec.key)
-                for rec in s.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.seq))
-            ]
-        names: dict[int, str] = {}
+        """Chain, MACs, and the newest checkpoint in the store against the ledger's rows
+        (:func:`verify_log` on connections of this ledger's pool)."""
+        return verify_log(self.db.reader, self.store, self.auth, self.keys)
+
+
+_CHECKPOINTS_SQL = "SELECT seq, key FROM audit_checkpoints ORDER BY seq"
+
+
+def _newest_valid(
+    store: ObjectStore, names: dict[int, str], key: bytes | None, problems: list[Problem]
+) -> Checkpoint | None:
+    """The newest checkpoint whose MAC verifies and whose name matches its content."""
+    for n, seq in enumerate(sorted(names, reverse=True)):
+        if n >= _MAX_SCAN:
+            break
         try:
-            for name in self.store.keys(self.keys.prefix):
-                found = self.keys.seq(name)
-                if found is not None:
-                    names[found] = name
-            listed = True
-        except StorageError as exc:
-            listed = False
+            with store.get(names[seq]) as fh:
+                checkpoint = Checkpoint.parse(fh.read())
+        except ObjectMissing:  # listed but no current version: a delete marker over it
+            problems.append(Problem("checkpoint_missing", seq, "checkpoint object deleted"))
+            continue
+        except ValueError:
+            problems.append(Problem("checkpoint_invalid", seq, "not a checkpoint object"))
+            continue
+        if key is None:
+            return None
+        if not checkpoint.verifies(key):
+            problems.append(Problem("checkpoint_invalid", seq, "checkpoint MAC does not verify"))
+            continue
+        if checkpoint.seq != seq:
             problems.append(
-                Problem("checkpoint_unavailable", None, f"cannot list checkpoints ({exc})")
+                Problem(
+                    "checkpoint_rolled_back",
+                    seq,
+                    f"the checkpoint named {seq} holds the older head {checkpoint.seq}",
+                )
             )
-        if key is None and names:
-            problems.append(Problem("key_missing", None, audit.PROBLEM_CODES["key_missing"]))
+            continue
+        return checkpoint
+    return None
+
+
+def verify_log(
+    open_reader: Callable[[], QuickReader],
+    store: ObjectStore,
+    auth: AuditAuthenticator,
+    keys: CheckpointKeys,
+) -> AuditReport:
+    """Chain, MACs, and the newest checkpoint in the store against the ledger's rows.
+
+    The ledger is read over DB-API (:class:`~worker.ledger.db.QuickReader`, from
+    ``open_reader``: the pool's connection in a service, a bare driver connection in
+    ``facemedia audit verify``, which so starts without SQLAlchemy), in two short reads: the
+    key and the recorded checkpoints, then, after the store's listing, the rows.
+    """
+    problems: list[Problem] = []
+    # The ledger's records first, the store's listing after: a checkpoint is recorded only
+    # once its object is written, so a record read here is in the listing unless deleted.
+    with open_reader() as reader:  # short: no store call while a ledger read is open
         try:
-            newest = self._newest_valid(names, key, problems) if listed else None
-        except StorageError as exc:
-            newest = None
+            key: bytes | None = auth.read_key(reader)
+        except AuditKeyMissing:
+            key = None
+        recorded = [(int(r["seq"]), str(r["key"])) for r in reader.rows(_CHECKPOINTS_SQL)]
+    names: dict[int, str] = {}
+    try:
+        for name in store.keys(keys.prefix):
+            found = keys.seq(name)
+            if found is not None:
+                names[found] = name
+        listed = True
+    except StorageError as exc:
+        listed = False
+        problems.append(Problem("checkpoint_unavailable", None, f"cannot list checkpoints ({exc})"))
+    if key is None and names:
+        problems.append(Problem("key_missing", None, audit.PROBLEM_CODES["key_missing"]))
+    try:
+        newest = _newest_valid(store, names, key, problems) if listed else None
+    except StorageError as exc:
+        newest = None
+        problems.append(Problem("checkpoint_unavailable", None, f"cannot read checkpoints ({exc})"))
+    if listed:
+        present = set(names.values())
+        for seq, name in recorded:
+            if name not in present:
+                problems.append(
+                    Problem(
+                        "checkpoint_missing",
+                        seq,
+                        f"the checkpoint of head {seq} is gone from the store",
+                    )
+                )
+    cp_seq = None if newest is None else newest.seq
+    with open_reader() as reader:
+        state = audit.walk_rows(reader, auth, remember=lambda q: q == cp_seq)
+    problems.extend(state.problems)
+    if newest is not None:
+        head = state.head_seq or 0
+        if head < newest.seq:
             problems.append(
-                Problem("checkpoint_unavailable", None, f"cannot read checkpoints ({exc})")
+                Problem(
+                    "truncated",
+                    head + 1,
+                    f"rows {head + 1}..{newest.seq} are missing after the checkpointed head",
+                )
             )
-        if listed:
-            present = set(names.values())
-            for seq, name in recorded:
-                if name not in present:
-                    problems.append(
-                        Problem(
-                            "checkpoint_missing",
-                            seq,
-                            f"the checkpoint of head {seq} is gone from the store",
-                        )
-                    )
-        with self.db.session() as s:
-            cp_seq = None if newest is None else newest.seq
-            state = audit.walk(s, remember=lambda q: q == cp_seq)
-        problems.extend(state.problems)
-        if newest is not None:
-            head = state.head_seq or 0
-            if head < newest.seq:
-                problems.append(
-                    Problem(
-                        "truncated",
-                        head + 1,
-                        f"rows {head + 1}..{newest.seq} are missing after the checkpointed head",
-                    )
+        elif newest.seq in state.hashes and state.hashes[newest.seq] != newest.hash:
+            problems.append(
+                Problem(
+                    "checkpoint_mismatch",
+                    newest.seq,
+                    "the row at the checkpoint has another hash (history rewritten)",
                 )
-            elif newest.seq in state.hashes and state.hashes[newest.seq] != newest.hash:
-                problems.append(
-                    Problem(
-                        "checkpoint_mismatch",
-                        newest.seq,
-                        "the row at the checkpoint has another hash (history rewritten)",
-                    )
+            )
+        if state.legacy_rows > newest.legacy_rows:
+            problems.append(
+                Problem(
+                    "mac_missing",
+                    newest.legacy_rows + 1,
+                    "rows authenticated at the checkpoint have lost their MAC",
                 )
-            if state.legacy_rows > newest.legacy_rows:
-                problems.append(
-                    Problem(
-                        "mac_missing",
-                        newest.legacy_rows + 1,
-                        "rows authenticated at the checkpoint have lost their MAC",
-                    )
-                )
-        problems.sort(key=lambda p: (p.seq is None, p.seq or 0))
-        return AuditReport(
-            ok=not problems,
-            rows=state.rows,
-            head_seq=state.head_seq,
-            head_hash=state.head_hash,
-            checkpoint_seq=cp_seq,
-            legacy_rows=state.legacy_rows,
-            unchecked_rows=state.rows if cp_seq is None else max(0, (state.head_seq or 0) - cp_seq),
-            problems=tuple(problems),
-        )
+            )
+    problems.sort(key=lambda p: (p.seq is None, p.seq or 0))
+    return AuditReport(
+        ok=not problems,
+        rows=state.rows,
+        head_seq=state.head_seq,
+        head_hash=state.head_hash,
+        checkpoint_seq=cp_seq,
+        legacy_rows=state.legacy_rows,
+        unchecked_rows=state.rows if cp_seq is None else max(0, (state.head_seq or 0) - cp_seq),
+        problems=tuple(problems),
+    )
 
 
 def describe(report: AuditReport) -> dict[str, Any]:

@@ -64,7 +64,44 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    engine = create_engine(url, pool_size=5, max_overflow=5)
+    _ping_after_idle(engine, PING_AFTER_IDLE_S)
+    return engine
+
+
+#: A pooled PostgreSQL connection idle for longer than this is pinged before it is handed out
+#: (HikariCP's ``aliveBypassWindowMs``, 500 ms by default, is the same rule).
+PING_AFTER_IDLE_S = 0.5
+
+
+def _ping_after_idle(engine: Engine, idle_s: float) -> None:
+    """Pessimistic disconnect handling without a round trip per transaction: a connection is
+    pinged at checkout only when it has sat in the pool for ``idle_s`` or more; a dead one is
+    discarded and the pool connects afresh (SQLAlchemy retries the checkout on
+    ``DisconnectionError``). SQLAlchemy's ``pool_pre_ping`` pings on every checkout: one
+    ``SELECT 1`` per transaction, about seven per job on the spine. A connection reused within
+    the window (a busy worker's) is not pinged; one that died in that window fails its statement
+    as any outage does, which the job's delivery retries (a transient ledger fault)."""
+    import time
+
+    from sqlalchemy import event
+    from sqlalchemy.exc import DisconnectionError
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < idle_s:
+            return  # just connected, or back in use within the window
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            raise DisconnectionError("pooled connection is gone") from exc
+        if not alive:
+            raise DisconnectionError("pooled connection is gone")
 
 
 def _private_sqlite_files(db_file: Path) -> None:
@@ -146,6 +183,13 @@ class Database:
             raw.close()
         return row is None or int(row[0]) == 0
 
+    def reader(self) -> QuickReader:
+        """A :class:`QuickReader` on a connection of this engine's pool (``close`` hands it
+        back): the reads written for DB-API (the audit walk) run the same SQL here as in a
+        command that never imports SQLAlchemy. Each statement reads committed data (SQLite
+        autocommit; PostgreSQL a transaction, READ COMMITTED, rolled back at ``close``)."""
+        return QuickReader(self.engine.raw_connection(), self.dialect)
+
     def dispose(self) -> None:
         """Close every pooled connection (after fork, at shutdown)."""
         self.engine.dispose()
@@ -186,6 +230,26 @@ class QuickReader:
             cur.execute(sql, dict(params or {}))
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        finally:
+            cur.close()
+
+    def iter_rows(
+        self, sql: str, params: Mapping[str, Any] | None = None, batch: int = 2000
+    ) -> Iterator[dict[str, Any]]:
+        """The rows of one SELECT as :meth:`rows` gives them, streamed ``batch`` at a time
+        (PostgreSQL: a server-side cursor, so a long audit log is never held whole)."""
+        if self.dialect == "postgresql":
+            sql = _NAMED_PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
+            cur = self._conn.cursor(name=f"quick_{id(self):x}")
+        else:
+            cur = self._conn.cursor()
+        try:
+            cur.execute(sql, dict(params or {}))
+            names: list[str] | None = None
+            while chunk := cur.fetchmany(batch):
+                if names is None:
+                    names = [d[0] for d in cur.description]
+                yield from (dict(zip(names, row, strict=True)) for row in chunk)
         finally:
             cur.close()
 

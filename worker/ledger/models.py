@@ -383,10 +383,16 @@ class ResearchFunnel(Base):
     decision: aggregate counts only (no job, subject or sample id), so ``research release`` and
     ``research status`` can say where candidates went (not sampled, no consent, a minor without
     a guardian's consent, withdrawn, erased, discarded by the gate with its reason, sampled).
-    Written by :mod:`worker.research.funnel` when the sampler decides (migration 0011)."""
+    Written by :mod:`worker.research.funnel` when the sampler decides (migration 0011; per
+    tenant since 0014)."""
 
     __tablename__ = "research_funnel"
 
+    # the tenant whose job the decision was about (migration 0014): a release restricted to one
+    # tenant counts that tenant's decisions only
+    tenant: Mapped[str] = mapped_column(
+        String(32), primary_key=True, default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
+    )
     month: Mapped[str] = mapped_column(String(7), primary_key=True)
     outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
     reason: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -6,12 +6,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-
-from sqlalchemy.exc import IntegrityError
+from typing import TYPE_CHECKING
 
 from worker.crypto import KekRef, Keyring, SecretKey, WrappedKey
-from worker.ledger.db import Database
-from worker.ledger.models import ServiceKeyRow
+
+if TYPE_CHECKING:  # the ORM is imported by the functions that use it (see read_service_secret)
+    from worker.ledger.db import Database, QuickReader
+
+#: The read of one secret's row, by name (:func:`read_service_secret`; the audit key's too).
+SERVICE_KEY_SQL = "SELECT keyring_id, kek_version, wrapped FROM service_keys WHERE name = :name"
+
+
+def service_key_context(name: str) -> dict[str, str]:
+    """The encryption context every service secret is wrapped under."""
+    return {"purpose": name}
+
+
+def read_service_secret(reader: QuickReader, keyring: Keyring, name: str) -> SecretKey | None:
+    """The secret ``name`` read over DB-API and unwrapped (a short command's read, without
+    SQLAlchemy); None when it was never created (:meth:`ServiceSecret.get` creates it)."""
+    rows = reader.rows(SERVICE_KEY_SQL, {"name": name})
+    if not rows:
+        return None
+    row = rows[0]
+    wrapped = WrappedKey(KekRef(row["keyring_id"], row["kek_version"]), bytes(row["wrapped"]))
+    return SecretKey(keyring.unwrap(wrapped, service_key_context(name)))
 
 
 class ServiceSecret:
@@ -24,11 +43,15 @@ class ServiceSecret:
         self.keyring = keyring
         self.name = name
         self._generate = generate
-        self._context = {"purpose": name}
+        self._context = service_key_context(name)
         self._key: SecretKey | None = None
 
     def get(self) -> SecretKey:
         """The secret, created and stored wrapped on first use."""
+        from sqlalchemy.exc import IntegrityError
+
+        from worker.ledger.models import ServiceKeyRow
+
         if self._key is not None:
             return self._key
         with self.db.session() as s:
@@ -58,6 +81,8 @@ class ServiceSecret:
 
     def rewrap(self) -> bool:
         """Re-wrap the secret under the keyring's current KEK (after a rotation)."""
+        from worker.ledger.models import ServiceKeyRow
+
         wrapped = self.keyring.wrap(self.get().raw(), self._context)
         with self.db.session() as s:
             row = s.get(ServiceKeyRow, self.name)
@@ -82,6 +107,8 @@ def rewrap_all_service_keys(db: Database, keyring: Keyring, *, only_stale: bool 
     """
     from sqlalchemy import select, update
 
+    from worker.ledger.models import ServiceKeyRow
+
     current = keyring.current()
     with db.session() as s:
         rows = [
@@ -92,7 +119,7 @@ def rewrap_all_service_keys(db: Database, keyring: Keyring, *, only_stale: bool 
     for name, kek, blob in rows:
         if only_stale and kek == current:
             continue
-        context = {"purpose": name}
+        context = service_key_context(name)
         raw = keyring.unwrap(WrappedKey(kek, blob), context)
         wrapped = keyring.wrap(raw, context)
         with db.session() as s:

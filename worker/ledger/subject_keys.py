@@ -21,17 +21,16 @@ from sqlalchemy import CursorResult, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from worker.crypto import (
-    KekRef,
     KeyNotFoundError,
     KeyShreddedError,
     KeyStoreError,
     SubjectKeyStore,
-    WrappedKey,
     WrappedSubjectKey,
 )
 from worker.ledger import audit
 from worker.ledger.db import Database
 from worker.ledger.models import SubjectKeyRow
+from worker.ledger.quick_reads import wrapped_subject_key
 
 _K = SubjectKeyRow
 _PLAIN = {"synchronize_session": False}
@@ -55,11 +54,12 @@ class LedgerSubjectKeyStore(SubjectKeyStore):
             row = s.get(SubjectKeyRow, key_id)
             if row is None:
                 raise KeyNotFoundError("unknown subject key")
-            if row.destroyed_at is not None or row.wrapped is None:
-                raise KeyShreddedError("subject key destroyed")
-            return WrappedSubjectKey(
-                key_id=row.key_id,
-                wrapped=WrappedKey(KekRef(row.keyring_id, row.kek_version), row.wrapped),
+            return wrapped_subject_key(
+                row.key_id,
+                row.keyring_id,
+                row.kek_version,
+                row.wrapped,
+                row.destroyed_at is not None,
             )
 
     def add(self, wrapped: WrappedSubjectKey) -> None:

@@ -20,19 +20,20 @@ erased with the old, silently.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from worker.crypto import SubjectKeys
 from worker.ids import new_id
 from worker.ledger import audit
 from worker.ledger.db import Database
-from worker.ledger.errors import LedgerError
-from worker.ledger.models import Subject
+from worker.ledger.errors import LedgerError, SubjectErasurePending
+from worker.ledger.models import Subject, SubjectKeyRow
 from worker.ledger.pseudonyms import Pseudonymizer
 from worker.ledger.tenants import DEFAULT_TENANT
 
@@ -40,18 +41,6 @@ RETIRED_PREFIX = "retired:"
 """The ``subject_hash`` of an erased row a returning subject replaced (never a hex digest)."""
 
 _ATTEMPTS = 5
-
-
-class SubjectErasurePending(LedgerError):
-    """The subject's erasure was requested and has not completed; nothing was recorded."""
-
-    code = "subject_erased"
-
-    def __init__(self) -> None:
-        super().__init__(
-            "this subject's erasure is still pending (a legal hold may be keeping it); "
-            "submit again once the erasure completes"
-        )
 
 
 @dataclass(frozen=True)
@@ -69,6 +58,16 @@ class SubjectRef:
 
     id: str
     key_id: str
+
+
+@dataclass(frozen=True)
+class LiveSubject:
+    """A live subject read in the caller's transaction (:meth:`SubjectRegistry.find_live`):
+    its handles and its key's row (None if the key's row is missing), so the caller seals
+    under the key without another read."""
+
+    ref: SubjectRef
+    key: SubjectKeyRow | None = field(repr=False)
 
 
 def _rowcount(result: Any) -> int:
@@ -95,6 +94,62 @@ class SubjectRegistry:
     @staticmethod
     def _by_hash(digest: str, tenant: str) -> Any:
         return select(Subject).where(Subject.subject_hash == digest, Subject.tenant == tenant)
+
+    def find_live(
+        self, s: Session, subject_id: str, consent: Consent, *, tenant: str = DEFAULT_TENANT
+    ) -> LiveSubject | None:
+        """In the caller's transaction: the subject, if the ledger knows it live in ``tenant``,
+        with its key's row (one statement), ``consent`` recorded (an UPDATE only if it
+        changed); None if it must be created or has returned after an erasure (then
+        :meth:`ensure`, outside any transaction). :class:`SubjectErasurePending` as
+        :meth:`ensure`."""
+        digest = self.pseudonyms.subject_hash(subject_id, tenant=tenant)
+        row = s.execute(
+            select(
+                Subject.id,
+                Subject.key_id,
+                Subject.erased_at,
+                Subject.erase_requested_at,
+                Subject.research_consent,
+                Subject.is_minor,
+                Subject.guardian_consent,
+                SubjectKeyRow.keyring_id,
+                SubjectKeyRow.kek_version,
+                SubjectKeyRow.wrapped,
+                SubjectKeyRow.created_at,
+                SubjectKeyRow.destroyed_at,
+            )
+            .outerjoin(SubjectKeyRow, SubjectKeyRow.key_id == Subject.key_id)
+            .where(Subject.subject_hash == digest, Subject.tenant == tenant)
+            .limit(1)
+        ).first()
+        if row is None or row.erased_at is not None:
+            return None
+        if row.erase_requested_at is not None:
+            raise SubjectErasurePending()
+        given = (consent.research, consent.is_minor, consent.guardian)
+        if (row.research_consent, row.is_minor, row.guardian_consent) != given:
+            s.execute(
+                update(Subject)
+                .where(Subject.id == row.id)
+                .values(
+                    research_consent=consent.research,
+                    is_minor=consent.is_minor,
+                    guardian_consent=consent.guardian,
+                ),
+                execution_options={"synchronize_session": False},
+            )
+        key = None
+        if row.keyring_id is not None:
+            key = SubjectKeyRow(
+                key_id=row.key_id,
+                keyring_id=row.keyring_id,
+                kek_version=row.kek_version,
+                wrapped=row.wrapped,
+                created_at=row.created_at,
+                destroyed_at=row.destroyed_at,
+            )
+        return LiveSubject(SubjectRef(str(row.id), str(row.key_id)), key)
 
     def ensure(
         self, subject_id: str, consent: Consent | None = None, *, tenant: str = DEFAULT_TENANT

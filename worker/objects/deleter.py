@@ -147,8 +147,9 @@ class Deleter:
         the primary key (a join against the id list let a generic plan loop over the table).
         """
         deleted = versions = 0
+        conn = s.connection()  # a plain statement: no ORM execution around it
         for count, ids in _by_count(verified, results).items():
-            row = s.execute(
+            row = conn.execute(
                 _PG_STAMP, {"ids": ",".join(ids), "n": count, "t": t, "reason": reason}
             ).one()
             deleted += int(row.deleted)

@@ -23,13 +23,13 @@ the row is found by key and refreshed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -47,6 +47,8 @@ from .vault import Vault
 __all__ = ["ObjectRecords", "ObjectSpec", "PutResult"]
 
 log = structlog.get_logger("facemedia.objects")
+
+_OBJECTS = cast(Table, StoredObject.__table__)
 
 
 @dataclass(frozen=True)
@@ -110,42 +112,75 @@ class ObjectRecords:
     ) -> StoredObject:
         """Add the object's row (expiry from its class's TTL) to the caller's transaction.
         ``stored=False`` reserves it before the upload (no size, no stored time yet)."""
-        row = StoredObject(
-            id=new_id(),
-            key=spec.key,
-            object_class=spec.object_class,
-            job_id=spec.job_id,
-            subject_id=spec.subject_id,
-            name=spec.name,
-            content_type=spec.content_type,
-            size=size,
-            created_at=at,
-            stored_at=at if stored else None,
-            expires_at=self.expiry(spec.object_class, at),
-            version_ids=[version_id] if version_id else None,
-        )
+        row = StoredObject(**self._row(spec, at, size, version_id, stored))
         s.add(row)
         return row
 
+    def add_stored(
+        self,
+        s: Session,
+        objects: Sequence[tuple[ObjectSpec, int | None, str | None]],
+        *,
+        at: datetime,
+    ) -> None:
+        """The rows of objects just stored, each ``(spec, size, version id)``, as :meth:`add`
+        writes them, in one INSERT on the caller's transaction's connection (no ORM unit of
+        work: the job's end records its outputs this way)."""
+        if objects:
+            s.connection().execute(
+                insert(_OBJECTS),
+                [self._row(spec, at, size, version, True) for spec, size, version in objects],
+            )
+
+    def _row(
+        self, spec: ObjectSpec, at: datetime, size: int | None, version_id: str | None, stored: bool
+    ) -> dict[str, Any]:
+        """An ``objects`` row's values (a new id; the expiry from the class's TTL)."""
+        return {
+            "id": new_id(),
+            "key": spec.key,
+            "object_class": spec.object_class,
+            "job_id": spec.job_id,
+            "subject_id": spec.subject_id,
+            "name": spec.name,
+            "content_type": spec.content_type,
+            "size": size,
+            "created_at": at,
+            "stored_at": at if stored else None,
+            "expires_at": self.expiry(spec.object_class, at),
+            "version_ids": [version_id] if version_id else None,
+        }
+
     def reserve(self, s: Session, spec: ObjectSpec, *, at: datetime) -> str:
-        """Record the object before it is uploaded (in the caller's transaction); its row id."""
-        return self.add(s, spec, at=at, stored=False).id
+        """Record the object before it is uploaded (in the caller's transaction, one INSERT on
+        its connection: no ORM unit of work); its row id. The owning job's row must be flushed
+        already."""
+        row = self._row(spec, at, None, None, False)
+        s.connection().execute(insert(_OBJECTS), row)
+        return str(row["id"])
 
     def stored(self, object_id: str, put: PutResult) -> None:
-        """Stamp a reserved row with what the upload wrote."""
-        with self.db.session() as s:
-            done = s.execute(  # one statement: no read of the row first
-                update(StoredObject)
-                .where(StoredObject.id == object_id)
-                .values(
-                    size=put.size,
-                    stored_at=self.clock(),
-                    version_ids=[put.version_id] if put.version_id else None,
-                ),
-                execution_options={"synchronize_session": False},
+        """Stamp a reserved row with what the upload wrote: one statement, committed on its own
+        (on PostgreSQL in autocommit: no BEGIN and COMMIT round trips around it)."""
+        statement = (
+            update(StoredObject)
+            .where(StoredObject.id == object_id)
+            .values(
+                size=put.size,
+                stored_at=self.clock(),
+                version_ids=[put.version_id] if put.version_id else None,
             )
-            if getattr(done, "rowcount", 1) != 1:
-                raise ObjectsError("no such object row")
+        )
+        done: Any
+        if self.db.dialect == "postgresql":
+            with self.db.engine.connect() as conn:
+                done = conn.execution_options(isolation_level="AUTOCOMMIT").execute(statement)
+                conn.commit()  # a no-op on the server (autocommit): ends SQLAlchemy's block
+        else:
+            with self.db.session() as s:
+                done = s.execute(statement, execution_options={"synchronize_session": False})
+        if getattr(done, "rowcount", 1) != 1:
+            raise ObjectsError("no such object row")
 
     # ----- the whole ----------------------------------------------------------------------------
 

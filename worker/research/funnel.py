@@ -1,12 +1,13 @@
 """The research loss funnel: where the candidate jobs of a release went.
 
 Every job that ends with its original in memory is a candidate research sample. The sampler
-records each decision here (:func:`record`), as an aggregate count per calendar month, outcome
-and reason in the ledger's ``research_funnel`` table: no job, subject or sample id, so the table
-holds nothing about a person. A release adds what it excluded when it was planned (withdrawn or
-erased since sampling, the sample deleted, the gate) and what k-anonymity suppressed
-(:func:`release_funnel`); ``research release`` and ``research status`` print the result
-(:func:`describe`), and so does the ``no_eligible_samples`` error.
+records each decision here (:func:`record`), as an aggregate count per tenant, calendar month,
+outcome and reason in the ledger's ``research_funnel`` table: no job, subject or sample id, so
+the table holds nothing about a person. A release restricted to one tenant states that tenant's
+decisions only; the tenant itself never appears in a release. A release adds what it excluded
+when it was planned (withdrawn or erased since sampling, the sample deleted, the gate) and what
+k-anonymity suppressed (:func:`release_funnel`); ``research release`` and ``research status``
+print the result (:func:`describe`), and so does the ``no_eligible_samples`` error.
 
 A job delivered again after a crash inside its sampling step may be counted twice: the counts
 are for people reading where samples went, not an audit record (the audit log is that).
@@ -16,14 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from worker.ledger.db import Database
 from worker.ledger.models import ResearchFunnel
+from worker.ledger.tenants import DEFAULT_TENANT
 
 __all__ = ["SAMPLING_STEPS", "add", "describe", "record", "release_funnel", "sampling_totals"]
 
@@ -41,69 +42,61 @@ _STEP_REASONS = frozenset(r for r, _ in SAMPLING_STEPS)
 _NOT_COUNTED = frozenset({"already_sampled", "no_job"})
 
 
-def record(db: Database, outcome: str, reason: str, when: datetime) -> None:
+def record(
+    db: Database, outcome: str, reason: str, when: datetime, tenant: str = DEFAULT_TENANT
+) -> None:
     """Add one decision (``outcome`` of the sampler: sampled, staged, skipped, discarded,
-    error; ``reason`` its stable code) to the month of ``when``."""
+    error; ``reason`` its stable code) about a job of ``tenant`` to the month of ``when``, in a
+    transaction of its own."""
     if reason in _NOT_COUNTED:
         return
-    month = when.strftime("%Y-%m")
-    key = (
-        ResearchFunnel.month == month,
-        ResearchFunnel.outcome == outcome[:16],
-        ResearchFunnel.reason == reason[:40],
-    )
     with db.session() as s:
-        bumped = s.execute(
-            update(ResearchFunnel).where(*key).values(count=ResearchFunnel.count + 1)
-        )
-        if getattr(bumped, "rowcount", 0):
-            return
-        try:
-            with s.begin_nested():
-                s.add(
-                    ResearchFunnel(month=month, outcome=outcome[:16], reason=reason[:40], count=1)
-                )
-        except IntegrityError:  # a concurrent first decision of the month: add to its row
-            s.execute(update(ResearchFunnel).where(*key).values(count=ResearchFunnel.count + 1))
+        add(s, outcome, reason, when, tenant)
 
 
-def add(session: Session, outcome: str, reason: str, when: datetime) -> None:
-    """:func:`record` in the caller's transaction, in one statement (an upsert): the job service
-    counts the sampler's decision in the transaction that ends the job."""
+def add(
+    session: Session, outcome: str, reason: str, when: datetime, tenant: str = DEFAULT_TENANT
+) -> None:
+    """:func:`record` in the caller's transaction, in one statement (an upsert, SQLAlchemy Core
+    on the session's connection): the job service counts the sampler's decision in the
+    transaction that ends the job."""
     if reason in _NOT_COUNTED:
         return
-    values = {
-        "month": when.strftime("%Y-%m"),
-        "outcome": outcome[:16],
-        "reason": reason[:40],
-        "count": 1,
-    }
-    dialect = session.get_bind().dialect.name
+    table = cast(Table, ResearchFunnel.__table__)
+    connection = session.connection()
     upsert: Any
-    if dialect == "postgresql":
+    if connection.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        upsert = pg_insert(ResearchFunnel)
+        upsert = pg_insert(table)
     else:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        upsert = sqlite_insert(ResearchFunnel)
-    session.execute(
-        upsert.values(**values).on_conflict_do_update(
-            index_elements=["month", "outcome", "reason"],
-            set_={"count": ResearchFunnel.count + 1},
+        upsert = sqlite_insert(table)
+    connection.execute(
+        upsert.values(
+            tenant=tenant,
+            month=when.strftime("%Y-%m"),
+            outcome=outcome[:16],
+            reason=reason[:40],
+            count=1,
+        ).on_conflict_do_update(
+            index_elements=["tenant", "month", "outcome", "reason"],
+            set_={"count": table.c.count + 1},
         )
     )
 
 
-def sampling_totals(db: Database) -> dict[str, Any]:
-    """Every decision recorded so far: ``candidates`` (jobs decided), one count per step of
-    :data:`SAMPLING_STEPS`, ``gate_discarded`` by reason, ``other`` by reason, ``sampled``
-    (kept, or staged for a k-Same batch)."""
+def sampling_totals(db: Database, tenant: str | None = None) -> dict[str, Any]:
+    """Every decision recorded so far (about ``tenant``'s jobs only, when one is named):
+    ``candidates`` (jobs decided), one count per step of :data:`SAMPLING_STEPS`,
+    ``gate_discarded`` by reason, ``other`` by reason, ``sampled`` (kept, or staged for a
+    k-Same batch)."""
+    query = select(ResearchFunnel.outcome, ResearchFunnel.reason, ResearchFunnel.count)
+    if tenant is not None:
+        query = query.where(ResearchFunnel.tenant == tenant)
     with db.session() as s:
-        rows = s.execute(
-            select(ResearchFunnel.outcome, ResearchFunnel.reason, ResearchFunnel.count)
-        ).all()
+        rows = s.execute(query).all()
     totals: dict[str, Any] = {"candidates": 0, **{r: 0 for r, _ in SAMPLING_STEPS}}
     gate: dict[str, int] = {}
     other: dict[str, int] = {}

@@ -60,6 +60,7 @@ from pipelines.media.image import ImageLimits, decode_image, encode_image
 from pipelines.media.video import VideoLimits
 from worker.ledger.db import Database
 from worker.ledger.models import Job, Subject
+from worker.ledger.tenants import DEFAULT_TENANT
 from worker.research import funnel
 from worker.research.ksame.material import prepare
 from worker.research.ksame.stager import Stager
@@ -173,7 +174,13 @@ class Sampler:
         the job, where the decision is then counted (else it is counted in one of its own).
         """
         try:
-            decision = self._sample(job_id, media, job, subject)
+            if job is None:
+                job, subject = self._rows(job_id)
+            decision = (
+                SampleDecision("skipped", "no_job")
+                if job is None
+                else self._sample(job_id, media, job, subject)
+            )
         except NotEligible as exc:  # withdrew or erased while this job was being sampled
             decision = SampleDecision("skipped", exc.reason)
         except PipelineError as exc:  # the source cannot be decoded or de-identified
@@ -189,30 +196,31 @@ class Sampler:
             )
         if decision.outcome in ("skipped", "error"):
             count(decision.outcome, decision.reason)
+        tenant = DEFAULT_TENANT if job is None else job.tenant
         if defer is not None:
             when = datetime.now(UTC)
-            defer(lambda s: funnel.add(s, decision.outcome, decision.reason, when))
+            defer(lambda s: funnel.add(s, decision.outcome, decision.reason, when, tenant))
         else:
-            self._record(job_id, decision)
+            self._record(job_id, decision, tenant)
         return decision
 
-    def _record(self, job_id: str, decision: SampleDecision) -> None:
+    def _rows(self, job_id: str) -> tuple[Job | None, Subject | None]:
+        """The job's and its subject's rows, read in a transaction of their own."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            return job, None if job is None else s.get(Subject, job.subject_id)
+
+    def _record(self, job_id: str, decision: SampleDecision, tenant: str) -> None:
         """Count the decision in the ledger's loss funnel (:mod:`worker.research.funnel`);
         a ledger fault here is logged, never the job's failure."""
         try:
-            funnel.record(self.db, decision.outcome, decision.reason, datetime.now(UTC))
+            funnel.record(self.db, decision.outcome, decision.reason, datetime.now(UTC), tenant)
         except Exception as exc:
             log.warning("research.funnel_failed", job_id=job_id, exc_type=type(exc).__name__)
 
     def _sample(
-        self, job_id: str, media: bytes, job: Job | None, subject: Subject | None
+        self, job_id: str, media: bytes, job: Job, subject: Subject | None
     ) -> SampleDecision:
-        if job is None:
-            with self.db.session() as s:
-                job = s.get(Job, job_id)
-                if job is None:
-                    return SampleDecision("skipped", "no_job")
-                subject = s.get(Subject, job.subject_id)
         why = ineligible(subject)
         quasi = QuasiIdentifiers.from_json(job.quasi).with_month(job.created_at).to_json()
         subject_id, key_id = job.subject_id, None if subject is None else subject.key_id

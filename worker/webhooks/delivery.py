@@ -31,10 +31,10 @@ from functools import partial
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import CursorResult, or_, update
+from sqlalchemy import CursorResult, and_, func, or_, update
 
 from worker.dispatch import names
-from worker.jobs.lifecycle import ENDED
+from worker.jobs.lifecycle import ENDED, EXPIRED
 from worker.jobs.reads import job_status_view
 from worker.ledger.db import Database
 from worker.ledger.models import Job
@@ -225,27 +225,33 @@ class WebhookService:
     def rescue(self, *, grace_s: float = 600.0, limit: int = 200) -> int:
         """Send again the deliveries of ended jobs whose webhook is still ``pending`` and whose
         next attempt is overdue: never attempted ``grace_s`` after the job ended (an end that
-        scheduled nothing — the sweep's expiry, an erasure's cancellation — or a lost message),
-        or attempted ``n`` times and still pending ``grace_s`` after the latest moment its
-        retry could have come (:meth:`overdue_after`: a retry message was lost). At most
+        scheduled nothing — an erasure's cancellation — or a lost message), or attempted ``n``
+        times and still pending ``grace_s`` after the latest moment its retry could have come
+        (:meth:`overdue_after`: a retry message was lost). A job the sweep expired is sent at
+        once, with no grace: nothing but this rescue ever sends its delivery. At most
         ``limit``, oldest first. Returns how many were sent (beat's
-        ``facemedia.webhooks.rescue``). A retry that was only late is then attempted twice;
-        receivers see the same signed summary again (deliveries are at least once)."""
+        ``facemedia.webhooks.rescue``, and the embedded server's schedule). A retry that was
+        only late is then attempted twice; receivers see the same signed summary again
+        (deliveries are at least once)."""
         from datetime import UTC, datetime, timedelta
 
         from sqlalchemy import select
 
         now = datetime.now(UTC)
         before = now - timedelta(seconds=grace_s)
+        # an expiry schedules no delivery (the sweep ends the job): never attempted, it is due
+        unsent_expiry = and_(
+            Job.status == EXPIRED.value, func.coalesce(Job.webhook_attempts, 0) == 0
+        )
         with self.db.session() as s:
             rows = list(
                 s.execute(
-                    select(Job.id, Job.webhook_attempts, Job.finished_at)
+                    select(Job.id, Job.webhook_attempts, Job.finished_at, unsent_expiry)
                     .where(
                         Job.webhook_state == PENDING,
                         Job.callback_url.is_not(None),
                         Job.api_key_id.is_not(None),
-                        Job.finished_at < before,
+                        or_(Job.finished_at < before, and_(Job.finished_at < now, unsent_expiry)),
                     )
                     .order_by(Job.finished_at)
                     .limit(limit)
@@ -253,9 +259,12 @@ class WebhookService:
             )
         ids = [
             job_id
-            for job_id, attempts, finished_at in rows
+            for job_id, attempts, finished_at, expiry in rows
             if finished_at is not None  # the query asked for ended jobs
-            and finished_at + timedelta(seconds=self.overdue_after(int(attempts or 0))) < before
+            and (
+                bool(expiry)
+                or finished_at + timedelta(seconds=self.overdue_after(int(attempts or 0))) < before
+            )
         ]
         for job_id in ids:
             self.schedule(job_id)

@@ -8,6 +8,7 @@ import mmap
 import queue
 import resource
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -65,6 +66,9 @@ _PROCESSED_DEPTH: Final = 16
 #: its start-up (see :func:`_reserve_thread_memory`).
 _DEFAULT_STACK: Final = 32 << 20
 _THREAD_MARGIN: Final = 4 << 20
+#: Most frames :func:`transform_video_planes` holds for its ``look`` callback (memory: a 1080p
+#: I420 frame is 3 MB).
+MAX_LOOKAHEAD: Final = 30
 #: How often (s) a thread waiting on a queue checks whether the transcode was stopped.
 _POLL_S: Final = 0.05
 _In = TypeVar("_In")
@@ -140,6 +144,8 @@ def transform_video_planes(
     keep_audio: bool = True,
     crf: int = 23,
     preset: str = "veryfast",
+    look: PlaneFn | None = None,
+    lookahead: int = 0,
 ) -> bytes:
     """:func:`transform_video` on the decoder's own I420 planes, with no BGR round trip.
 
@@ -150,7 +156,15 @@ def transform_video_planes(
     decoder's, re-encoded). 8-bit 4:2:0 input is used as decoded; other pixel formats are
     converted to it first (same matrix and range). Everything else is as
     :func:`transform_video`.
+
+    Lookahead: ``look(index, pts_seconds, planes)``, when given, sees every frame as soon as it
+    is decoded (in order, on the calling thread, before ``fn`` sees it), and ``fn`` runs on a
+    frame only once ``look`` has seen the next ``lookahead`` frames (or the end of the video),
+    so ``fn`` can use what ``look`` found ahead. ``look`` must not change the planes. Up to
+    ``lookahead`` frames (at most :data:`MAX_LOOKAHEAD`) are held in memory for it.
     """
+    if not 0 <= lookahead <= MAX_LOOKAHEAD:
+        raise BadParams(f"lookahead must be between 0 and {MAX_LOOKAHEAD} frames")
 
     def stage(first: _FirstFrame) -> _Stage[tuple[VideoFrame, Planes], tuple[VideoFrame, Planes]]:
         colour = YuvMatrix.of(first.colorspace, first.full_range)
@@ -178,6 +192,10 @@ def transform_video_planes(
             fn(index, t, item[1])
             return item
 
+        def peek(index: int, t: float, item: tuple[VideoFrame, Planes]) -> None:
+            if look is not None:
+                look(index, t, item[1])
+
         def finish(item: tuple[VideoFrame, Planes]) -> VideoFrame:
             out, planes = item
             luma, height, width = planes.luma, planes.height, planes.width
@@ -187,7 +205,7 @@ def transform_video_planes(
                 luma[:, width] = luma[:, width - 1]
             return out
 
-        return _Stage(prepare, process, finish, colour)
+        return _Stage(prepare, process, finish, colour, peek, lookahead if look else 0)
 
     return _run(data, limits, stage, keep_audio, crf, preset)
 
@@ -198,12 +216,15 @@ class _Stage(Generic[_In, _Out]):
     (:class:`_Transcode`): ``prepare`` (the decoding thread: the decoded frame into what the
     callback takes), ``process`` (the calling thread: the callback, in frame order) and
     ``finish`` (the encoding thread: a new encoder-ready I420 frame); ``colour``: the matrix and
-    range of the output pixels."""
+    range of the output pixels. ``look`` (the calling thread) sees each frame as soon as it is
+    decoded, ``lookahead`` frames before ``process`` does."""
 
     prepare: Callable[[VideoFrame], _In]
     process: Callable[[int, float, _In], _Out]
     finish: Callable[[_Out], VideoFrame]
     colour: YuvMatrix
+    look: Callable[[int, float, _In], None] | None = None
+    lookahead: int = 0
 
 
 _I420: Final = frozenset({"yuv420p", "yuvj420p"})
@@ -308,6 +329,10 @@ class _Transcode:
         self.first: _FirstFrame | None = None
         self.started = False
         self.held: list[Packet[Any]] = []
+        # Frames seen by the stage's ``look`` and not yet processed, with the audio packets
+        # demuxed among them (kept in order): (index, t, prepared, pts, duration) or a packet.
+        self.window: deque[Any] = deque()
+        self.waiting = 0  # frames in the window
         self.stop = threading.Event()
         self.go = threading.Event()
         self.errors: list[BaseException] = []
@@ -379,10 +404,13 @@ class _Transcode:
                 self._frame(*item)
             elif not self.started:
                 self.held.append(item)
+            elif self.waiting:
+                self.window.append(item)
             else:
                 self.processed.put(item)
         if self.decoder.index == 0:
             raise CorruptMedia("no video frame could be decoded")
+        self._release(0)
         self.processed.put(_END)
         self.threads[-1].join()  # the encoding thread flushes the encoders
 
@@ -390,8 +418,33 @@ class _Transcode:
         index, pts, duration = self.decoder.advance(frame)
         if not self.started:
             self._start(frame)
+        stage = self.stage
+        assert stage is not None
+        t = float(pts * self.time_base)
+        if stage.look is None or not stage.lookahead:
+            self._emit(index, t, prepared, pts, duration)
+            return
+        stage.look(index, t, prepared)
+        self.window.append((index, t, prepared, pts, duration))
+        self.waiting += 1
+        self._release(stage.lookahead)
+
+    def _release(self, keep: int) -> None:
+        """Process the oldest frames of the lookahead window (and the audio packets among them)
+        until ``keep`` frames are left in it."""
+        while self.window and self.waiting > keep:
+            item = self.window.popleft()
+            if isinstance(item, tuple):
+                self.waiting -= 1
+                self._emit(*item)
+            else:
+                self.processed.put(item)
+        while self.window and not isinstance(self.window[0], tuple):
+            self.processed.put(self.window.popleft())
+
+    def _emit(self, index: int, t: float, prepared: Any, pts: Any, duration: Any) -> None:
         assert self.stage is not None
-        result = self.stage.process(index, float(pts * self.time_base), prepared)
+        result = self.stage.process(index, t, prepared)
         self.processed.put((result, pts, duration))
         report(index + 1, self.probe.info.frames or None)
 

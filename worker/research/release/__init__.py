@@ -10,7 +10,9 @@ Modules: :mod:`.service` (the façade), :mod:`.context` (shared dependencies and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from worker.lazy import lazy_attributes
 
 from .errors import ReleaseError
 
@@ -28,13 +30,5 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import the service side's public names on first use."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+#: Import the service side's public names on first use.
+__getattr__ = lazy_attributes(__name__, _LAZY)

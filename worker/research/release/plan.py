@@ -95,7 +95,7 @@ def plan(ctx: ReleaseContext, request: ReleaseRequest) -> tuple[str, int]:
     if wrapped_data.kek != wrapped_pseud.kek:  # a rotation between the two wraps
         wrapped_data = ctx.keyring.wrap(data_key, release_key_context(release_id, "data"))
     pkey = SecretKey(pseud_key)
-    sampling = sampling_totals(ctx.db)
+    sampling = sampling_totals(ctx.db, request.tenant)  # a restricted release: its tenant only
     t = ctx.clock()
     with ctx.db.session() as s:
         if s.scalars(select(Release.id).where(Release.name == request.name)).first():
