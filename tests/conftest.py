@@ -246,6 +246,24 @@ def make_settings(tmp_path: Path) -> Callable[..., Any]:
     return build
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def either_ledger(
+    request: pytest.FixtureRequest, make_settings: Callable[..., Any]
+) -> Iterator[Any]:
+    """A container (not installed) whose ledger is SQLite or PostgreSQL: each test that asks
+    runs on both; the store is local."""
+    from worker.bootstrap import Container
+
+    overrides: dict[str, Any] = {}
+    if request.param == "postgresql":
+        overrides["database_url"] = request.getfixturevalue("pg_url")
+    container = Container(make_settings(**overrides))
+    try:
+        yield container
+    finally:
+        container.close()
+
+
 @pytest.fixture
 def pg_container(make_settings: Callable[..., Any], pg_url: str) -> Iterator[Any]:
     """A container on a fresh PostgreSQL ledger (local store under tmp_path), not installed."""

@@ -6,7 +6,6 @@ and must win exactly when its status/lease condition holds, and lose otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,20 +18,11 @@ from worker.ledger.models import Job
 LEASE = timedelta(seconds=30)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger(request: pytest.FixtureRequest, make_settings: Any) -> Iterator[Any]:
+@pytest.fixture
+def ledger(either_ledger: Any) -> Any:
     """A container whose ledger is SQLite or PostgreSQL; submitted jobs are not run."""
-    from worker.bootstrap import Container
-
-    overrides: dict[str, Any] = {}
-    if request.param == "postgresql":
-        overrides["database_url"] = request.getfixturevalue("pg_url")
-    c = Container(make_settings(**overrides))
-    c.client.enqueue = lambda job_id: None
-    try:
-        yield c
-    finally:
-        c.close()
+    either_ledger.client.enqueue = lambda job_id: None
+    return either_ledger
 
 
 def _submit(c: Any, jpeg: bytes, subject: str = "lc-subject") -> str:

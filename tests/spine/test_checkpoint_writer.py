@@ -7,7 +7,6 @@ never signed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,19 +16,10 @@ from worker.ledger import audit, checkpoints
 from worker.ledger.models import AuditCheckpoint, AuditEntry
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger(request: pytest.FixtureRequest, make_settings: Any) -> Iterator[Any]:
+@pytest.fixture
+def ledger(either_ledger: Any) -> Any:
     """A container whose ledger is SQLite or PostgreSQL (its store local)."""
-    from worker.bootstrap import Container
-
-    overrides: dict[str, Any] = {}
-    if request.param == "postgresql":
-        overrides["database_url"] = request.getfixturevalue("pg_url")
-    c = Container(make_settings(**overrides))
-    try:
-        yield c
-    finally:
-        c.close()
+    return either_ledger
 
 
 def _append(c: Any, n: int) -> int:

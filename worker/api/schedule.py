@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
 import structlog
+
+from worker.retention.sweep import utcnow  # wall-clock UTC: due times are shared through the ledger
 
 if TYPE_CHECKING:
     from worker.api.runner import JobRunner
@@ -52,11 +54,6 @@ MAX_SLEEP_S = 60.0
 #: After the ledger failed to answer, look again this soon (seconds, at most the interval).
 RETRY_S = 5.0
 _SEED_HOLDER = "schedule"
-
-
-def utcnow() -> datetime:
-    """Wall-clock UTC (due times are shared between processes through the ledger)."""
-    return datetime.now(UTC)
 
 
 class EmbeddedSchedule:

@@ -34,18 +34,17 @@ def _verify_audit_log() -> AuditReport:
     from worker.ledger.checkpoints import verify_log
     from worker.ledger.db import quick_reader
 
-    reader = quick_ledger()
-    if reader is None:
+    first = quick_ledger()
+    if first is None:
         return container().checkpoints.verify()
-    reader.close()  # the ledger is at head; verify_log opens its own short reads
     from worker.objects.layout import CHECKPOINTS
 
     built = container()  # lazy: the keyring and the store only, never its ledger
-
     url = built.settings.effective_database_url
+    unused = [first]  # the connection that found the ledger at head serves the first read
 
     def open_reader() -> QuickReader:
-        opened = quick_reader(url)
+        opened = unused.pop() if unused else quick_reader(url)
         if opened is None:  # migrated or removed since the first look
             raise fail("the ledger changed while it was verified: run again", EXIT_FAILED)
         return opened

@@ -245,31 +245,21 @@ def claim(
     return _won(session, stmt) == 1
 
 
-def take(
+def take_with_subject(
     session: Session, job_id: str, *, token: str, at: datetime, lease: timedelta
-) -> Job | None:
-    """Claim ``job_id`` in one statement (no read before it) and return its row as claimed, or
-    None if it has ended, holds a live lease at ``at`` or does not exist.
+) -> tuple[Job, Subject | None, SubjectKeyRow | None] | None:
+    """Claim ``job_id`` without a read before it and return its row as claimed, with its
+    subject and that subject's key row as the claim found them (None: missing); None if the job
+    has ended, holds a live lease at ``at`` or does not exist.
 
     The same transition as :func:`claim` (queued | processing → processing under ``token``
     until ``at + lease``, the delivery counted), with the lease itself as the compare-and-set:
     it wins only while no lease is live at ``at`` (none taken, or a lapsed one, which is taken
-    over). Two racing takes cannot both win: the second waits on the first's row lock and
+    over). Two racing claims cannot both win: the second waits on the first's row lock and
     re-checks its ``WHERE`` on the committed row (PostgreSQL), or runs after it (SQLite's
-    serialised writers), and finds the new lease live. The row comes back with ``RETURNING``.
-    """
-    params = _take_params(job_id, token, at, lease)
-    row = session.connection().execute(_TAKE, params).one_or_none()
-    return None if row is None else _instance(Job, row._mapping)
-
-
-def take_with_subject(
-    session: Session, job_id: str, *, token: str, at: datetime, lease: timedelta
-) -> tuple[Job, Subject | None, SubjectKeyRow | None] | None:
-    """:func:`take`, and the job's subject and that subject's key row as the claim found them
-    (None: missing): one statement on PostgreSQL (the compare-and-set in a ``WITH``, joined),
-    the take and one read elsewhere. The rows come back as transient instances (no session
-    holds them)."""
+    serialised writers), and finds the new lease live. One statement on PostgreSQL (the
+    compare-and-set in a ``WITH``, joined), the update and one read elsewhere. The rows come
+    back as transient instances (no session holds them)."""
     params = _take_params(job_id, token, at, lease)
     conn = session.connection()
     values: Mapping[Any, Any]

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from worker.ledger.errors import AuditChainBroken
+from worker.ledger.service_keys import SERVICE_KEY_SQL
 from worker.ledger.tenants import DEFAULT_TENANT, check_tenant
 
 if TYPE_CHECKING:  # SQLAlchemy and the models are imported by the functions that write or walk
@@ -48,7 +49,6 @@ if TYPE_CHECKING:  # SQLAlchemy and the models are imported by the functions tha
 GENESIS = "0" * 64
 _PG_AUDIT_LOCK = 0x46_4D_41_55  # "FMAU": serialises appenders on PostgreSQL
 AUDIT_KEY_NAME = "audit-mac"
-_AUDIT_KEY_SQL = "SELECT keyring_id, kek_version, wrapped FROM service_keys WHERE name = :name"
 _ENTRY_DOMAIN = b"facemedia-audit-entry-v1\x00"
 CHECKPOINT_DOMAIN = b"facemedia-audit-checkpoint-v1\x00"
 
@@ -146,7 +146,7 @@ class AuditAuthenticator:
     def read_key(self, reader: QuickReader) -> bytes:
         """The raw audit key read over DB-API (:func:`walk_rows`, ``facemedia audit verify``);
         :class:`AuditKeyMissing` when its row is absent."""
-        rows = reader.rows(_AUDIT_KEY_SQL, {"name": AUDIT_KEY_NAME})
+        rows = reader.rows(SERVICE_KEY_SQL, {"name": AUDIT_KEY_NAME})
         if not rows:
             raise AuditKeyMissing("the audit key is not in service_keys")
         row = rows[0]

@@ -35,7 +35,6 @@ from worker.storage.errors import ObjectMissing, StorageError
 
 if TYPE_CHECKING:  # SQLAlchemy and the models: imported by the writer only (verify reads over
     # DB-API, so ``facemedia audit verify`` starts without them)
-    from sqlalchemy.orm import Session
 
     from worker.ledger.db import Database, QuickReader
     from worker.storage.base import ObjectStore
@@ -150,18 +149,6 @@ class Checkpoint:
         """True if the MAC verifies under the audit key."""
         body = _body(self.seq, self.hash, self.legacy_rows, self.written_at)
         return hmac.compare_digest(AuditAuthenticator.checkpoint_mac(key, body), self.mac)
-
-
-def _legacy_rows(s: Session, head_seq: int) -> int:
-    """Rows before the first authenticated one (a prefix: scans only the legacy rows)."""
-    from sqlalchemy import select
-
-    from worker.ledger.models import AuditEntry
-
-    first = s.scalars(
-        select(AuditEntry.seq).where(AuditEntry.mac.is_not(None)).order_by(AuditEntry.seq).limit(1)
-    ).first()
-    return head_seq if first is None else first - 1
 
 
 class Checkpointer:
